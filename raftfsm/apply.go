@@ -1,0 +1,434 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+
+	"github.com/coupond/coupond/pool"
+)
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM: every entry of the batch goes into
+// one Pebble batch together with the applied index, so after a crash the
+// stored state and the stored index always agree. Entries at or below the
+// stored index were applied before a restart and are skipped.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	applied := f.applied.Load()
+	a := applier{f: f, b: f.db.NewIndexedBatch()}
+	defer a.b.Close()
+	last := applied
+	for i, l := range logs {
+		if l.Index <= applied {
+			out[i] = &Response{Err: errAlreadyApplied}
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			out[i] = a.apply(l.Data)
+		}
+		last = l.Index
+	}
+	if last == applied {
+		return out
+	}
+	var idx [8]byte
+	binary.BigEndian.PutUint64(idx[:], last)
+	if err := a.b.Set(keyApplied, idx[:], nil); err != nil {
+		panic(fmt.Sprintf("BUG: cannot stage applied index: %v", err))
+	}
+	// No sync: the Raft log is the write-ahead log, and Snapshot flushes
+	// Pebble before Raft may drop the entries this batch came from.
+	if err := a.b.Commit(pebble.NoSync); err != nil {
+		panic(fmt.Sprintf("cannot commit applied state at index %d: %v", last, err))
+	}
+	f.applied.Store(last)
+	return out
+}
+
+// errAlreadyApplied answers an entry replayed after a restart; nobody waits for it.
+var errAlreadyApplied = errors.New("entry already applied")
+
+// applier applies decoded commands to one Pebble batch and the in-memory state.
+// It reads through the batch, so an entry sees what earlier entries of the
+// same batch wrote.
+type applier struct {
+	f *FSM
+	b *pebble.Batch
+}
+
+// ApplyCommand applies one encoded command outside Raft, for tests and tools
+// that drive the state machine directly; index must grow with every call.
+func (f *FSM) ApplyCommand(index uint64, data []byte) *Response {
+	return f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})[0].(*Response)
+}
+
+func (a *applier) apply(data []byte) *Response {
+	c, err := Decode(data)
+	if err != nil {
+		// A corrupt entry is a bug or a broken disk: continuing could diverge
+		// from the other replicas.
+		panic(fmt.Sprintf("BUG: cannot apply log entry: %v", err))
+	}
+	var v any
+	switch c := c.(type) {
+	case *CreateTenant:
+		v, err = a.createTenant(c)
+	case *CreateToken:
+		v, err = a.createToken(c)
+	case *RevokeToken:
+		err = a.revokeToken(c)
+	case *CreateList:
+		v, err = a.createList(c)
+	case *UpdateList:
+		err = a.updateList(c)
+	case *DeleteList:
+		err = a.deleteList(c)
+	case *ImportChunk:
+		err = a.importChunk(c)
+	case *ImportCommit:
+		v, err = a.importCommit(c)
+	case *ImportAbort:
+		err = a.importAbort(c.Upload)
+	case *Withdraw:
+		v, err = a.withdraw(c)
+	default:
+		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
+	}
+	return &Response{Value: v, Err: err}
+}
+
+func (a *applier) set(k, v []byte) {
+	if err := a.b.Set(k, v, nil); err != nil {
+		panic(fmt.Sprintf("cannot stage write: %v", err))
+	}
+}
+
+func (a *applier) del(k []byte) {
+	if err := a.b.Delete(k, nil); err != nil {
+		panic(fmt.Sprintf("cannot stage delete: %v", err))
+	}
+}
+
+func (a *applier) delPrefix(p []byte) {
+	if err := a.b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+		panic(fmt.Sprintf("cannot stage range delete: %v", err))
+	}
+}
+
+func (a *applier) get(k []byte) ([]byte, bool) {
+	v, closer, err := a.b.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false
+	}
+	if err != nil {
+		panic(fmt.Sprintf("cannot read state: %v", err))
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, true
+}
+
+func (a *applier) createTenant(c *CreateTenant) (*Tenant, error) {
+	f := a.f
+	if _, ok := f.Tenant(c.ID); ok {
+		return nil, ErrExists
+	}
+	t := &Tenant{ID: c.ID, Name: c.Name, CreatedAt: c.At}
+	a.set(tenantKey(t.ID), t.marshal())
+	f.mu.Lock()
+	f.tenants[t.ID] = t
+	f.mu.Unlock()
+	return t, nil
+}
+
+func (a *applier) createToken(c *CreateToken) (*Token, error) {
+	f := a.f
+	if c.Tenant != "" {
+		if _, ok := f.Tenant(c.Tenant); !ok {
+			return nil, ErrNotFound
+		}
+	}
+	if _, ok := f.TokenByHash(c.Hash); ok {
+		return nil, ErrExists
+	}
+	if _, ok := f.TokenByID(c.ID); ok {
+		return nil, ErrExists
+	}
+	t := &Token{ID: c.ID, Tenant: c.Tenant, Role: c.Role, Name: c.Name, CreatedAt: c.At}
+	a.set(tokenKey(c.Hash[:]), t.marshal())
+	a.set(tokenIDKey(c.ID), c.Hash[:])
+	f.mu.Lock()
+	f.tokens[c.Hash] = t
+	f.tokenIDs[c.ID] = c.Hash
+	f.mu.Unlock()
+	return t, nil
+}
+
+func (a *applier) revokeToken(c *RevokeToken) error {
+	f := a.f
+	f.mu.RLock()
+	h, ok := f.tokenIDs[c.ID]
+	f.mu.RUnlock()
+	if !ok {
+		return ErrNotFound
+	}
+	a.del(tokenKey(h[:]))
+	a.del(tokenIDKey(c.ID))
+	f.mu.Lock()
+	delete(f.tokens, h)
+	delete(f.tokenIDs, c.ID)
+	f.mu.Unlock()
+	return nil
+}
+
+// listOf returns the tenant's list; another tenant's list does not exist.
+func (a *applier) listOf(tenant string, id uint64) (*ListMeta, error) {
+	a.f.mu.RLock()
+	l, ok := a.f.lists[id]
+	a.f.mu.RUnlock()
+	if !ok || l.Tenant != tenant {
+		return nil, ErrNotFound
+	}
+	return l, nil
+}
+
+func (a *applier) putList(l *ListMeta) {
+	a.set(listKey(l.ID), l.marshal())
+	a.f.mu.Lock()
+	a.f.lists[l.ID] = l
+	a.f.mu.Unlock()
+}
+
+func (a *applier) createList(c *CreateList) (*ListMeta, error) {
+	f := a.f
+	if _, ok := f.Tenant(c.Tenant); !ok {
+		return nil, ErrNotFound
+	}
+	f.mu.RLock()
+	_, exists := f.lists[c.ID]
+	f.mu.RUnlock()
+	if exists {
+		return nil, ErrExists
+	}
+	l := &ListMeta{ID: c.ID, Tenant: c.Tenant, Name: c.Name, Dedupe: c.Dedupe, Threshold: c.Threshold, CreatedAt: c.At}
+	f.pools.Create(l.ID, l.Dedupe)
+	a.putList(l)
+	return l, nil
+}
+
+func (a *applier) updateList(c *UpdateList) error {
+	old, err := a.listOf(c.Tenant, c.ID)
+	if err != nil {
+		return err
+	}
+	l := *old
+	if c.SetName {
+		l.Name = c.Name
+	}
+	if c.SetThreshold {
+		l.Threshold = c.Threshold
+	}
+	a.putList(&l)
+	return nil
+}
+
+func (a *applier) deleteList(c *DeleteList) error {
+	l, err := a.listOf(c.Tenant, c.ID)
+	if err != nil {
+		return err
+	}
+	for n := uint32(0); n < l.Batches; n++ {
+		v, ok := a.get(batchKey(l.ID, n))
+		if !ok {
+			panic(fmt.Sprintf("BUG: list %016x has no batch %d", l.ID, n))
+		}
+		var upload UploadID
+		copy(upload[:], v)
+		a.delPrefix(append([]byte{prefixStaged}, upload[:]...))
+		a.del(uploadKey(upload))
+	}
+	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixBatch}, l.ID))
+	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixWithdraw}, l.ID))
+	a.del(listKey(l.ID))
+	a.f.mu.Lock()
+	delete(a.f.lists, l.ID)
+	a.f.mu.Unlock()
+	a.f.pools.Delete(l.ID)
+	return nil
+}
+
+func (a *applier) upload(id UploadID) (*uploadRecord, bool) {
+	v, ok := a.get(uploadKey(id))
+	if !ok {
+		return nil, false
+	}
+	u, err := unmarshalUpload(v)
+	if err != nil {
+		panic(fmt.Sprintf("cannot read upload record: %v", err))
+	}
+	return u, true
+}
+
+func (a *applier) importChunk(c *ImportChunk) error {
+	u, ok := a.upload(c.Upload)
+	switch {
+	case !ok:
+		u = &uploadRecord{Tenant: c.Tenant, At: c.At}
+		a.set(uploadKey(c.Upload), u.marshal())
+	case u.Tenant != c.Tenant:
+		return ErrNotFound
+	case u.Committed:
+		return nil // a late duplicate of a chunk of a finished upload
+	}
+	a.set(stagedKey(c.Upload, c.Chunk), c.Codes)
+	return nil
+}
+
+func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
+	u, ok := a.upload(c.Upload)
+	if ok && u.Tenant != c.Tenant {
+		return ImportResult{}, ErrNotFound
+	}
+	if ok && u.Committed {
+		// A retried commit gets the first answer. A retried create-and-import
+		// names a new list id; the upload id alone says it is the same upload.
+		if c.Create == nil && u.List != c.List {
+			return ImportResult{}, ErrUploadReused
+		}
+		return u.Result, nil
+	}
+	// Count what was staged before changing anything: a commit is all or nothing.
+	var chunks uint32
+	var codes uint64
+	err := a.f.eachStagedChunk(a.b, c.Upload, func(n uint32, b CodeBlock) error {
+		if n != chunks {
+			return ErrUploadIncomplete
+		}
+		chunks++
+		codes += uint64(b.Count())
+		return nil
+	})
+	if err == nil && chunks != c.Chunks {
+		err = ErrUploadIncomplete
+	}
+	var l *ListMeta
+	if err == nil {
+		if c.Create != nil {
+			l, err = a.createList(c.Create)
+		} else {
+			l, err = a.listOf(c.Tenant, c.List)
+		}
+	}
+	var p *pool.List
+	if err == nil {
+		p = a.f.pools.Get(l.ID)
+		if uint64(p.Len())+codes > pool.MaxCodes {
+			err = ErrListFull
+		}
+	}
+	if err != nil {
+		a.dropUpload(c.Upload)
+		return ImportResult{}, err
+	}
+
+	res := ImportResult{List: l.ID}
+	err = a.f.eachStagedChunk(a.b, c.Upload, func(_ uint32, b CodeBlock) error {
+		b.Each(func(code []byte) {
+			_, added, err := p.Add(code)
+			if err != nil {
+				panic(fmt.Sprintf("BUG: add after capacity check: %v", err))
+			}
+			if added {
+				res.Imported++
+			} else {
+				res.Duplicates++
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("cannot read staged chunks: %v", err))
+	}
+	nl := *l
+	nl.Batches++
+	// An upload that added nothing is not recorded as a batch: it leaves the list unchanged.
+	if res.Imported > 0 {
+		a.set(batchKey(l.ID, l.Batches), c.Upload[:])
+		a.putList(&nl)
+	} else {
+		a.delPrefix(append([]byte{prefixStaged}, c.Upload[:]...))
+	}
+	avail := uint64(p.Available())
+	if avail >= l.Reserved {
+		res.Size = avail - l.Reserved
+	}
+	a.set(uploadKey(c.Upload), (&uploadRecord{Tenant: c.Tenant, Committed: true, List: l.ID, Result: res, At: c.At}).marshal())
+	return res, nil
+}
+
+func (a *applier) importAbort(id UploadID) error {
+	u, ok := a.upload(id)
+	if !ok {
+		return nil
+	}
+	if u.Committed {
+		return ErrExists
+	}
+	a.dropUpload(id)
+	return nil
+}
+
+func (a *applier) dropUpload(id UploadID) {
+	a.delPrefix(append([]byte{prefixStaged}, id[:]...))
+	a.del(uploadKey(id))
+}
+
+// WithdrawResult is the answer to a withdrawal (SPEC §2).
+type WithdrawResult struct {
+	Withdrawn, NotFound, AlreadyUsed uint64
+}
+
+func (a *applier) withdraw(c *Withdraw) (WithdrawResult, error) {
+	l, err := a.listOf(c.Tenant, c.List)
+	if err != nil {
+		return WithdrawResult{}, err
+	}
+	p := a.f.pools.Get(l.ID)
+	// First pass decides without changing anything: the request is all or nothing.
+	var res WithdrawResult
+	var take []uint32
+	seen := map[uint32]bool{}
+	c.Codes.Each(func(code []byte) {
+		pos, st, ok := p.Lookup(code)
+		switch {
+		case !ok:
+			res.NotFound++
+		case st == pool.Assigned:
+			res.AlreadyUsed++
+		default:
+			res.Withdrawn++
+			if st == pool.Available && !seen[pos] {
+				seen[pos] = true
+				take = append(take, pos)
+			}
+		}
+	})
+	if uint64(p.Available())-uint64(len(take)) < l.Reserved {
+		return WithdrawResult{}, ErrCodesReserved
+	}
+	for _, pos := range take {
+		if !p.Withdraw(pos) {
+			panic("BUG: position stopped being available during withdraw")
+		}
+		a.set(withdrawKey(l.ID, pos), nil)
+	}
+	return res, nil
+}

@@ -1,0 +1,466 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// CmdType is the first byte of every log entry. Types are only ever appended:
+// renumbering one breaks every existing Raft log.
+type CmdType byte
+
+const (
+	CmdCreateTenant CmdType = 1
+	CmdCreateToken  CmdType = 2
+	CmdRevokeToken  CmdType = 3
+	CmdCreateList   CmdType = 4
+	CmdUpdateList   CmdType = 5
+	CmdDeleteList   CmdType = 6
+	CmdImportChunk  CmdType = 7
+	CmdImportCommit CmdType = 8
+	CmdImportAbort  CmdType = 9
+	CmdWithdraw     CmdType = 10
+)
+
+// bodyVersion is the encoding version of every body written today. A decoder
+// that meets a newer version refuses the entry rather than guessing.
+const bodyVersion = 1
+
+// MaxEntryBytes bounds one encoded command; bigger requests are split by the caller.
+const MaxEntryBytes = 1 << 20
+
+// MaxCodeLen is the longest code in bytes (SPEC §1).
+const MaxCodeLen = 128
+
+// Role is what a token may do.
+type Role byte
+
+const (
+	RoleOperator Role = 1
+	RoleAdmin    Role = 2
+	RoleSender   Role = 3
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleOperator:
+		return "operator"
+	case RoleAdmin:
+		return "admin"
+	case RoleSender:
+		return "sender"
+	}
+	return "unknown"
+}
+
+// ParseRole maps the API's role names; operator tokens are made only at bootstrap.
+func ParseRole(s string) (Role, bool) {
+	switch s {
+	case "admin":
+		return RoleAdmin, true
+	case "sender":
+		return RoleSender, true
+	}
+	return 0, false
+}
+
+// UploadID names one import across its staged chunks and its commit.
+type UploadID [16]byte
+
+// Command is one state change. Encode turns it into a log entry.
+type Command interface {
+	Type() CmdType
+	appendBody(dst []byte) []byte
+	decodeBody(d *decoder)
+}
+
+// Encode returns a fresh slice holding c: Raft keeps the slice it is given,
+// so it must never alias a buffer that is reused.
+func Encode(c Command) []byte {
+	b := make([]byte, 0, 64)
+	b = append(b, byte(c.Type()), bodyVersion)
+	return c.appendBody(b)
+}
+
+var errCorrupt = errors.New("corrupt command")
+
+// Decode parses a log entry written by Encode.
+func Decode(data []byte) (Command, error) {
+	if len(data) < 2 {
+		return nil, fmt.Errorf("cannot decode command of %d bytes: %w", len(data), errCorrupt)
+	}
+	var c Command
+	switch CmdType(data[0]) {
+	case CmdCreateTenant:
+		c = &CreateTenant{}
+	case CmdCreateToken:
+		c = &CreateToken{}
+	case CmdRevokeToken:
+		c = &RevokeToken{}
+	case CmdCreateList:
+		c = &CreateList{}
+	case CmdUpdateList:
+		c = &UpdateList{}
+	case CmdDeleteList:
+		c = &DeleteList{}
+	case CmdImportChunk:
+		c = &ImportChunk{}
+	case CmdImportCommit:
+		c = &ImportCommit{}
+	case CmdImportAbort:
+		c = &ImportAbort{}
+	case CmdWithdraw:
+		c = &Withdraw{}
+	default:
+		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
+	}
+	if data[1] != bodyVersion {
+		return nil, fmt.Errorf("cannot decode command type %d version %d: %w", data[0], data[1], errCorrupt)
+	}
+	d := decoder{b: data[2:]}
+	c.decodeBody(&d)
+	if d.err != nil || len(d.b) != 0 {
+		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
+	}
+	return c, nil
+}
+
+type CreateTenant struct {
+	ID, Name string
+	At       int64 // unix nanoseconds, stamped by the leader
+}
+
+func (*CreateTenant) Type() CmdType { return CmdCreateTenant }
+func (c *CreateTenant) appendBody(b []byte) []byte {
+	b = appendString(b, c.ID)
+	b = appendString(b, c.Name)
+	return appendVarint(b, c.At)
+}
+func (c *CreateTenant) decodeBody(d *decoder) {
+	c.ID, c.Name, c.At = d.string(), d.string(), d.varint()
+}
+
+type CreateToken struct {
+	ID     string
+	Tenant string // empty for operator tokens
+	Role   Role
+	Name   string
+	Hash   [32]byte // sha256 of the secret; the secret never enters the log
+	At     int64
+}
+
+func (*CreateToken) Type() CmdType { return CmdCreateToken }
+func (c *CreateToken) appendBody(b []byte) []byte {
+	b = appendString(b, c.ID)
+	b = appendString(b, c.Tenant)
+	b = append(b, byte(c.Role))
+	b = appendString(b, c.Name)
+	b = append(b, c.Hash[:]...)
+	return appendVarint(b, c.At)
+}
+func (c *CreateToken) decodeBody(d *decoder) {
+	c.ID, c.Tenant, c.Role, c.Name = d.string(), d.string(), Role(d.byte()), d.string()
+	copy(c.Hash[:], d.fixed(32))
+	c.At = d.varint()
+}
+
+type RevokeToken struct{ ID string }
+
+func (*RevokeToken) Type() CmdType                { return CmdRevokeToken }
+func (c *RevokeToken) appendBody(b []byte) []byte { return appendString(b, c.ID) }
+func (c *RevokeToken) decodeBody(d *decoder)      { c.ID = d.string() }
+
+type CreateList struct {
+	Tenant    string
+	ID        uint64 // chosen by the leader
+	Name      string
+	Dedupe    bool
+	Threshold uint64
+	At        int64
+}
+
+func (*CreateList) Type() CmdType { return CmdCreateList }
+func (c *CreateList) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = binary.AppendUvarint(b, c.ID)
+	b = appendString(b, c.Name)
+	b = appendBool(b, c.Dedupe)
+	b = binary.AppendUvarint(b, c.Threshold)
+	return appendVarint(b, c.At)
+}
+func (c *CreateList) decodeBody(d *decoder) {
+	c.Tenant, c.ID, c.Name = d.string(), d.uvarint(), d.string()
+	c.Dedupe, c.Threshold, c.At = d.bool(), d.uvarint(), d.varint()
+}
+
+type UpdateList struct {
+	Tenant       string
+	ID           uint64
+	SetName      bool
+	Name         string
+	SetThreshold bool
+	Threshold    uint64
+}
+
+func (*UpdateList) Type() CmdType { return CmdUpdateList }
+func (c *UpdateList) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = binary.AppendUvarint(b, c.ID)
+	b = appendBool(b, c.SetName)
+	b = appendString(b, c.Name)
+	b = appendBool(b, c.SetThreshold)
+	return binary.AppendUvarint(b, c.Threshold)
+}
+func (c *UpdateList) decodeBody(d *decoder) {
+	c.Tenant, c.ID = d.string(), d.uvarint()
+	c.SetName, c.Name = d.bool(), d.string()
+	c.SetThreshold, c.Threshold = d.bool(), d.uvarint()
+}
+
+type DeleteList struct {
+	Tenant string
+	ID     uint64
+}
+
+func (*DeleteList) Type() CmdType { return CmdDeleteList }
+func (c *DeleteList) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	return binary.AppendUvarint(b, c.ID)
+}
+func (c *DeleteList) decodeBody(d *decoder) { c.Tenant, c.ID = d.string(), d.uvarint() }
+
+// ImportChunk stages codes of one upload; nothing is visible until ImportCommit.
+type ImportChunk struct {
+	Tenant string
+	Upload UploadID
+	Chunk  uint32 // 0, 1, 2, ... in upload order
+	Codes  CodeBlock
+	At     int64
+}
+
+func (*ImportChunk) Type() CmdType { return CmdImportChunk }
+func (c *ImportChunk) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = append(b, c.Upload[:]...)
+	b = binary.AppendUvarint(b, uint64(c.Chunk))
+	b = appendVarint(b, c.At)
+	return appendBytes(b, c.Codes)
+}
+func (c *ImportChunk) decodeBody(d *decoder) {
+	c.Tenant = d.string()
+	copy(c.Upload[:], d.fixed(16))
+	c.Chunk, c.At = d.uint32(), d.varint()
+	c.Codes = CodeBlock(d.bytes())
+	if d.err == nil && !c.Codes.valid() {
+		d.err = errCorrupt
+	}
+}
+
+// ImportCommit makes every staged chunk of an upload visible at once, in
+// chunk order. With Create set it creates the list first (create and import
+// in one step); List then equals Create.ID.
+type ImportCommit struct {
+	Tenant string
+	Upload UploadID
+	Chunks uint32 // how many chunks the upload staged
+	List   uint64
+	Create *CreateList
+	At     int64
+}
+
+func (*ImportCommit) Type() CmdType { return CmdImportCommit }
+func (c *ImportCommit) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = append(b, c.Upload[:]...)
+	b = binary.AppendUvarint(b, uint64(c.Chunks))
+	b = binary.AppendUvarint(b, c.List)
+	b = appendVarint(b, c.At)
+	b = appendBool(b, c.Create != nil)
+	if c.Create != nil {
+		b = c.Create.appendBody(b)
+	}
+	return b
+}
+func (c *ImportCommit) decodeBody(d *decoder) {
+	c.Tenant = d.string()
+	copy(c.Upload[:], d.fixed(16))
+	c.Chunks, c.List, c.At = d.uint32(), d.uvarint(), d.varint()
+	if d.bool() {
+		c.Create = &CreateList{}
+		c.Create.decodeBody(d)
+	}
+}
+
+// ImportAbort drops the staged chunks of an upload that will not be committed.
+type ImportAbort struct{ Upload UploadID }
+
+func (*ImportAbort) Type() CmdType                { return CmdImportAbort }
+func (c *ImportAbort) appendBody(b []byte) []byte { return append(b, c.Upload[:]...) }
+func (c *ImportAbort) decodeBody(d *decoder)      { copy(c.Upload[:], d.fixed(16)) }
+
+// Withdraw removes unused codes from a list, all or nothing.
+type Withdraw struct {
+	Tenant string
+	List   uint64
+	Codes  CodeBlock
+}
+
+func (*Withdraw) Type() CmdType { return CmdWithdraw }
+func (c *Withdraw) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = binary.AppendUvarint(b, c.List)
+	return appendBytes(b, c.Codes)
+}
+func (c *Withdraw) decodeBody(d *decoder) {
+	c.Tenant, c.List = d.string(), d.uvarint()
+	c.Codes = CodeBlock(d.bytes())
+	if d.err == nil && !c.Codes.valid() {
+		d.err = errCorrupt
+	}
+}
+
+// CodeBlock is a run of codes, each as one length byte (1..MaxCodeLen) and its bytes.
+type CodeBlock []byte
+
+// AppendCode adds code to the block; the caller has checked its length.
+func (b CodeBlock) AppendCode(code []byte) CodeBlock {
+	if len(code) == 0 || len(code) > MaxCodeLen {
+		panic("BUG: code length out of range")
+	}
+	return append(append(b, byte(len(code))), code...)
+}
+
+// Each calls fn for every code; the slice aliases the block.
+func (b CodeBlock) Each(fn func(code []byte)) {
+	for len(b) > 0 {
+		n := int(b[0])
+		fn(b[1 : 1+n])
+		b = b[1+n:]
+	}
+}
+
+// Count is the number of codes in the block.
+func (b CodeBlock) Count() int {
+	n := 0
+	for len(b) > 0 {
+		b = b[1+int(b[0]):]
+		n++
+	}
+	return n
+}
+
+func (b CodeBlock) valid() bool {
+	for len(b) > 0 {
+		n := int(b[0])
+		if n == 0 || n > MaxCodeLen || 1+n > len(b) {
+			return false
+		}
+		b = b[1+n:]
+	}
+	return true
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+func appendVarint(b []byte, v int64) []byte { return binary.AppendVarint(b, v) }
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// decoder reads what the append helpers wrote; the first error sticks and
+// every later read returns a zero value.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail() { d.err = errCorrupt; d.b = nil }
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint32() uint32 {
+	v := d.uvarint()
+	if v > 1<<32-1 {
+		d.fail()
+		return 0
+	}
+	return uint32(v)
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	p := d.fixed(1)
+	if p == nil {
+		return 0
+	}
+	return p[0]
+}
+
+func (d *decoder) bool() bool {
+	switch d.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	d.fail()
+	return false
+}
+
+func (d *decoder) fixed(n int) []byte {
+	if d.err != nil || len(d.b) < n {
+		d.fail()
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+// bytes returns a slice aliasing the entry.
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	return d.fixed(int(n))
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }

@@ -1,0 +1,364 @@
+// Package raftfsm is coupond's replicated state machine: the commands of the
+// Raft log, their deterministic application to Pebble and the in-memory
+// pools, and snapshots of the whole state.
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/coupond/coupond/pool"
+)
+
+// Domain outcomes of Apply. They come back in the Response, never as a panic.
+var (
+	ErrNotFound         = errors.New("not found")
+	ErrExists           = errors.New("already exists")
+	ErrCodesReserved    = errors.New("withdrawal would leave fewer codes than are reserved")
+	ErrListFull         = errors.New("list would exceed its maximum number of codes")
+	ErrUploadIncomplete = errors.New("upload is missing staged chunks")
+	ErrUploadReused     = errors.New("upload id already used for another list")
+)
+
+// Response is what Apply returns for every command: Value on success, Err
+// for a refused command (a domain outcome). The caller checks the Raft
+// future's error first, then Err.
+type Response struct {
+	Value any
+	Err   error
+}
+
+// FSM owns the state. Apply runs on one goroutine (Raft's); readers may call
+// the read methods at any time: they take mu only for map lookups, which the
+// writer holds for map updates alone, never across a Pebble write.
+type FSM struct {
+	db    *pebble.DB
+	pools *pool.Pools
+
+	mu       sync.RWMutex
+	tenants  map[string]*Tenant
+	tokens   map[[32]byte]*Token
+	tokenIDs map[string][32]byte
+	lists    map[uint64]*ListMeta
+
+	applied atomic.Uint64 // index of the last entry applied (durable or about to be)
+}
+
+// New opens the state kept in db and rebuilds the in-memory pools from it.
+func New(db *pebble.DB) (*FSM, error) {
+	f := &FSM{db: db}
+	if err := f.load(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// AppliedIndex is the Raft index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Pools exposes the code pools to readers.
+func (f *FSM) Pools() *pool.Pools { return f.pools }
+
+// load reads everything from Pebble into fresh maps and pools and swaps them
+// in under the readers' lock.
+func (f *FSM) load() error {
+	tenants := map[string]*Tenant{}
+	tokens := map[[32]byte]*Token{}
+	tokenIDs := map[string][32]byte{}
+	lists := map[uint64]*ListMeta{}
+	pools := pool.New()
+	var applied uint64
+
+	if v, closer, err := f.db.Get(keyApplied); err == nil {
+		if len(v) != 8 {
+			closer.Close()
+			return fmt.Errorf("cannot load applied index: %w", errCorrupt)
+		}
+		applied = binary.BigEndian.Uint64(v)
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("cannot load applied index: %w", err)
+	}
+
+	err := f.scan([]byte{prefixTenant}, func(k, v []byte) error {
+		t, err := unmarshalTenant(v)
+		if err == nil {
+			tenants[t.ID] = t
+		}
+		return err
+	})
+	if err == nil {
+		err = f.scan([]byte{prefixToken}, func(k, v []byte) error {
+			t, err := unmarshalToken(v)
+			if err == nil {
+				var h [32]byte
+				copy(h[:], k[1:])
+				tokens[h] = t
+				tokenIDs[t.ID] = h
+			}
+			return err
+		})
+	}
+	if err == nil {
+		err = f.scan([]byte{prefixList}, func(k, v []byte) error {
+			l, err := unmarshalList(v)
+			if err == nil {
+				lists[l.ID] = l
+			}
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("cannot load state: %w", err)
+	}
+	ids := make([]uint64, 0, len(lists))
+	for id := range lists {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		if err := f.rebuildPool(pools, lists[id]); err != nil {
+			return fmt.Errorf("cannot rebuild list %016x: %w", id, err)
+		}
+	}
+
+	f.mu.Lock()
+	f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
+	f.mu.Unlock()
+	f.applied.Store(applied)
+	return nil
+}
+
+// rebuildPool adds a list's codes again in commit order; de-duplication
+// decides the same way it did when the imports were applied.
+func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
+	p := pools.Create(l.ID, l.Dedupe)
+	for n := uint32(0); n < l.Batches; n++ {
+		v, closer, err := f.db.Get(batchKey(l.ID, n))
+		if err != nil {
+			return fmt.Errorf("cannot read batch %d: %w", n, err)
+		}
+		var upload UploadID
+		copy(upload[:], v)
+		closer.Close()
+		if err := f.eachStagedChunk(f.db, upload, func(_ uint32, codes CodeBlock) error {
+			var addErr error
+			codes.Each(func(code []byte) {
+				if _, _, err := p.Add(code); err != nil && addErr == nil {
+					addErr = err
+				}
+			})
+			return addErr
+		}); err != nil {
+			return err
+		}
+	}
+	wp := binary.BigEndian.AppendUint64([]byte{prefixWithdraw}, l.ID)
+	err := f.scan(wp, func(k, _ []byte) error {
+		pos := binary.BigEndian.Uint32(k[len(wp):])
+		if !p.Withdraw(pos) {
+			return fmt.Errorf("withdrawn position %d is not available: %w", pos, errCorrupt)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.SetCursor(l.Cursor)
+	return nil
+}
+
+type reader interface {
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+// eachStagedChunk calls fn for the chunks of an upload in chunk order.
+func (f *FSM) eachStagedChunk(r reader, upload UploadID, fn func(n uint32, codes CodeBlock) error) error {
+	prefix := append([]byte{prefixStaged}, upload[:]...)
+	return scanReader(r, prefix, func(k, v []byte) error {
+		return fn(binary.BigEndian.Uint32(k[len(prefix):]), CodeBlock(v))
+	})
+}
+
+func (f *FSM) scan(prefix []byte, fn func(k, v []byte) error) error {
+	return scanReader(f.db, prefix, fn)
+}
+
+func scanReader(r reader, prefix []byte, fn func(k, v []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if err := fn(it.Key(), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// PendingUploads lists the uploads that staged chunks but were neither
+// committed nor aborted, oldest first by their leader's time.
+func (f *FSM) PendingUploads() ([]UploadID, error) {
+	type pending struct {
+		id UploadID
+		at int64
+	}
+	var ps []pending
+	err := f.scan([]byte{prefixUpload}, func(k, v []byte) error {
+		u, err := unmarshalUpload(v)
+		if err != nil {
+			return err
+		}
+		if !u.Committed {
+			var id UploadID
+			copy(id[:], k[1:])
+			ps = append(ps, pending{id, u.At})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list pending uploads: %w", err)
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].at < ps[j].at })
+	out := make([]UploadID, len(ps))
+	for i, p := range ps {
+		out[i] = p.id
+	}
+	return out, nil
+}
+
+// TokenByHash finds the token whose secret hashes to h.
+func (f *FSM) TokenByHash(h [32]byte) (*Token, bool) {
+	f.mu.RLock()
+	t, ok := f.tokens[h]
+	f.mu.RUnlock()
+	return t, ok
+}
+
+// TokenByID finds a token by its public id.
+func (f *FSM) TokenByID(id string) (*Token, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	h, ok := f.tokenIDs[id]
+	if !ok {
+		return nil, false
+	}
+	return f.tokens[h], true
+}
+
+// Tenant returns one tenant.
+func (f *FSM) Tenant(id string) (*Tenant, bool) {
+	f.mu.RLock()
+	t, ok := f.tenants[id]
+	f.mu.RUnlock()
+	return t, ok
+}
+
+// Tenants returns every tenant, sorted by id.
+func (f *FSM) Tenants() []*Tenant {
+	f.mu.RLock()
+	out := make([]*Tenant, 0, len(f.tenants))
+	for _, t := range f.tenants {
+		out = append(out, t)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ListView is a list with its counts, as readers see it.
+type ListView struct {
+	ListMeta
+	Added, Available, Reserved, Used, Withdrawn uint64
+}
+
+// LowStock reports available below a non-zero threshold.
+func (v *ListView) LowStock() bool { return v.Threshold > 0 && v.Available < v.Threshold }
+
+// List returns a tenant's list; another tenant's list is not found.
+func (f *FSM) List(tenant string, id uint64) (*ListView, bool) {
+	f.mu.RLock()
+	l, ok := f.lists[id]
+	pools := f.pools
+	f.mu.RUnlock()
+	if !ok || l.Tenant != tenant {
+		return nil, false
+	}
+	return view(l, pools.Get(id)), true
+}
+
+// Lists returns a tenant's lists, oldest first.
+func (f *FSM) Lists(tenant string) []*ListView {
+	f.mu.RLock()
+	var metas []*ListMeta
+	for _, l := range f.lists {
+		if l.Tenant == tenant {
+			metas = append(metas, l)
+		}
+	}
+	pools := f.pools
+	f.mu.RUnlock()
+	sort.Slice(metas, func(i, j int) bool {
+		if metas[i].CreatedAt != metas[j].CreatedAt {
+			return metas[i].CreatedAt < metas[j].CreatedAt
+		}
+		return metas[i].ID < metas[j].ID
+	})
+	out := make([]*ListView, len(metas))
+	for i, l := range metas {
+		out[i] = view(l, pools.Get(l.ID))
+	}
+	return out
+}
+
+func view(l *ListMeta, p *pool.List) *ListView {
+	v := &ListView{ListMeta: *l, Reserved: l.Reserved}
+	if p != nil {
+		v.Added = uint64(p.Len())
+		v.Used = uint64(p.Used())
+		v.Withdrawn = uint64(p.Withdrawn())
+		avail := uint64(p.Available())
+		if avail >= l.Reserved {
+			v.Available = avail - l.Reserved
+		}
+	}
+	return v
+}
+
+// CodeInfo is the state of one code of a list.
+type CodeInfo struct {
+	Code  string
+	State pool.State
+}
+
+// CodeState looks a code up in a tenant's list.
+func (f *FSM) CodeState(tenant string, list uint64, code []byte) (CodeInfo, error) {
+	f.mu.RLock()
+	l, ok := f.lists[list]
+	pools := f.pools
+	f.mu.RUnlock()
+	if !ok || l.Tenant != tenant {
+		return CodeInfo{}, ErrNotFound
+	}
+	p := pools.Get(list)
+	if p == nil {
+		return CodeInfo{}, ErrNotFound
+	}
+	_, st, found := p.Lookup(code)
+	if !found {
+		return CodeInfo{}, ErrNotFound
+	}
+	return CodeInfo{Code: string(code), State: st}, nil
+}

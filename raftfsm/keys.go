@@ -1,0 +1,65 @@
+package raftfsm
+
+import "encoding/binary"
+
+// The Pebble key schema. Every key starts with one prefix byte.
+// Changing a prefix or a key layout breaks existing data folders.
+const (
+	prefixMeta     = 'm' // m + name: FSM bookkeeping (applied index, format)
+	prefixTenant   = 't' // t + tenant id -> tenantRecord
+	prefixToken    = 'k' // k + sha256(secret) -> tokenRecord
+	prefixTokenID  = 'K' // K + token id -> sha256(secret)
+	prefixList     = 'l' // l + list id (8 bytes BE) -> listRecord
+	prefixBatch    = 'b' // b + list id (8) + batch number (4 BE) -> upload id (16)
+	prefixStaged   = 'u' // u + upload id (16) + chunk number (4 BE) -> encoded codes
+	prefixUpload   = 'U' // U + upload id (16) -> uploadRecord
+	prefixWithdraw = 'w' // w + list id (8) + position (4 BE) -> empty
+)
+
+var keyApplied = []byte{prefixMeta, 'a'}
+
+func tenantKey(id string) []byte { return append([]byte{prefixTenant}, id...) }
+
+func tokenKey(hash []byte) []byte { return append([]byte{prefixToken}, hash...) }
+
+func tokenIDKey(id string) []byte { return append([]byte{prefixTokenID}, id...) }
+
+func listKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixList}, id)
+}
+
+func batchKey(list uint64, n uint32) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 13), list)
+	k = append([]byte{prefixBatch}, k...)
+	return binary.BigEndian.AppendUint32(k, n)
+}
+
+func stagedKey(upload UploadID, chunk uint32) []byte {
+	k := make([]byte, 0, 21)
+	k = append(k, prefixStaged)
+	k = append(k, upload[:]...)
+	return binary.BigEndian.AppendUint32(k, chunk)
+}
+
+func uploadKey(upload UploadID) []byte {
+	return append([]byte{prefixUpload}, upload[:]...)
+}
+
+func withdrawKey(list uint64, pos uint32) []byte {
+	k := make([]byte, 0, 13)
+	k = append(k, prefixWithdraw)
+	k = binary.BigEndian.AppendUint64(k, list)
+	return binary.BigEndian.AppendUint32(k, pos)
+}
+
+// prefixEnd returns the smallest key greater than every key that starts with p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package raftfsm
+
+import "encoding/binary"
+
+// Records are the values stored under the keys of keys.go. Each starts with
+// a version byte so a later release can read older folders.
+const recordVersion = 1
+
+// Tenant is one customer of the platform.
+type Tenant struct {
+	ID, Name  string
+	CreatedAt int64
+}
+
+func (t *Tenant) marshal() []byte {
+	b := []byte{recordVersion}
+	b = appendString(b, t.ID)
+	b = appendString(b, t.Name)
+	return appendVarint(b, t.CreatedAt)
+}
+
+func unmarshalTenant(v []byte) (*Tenant, error) {
+	d := recordDecoder(v)
+	t := &Tenant{ID: d.string(), Name: d.string(), CreatedAt: d.varint()}
+	return t, d.done()
+}
+
+// Token is what a bearer token grants. The secret itself is never stored.
+type Token struct {
+	ID        string
+	Tenant    string // empty for operators
+	Role      Role
+	Name      string
+	CreatedAt int64
+}
+
+func (t *Token) marshal() []byte {
+	b := []byte{recordVersion}
+	b = appendString(b, t.ID)
+	b = appendString(b, t.Tenant)
+	b = append(b, byte(t.Role))
+	b = appendString(b, t.Name)
+	return appendVarint(b, t.CreatedAt)
+}
+
+func unmarshalToken(v []byte) (*Token, error) {
+	d := recordDecoder(v)
+	t := &Token{ID: d.string(), Tenant: d.string(), Role: Role(d.byte()), Name: d.string(), CreatedAt: d.varint()}
+	return t, d.done()
+}
+
+// ListMeta is the stored part of a list; codes live in batches and pools.
+// A ListMeta is immutable once published to readers: changes copy it.
+type ListMeta struct {
+	ID        uint64
+	Tenant    string
+	Name      string
+	Dedupe    bool
+	Threshold uint64
+	CreatedAt int64
+	Batches   uint32 // committed imports, numbered 0..Batches-1
+	Cursor    uint32 // the pool's cursor: positions below it are consumed
+	Reserved  uint64 // codes held for sends (no sends yet: always 0)
+}
+
+func (l *ListMeta) marshal() []byte {
+	b := []byte{recordVersion}
+	b = binary.AppendUvarint(b, l.ID)
+	b = appendString(b, l.Tenant)
+	b = appendString(b, l.Name)
+	b = appendBool(b, l.Dedupe)
+	b = binary.AppendUvarint(b, l.Threshold)
+	b = appendVarint(b, l.CreatedAt)
+	b = binary.AppendUvarint(b, uint64(l.Batches))
+	b = binary.AppendUvarint(b, uint64(l.Cursor))
+	return binary.AppendUvarint(b, l.Reserved)
+}
+
+func unmarshalList(v []byte) (*ListMeta, error) {
+	d := recordDecoder(v)
+	l := &ListMeta{ID: d.uvarint(), Tenant: d.string(), Name: d.string(), Dedupe: d.bool(),
+		Threshold: d.uvarint(), CreatedAt: d.varint(), Batches: d.uint32(), Cursor: d.uint32(), Reserved: d.uvarint()}
+	return l, d.done()
+}
+
+// ImportResult is the answer to a committed upload (SPEC §2 "Import result").
+type ImportResult struct {
+	List       uint64 // the list the upload went into
+	Imported   uint64
+	Duplicates uint64
+	Size       uint64 // available codes after the import
+}
+
+// uploadRecord tracks one upload from its first chunk to its commit, so a
+// retried commit answers the same result.
+type uploadRecord struct {
+	Tenant    string
+	Committed bool
+	List      uint64
+	Result    ImportResult
+	At        int64
+}
+
+func (u *uploadRecord) marshal() []byte {
+	b := []byte{recordVersion}
+	b = appendString(b, u.Tenant)
+	b = appendBool(b, u.Committed)
+	b = binary.AppendUvarint(b, u.List)
+	b = binary.AppendUvarint(b, u.Result.Imported)
+	b = binary.AppendUvarint(b, u.Result.Duplicates)
+	b = binary.AppendUvarint(b, u.Result.Size)
+	return appendVarint(b, u.At)
+}
+
+func unmarshalUpload(v []byte) (*uploadRecord, error) {
+	d := recordDecoder(v)
+	u := &uploadRecord{Tenant: d.string(), Committed: d.bool(), List: d.uvarint()}
+	u.Result = ImportResult{List: u.List, Imported: d.uvarint(), Duplicates: d.uvarint(), Size: d.uvarint()}
+	u.At = d.varint()
+	return u, d.done()
+}
+
+func recordDecoder(v []byte) *decoder {
+	if len(v) == 0 || v[0] != recordVersion {
+		return &decoder{err: errCorrupt}
+	}
+	return &decoder{b: v[1:]}
+}
+
+func (d *decoder) done() error {
+	if d.err != nil || len(d.b) != 0 {
+		return errCorrupt
+	}
+	return nil
+}
