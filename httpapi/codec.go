@@ -1,0 +1,143 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// decodeJSON reads a small JSON body into v, refusing unknown fields and
+// trailing data.
+func (s *Server) decodeJSON(ctx *fasthttp.RequestCtx, v any) *apiError {
+	limit := min(int64(maxJSONBody), s.cfg.MaxBody)
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > limit {
+		return errTooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(bodyStream(ctx), limit+1))
+	if err != nil {
+		return badRequest("cannot read the request body")
+	}
+	if int64(len(body)) > limit {
+		return errTooLarge
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "the body is not valid JSON for this call"
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			msg = fmt.Sprintf("field %q has the wrong type", te.Field)
+		case err == io.EOF:
+			msg = "the body is empty; a JSON object is required"
+		case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
+			msg = err.Error()[len("json: "):]
+		}
+		return newError(fasthttp.StatusBadRequest, "invalid_json", msg)
+	}
+	if dec.More() {
+		return newError(fasthttp.StatusBadRequest, "invalid_json", "unexpected data after the JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return newError(fasthttp.StatusBadRequest, "invalid_json", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// drainLimit bounds how much of an unread body the server reads and drops
+// before it answers an early refusal: a client that is still sending gets
+// the answer instead of a reset connection. Past it the connection closes.
+const drainLimit = 64 << 20
+
+// drainIdle bounds the wait for more body bytes while draining: a client
+// that stopped sending gets its answer instead of a hang.
+const drainIdle = time.Second
+
+// drainBody reads what is left of the request body, up to drainLimit; a
+// body known to be longer is not read at all and the connection closes.
+func drainBody(ctx *fasthttp.RequestCtx) {
+	r := ctx.RequestBodyStream()
+	if r == nil {
+		return
+	}
+	if cl := ctx.Request.Header.ContentLength(); cl > drainLimit {
+		ctx.SetConnectionClose()
+		return
+	}
+	conn := ctx.Conn()
+	d := &idleReader{r: r, conn: conn}
+	n, err := io.Copy(io.Discard, io.LimitReader(d, drainLimit))
+	conn.SetReadDeadline(time.Time{})
+	if err != nil || n >= drainLimit {
+		ctx.SetConnectionClose()
+	}
+}
+
+// idleReader fails a read that waits longer than drainIdle.
+type idleReader struct {
+	r    io.Reader
+	conn net.Conn
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	i.conn.SetReadDeadline(time.Now().Add(drainIdle))
+	return i.r.Read(p)
+}
+
+// bodyStream returns the request body as a stream: with fasthttp's
+// StreamRequestBody, large bodies are never held whole in memory.
+func bodyStream(ctx *fasthttp.RequestCtx) io.Reader {
+	if r := ctx.RequestBodyStream(); r != nil {
+		return r
+	}
+	return bytes.NewReader(ctx.Request.Body())
+}
+
+// limitedBody is the body cut at max bytes; reading past it fails with errBodyTooLarge.
+type limitedBody struct {
+	r   io.Reader
+	n   int64 // bytes left before the limit
+	hit bool
+}
+
+var errBodyTooLarge = errors.New("request body too large")
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		// Read one more byte to tell "exactly at the limit" from "past it".
+		var one [1]byte
+		n, err := l.r.Read(one[:])
+		if n > 0 {
+			l.hit = true
+			return 0, errBodyTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// queryBool reads an optional boolean query parameter.
+func queryBool(ctx *fasthttp.RequestCtx, name string, def bool) (bool, *apiError) {
+	args := ctx.QueryArgs()
+	if !args.Has(name) {
+		return def, nil
+	}
+	switch string(args.Peek(name)) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, badRequest(fmt.Sprintf("query parameter %q must be true or false", name))
+}

@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// apiError is an error answer: {"error": {"code", "message", ...details}}.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	details map[string]any
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func newError(status int, code, message string) *apiError {
+	return &apiError{status: status, code: code, message: message}
+}
+
+func (e *apiError) with(k string, v any) *apiError {
+	if e.details == nil {
+		e.details = map[string]any{}
+	}
+	e.details[k] = v
+	return e
+}
+
+func badRequest(message string) *apiError {
+	return newError(fasthttp.StatusBadRequest, "invalid_request", message)
+}
+
+var (
+	errUnauthorized = newError(fasthttp.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+	errForbidden    = newError(fasthttp.StatusForbidden, "forbidden", "this token's role may not make this call")
+	errNotFound     = newError(fasthttp.StatusNotFound, "not_found", "no such resource")
+	errTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the server accepts")
+	errNotReady     = newError(fasthttp.StatusServiceUnavailable, "not_ready", "no leader known yet or the state is still catching up")
+)
+
+// HandleParseError answers a request that fasthttp could not parse, in the
+// API's error shape (fasthttp's ErrorHandler).
+func HandleParseError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		writeError(ctx, errTooLarge)
+	} else {
+		writeError(ctx, badRequest("the request is not valid HTTP"))
+	}
+	ctx.SetConnectionClose()
+}
+
+// unavailable answers a call whose outcome is unknown or that found no
+// leader; the caller retries (every write carries an idempotency key or is
+// harmless to repeat).
+func unavailable(message string) *apiError {
+	return newError(fasthttp.StatusServiceUnavailable, "unavailable", message)
+}
+
+// fromApply maps the errors of a Raft apply and the state machine's domain
+// outcomes to API errors. It is the one place where that mapping lives.
+func fromApply(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, raftfsm.ErrNotFound):
+		return errNotFound
+	case errors.Is(err, raftfsm.ErrCodesReserved):
+		return newError(fasthttp.StatusConflict, "codes_reserved", err.Error())
+	case errors.Is(err, raftfsm.ErrListFull):
+		return newError(fasthttp.StatusConflict, "list_full", err.Error())
+	case errors.Is(err, raftfsm.ErrUploadReused):
+		return newError(fasthttp.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for an upload to another list")
+	case errors.Is(err, raftfsm.ErrExists):
+		return newError(fasthttp.StatusConflict, "already_exists", "it exists already")
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrRaftShutdown),
+		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raftfsm.ErrUploadIncomplete):
+		return unavailable("the cluster could not complete the write; retry")
+	}
+	return newError(fasthttp.StatusInternalServerError, "internal", "internal error")
+}
+
+func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
+	body := map[string]any{"code": e.code, "message": e.message}
+	for k, v := range e.details {
+		body[k] = v
+	}
+	if e.status == fasthttp.StatusServiceUnavailable {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	if e.status == fasthttp.StatusUnauthorized {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="coupond"`)
+	}
+	writeJSON(ctx, e.status, map[string]any{"error": body})
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("BUG: cannot encode response: " + err.Error())
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}

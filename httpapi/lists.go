@@ -1,0 +1,415 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/httpapi/codecsv"
+	"github.com/coupond/coupond/raftfsm"
+)
+
+type listJSON struct {
+	ID                string `json:"id"`
+	Name              string `json:"name"`
+	Dedupe            bool   `json:"dedupe"`
+	LowStockThreshold uint64 `json:"low_stock_threshold"`
+	LowStock          bool   `json:"low_stock"`
+	Added             uint64 `json:"added"`
+	Available         uint64 `json:"available"`
+	Reserved          uint64 `json:"reserved"`
+	Used              uint64 `json:"used"`
+	Withdrawn         uint64 `json:"withdrawn"`
+	UsedOrDeleted     uint64 `json:"used_or_deleted"`
+	CreatedAt         string `json:"created_at"`
+}
+
+// listDetailJSON is one list with the messages it is assigned to (none
+// until messages exist).
+type listDetailJSON struct {
+	listJSON
+	AssignedMessages []struct{} `json:"assigned_messages"`
+}
+
+func toListJSON(v *raftfsm.ListView) listJSON {
+	return listJSON{
+		ID: formatListID(v.ID), Name: v.Name, Dedupe: v.Dedupe,
+		LowStockThreshold: v.Threshold, LowStock: v.LowStock(),
+		Added: v.Added, Available: v.Available, Reserved: v.Reserved,
+		Used: v.Used, Withdrawn: v.Withdrawn,
+		UsedOrDeleted: v.Added - v.Available - v.Reserved,
+		CreatedAt:     rfc3339(v.CreatedAt),
+	}
+}
+
+type importJSON struct {
+	Imported   uint64 `json:"imported"`
+	Duplicates uint64 `json:"duplicates"`
+	Size       uint64 `json:"size"`
+}
+
+func toImportJSON(r raftfsm.ImportResult) importJSON {
+	return importJSON{Imported: r.Imported, Duplicates: r.Duplicates, Size: r.Size}
+}
+
+func validName(field, name string) *apiError {
+	if name == "" || len(name) > maxNameLen || !utf8.ValidString(name) {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes of UTF-8", field, maxNameLen))
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return badRequest(fmt.Sprintf("%s must not contain control characters", field))
+		}
+	}
+	return nil
+}
+
+// tenantList finds the list named by the path for the caller's tenant.
+func (s *Server) tenantList(r *request) (*raftfsm.ListView, *apiError) {
+	id, ok := parseListID(r.seg[2])
+	if !ok {
+		return nil, errNotFound
+	}
+	v, ok := s.fsm.List(r.token.Tenant, id)
+	if !ok {
+		return nil, errNotFound
+	}
+	return v, nil
+}
+
+func (s *Server) listLists(r *request) *apiError {
+	views := s.fsm.Lists(r.token.Tenant)
+	out := make([]listJSON, len(views))
+	for i, v := range views {
+		out[i] = toListJSON(v)
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"lists": out})
+	return nil
+}
+
+func (s *Server) getList(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, listDetailJSON{listJSON: toListJSON(v), AssignedMessages: []struct{}{}})
+	return nil
+}
+
+// createList makes an empty list from JSON, or with ?name= creates a list
+// and imports its CSV body in one step.
+func (s *Server) createList(r *request) *apiError {
+	ctx := r.ctx
+	if ctx.QueryArgs().Has("name") {
+		return s.createAndImport(r)
+	}
+	var in struct {
+		Name              *string `json:"name"`
+		Dedupe            *bool   `json:"dedupe"`
+		LowStockThreshold *uint64 `json:"low_stock_threshold"`
+	}
+	if e := s.decodeJSON(ctx, &in); e != nil {
+		return e
+	}
+	if in.Name == nil {
+		return badRequest("name is required")
+	}
+	if e := validName("name", *in.Name); e != nil {
+		return e
+	}
+	c := &raftfsm.CreateList{Tenant: r.token.Tenant, ID: newID(), Name: *in.Name, Dedupe: true, At: s.now().UnixNano()}
+	if in.Dedupe != nil {
+		c.Dedupe = *in.Dedupe
+	}
+	if in.LowStockThreshold != nil {
+		c.Threshold = *in.LowStockThreshold
+	}
+	if _, e := s.apply(c); e != nil {
+		return e
+	}
+	v, ok := s.fsm.List(c.Tenant, c.ID)
+	if !ok {
+		return unavailable("the list was created but is not readable yet; read it again")
+	}
+	writeJSON(ctx, fasthttp.StatusCreated, toListJSON(v))
+	return nil
+}
+
+func (s *Server) createAndImport(r *request) *apiError {
+	ctx := r.ctx
+	name := string(ctx.QueryArgs().Peek("name"))
+	if e := validName("name", name); e != nil {
+		return e
+	}
+	dedupe, e := queryBool(ctx, "dedupe", true)
+	if e != nil {
+		return e
+	}
+	header, e := queryBool(ctx, "header", false)
+	if e != nil {
+		return e
+	}
+	c := &raftfsm.CreateList{Tenant: r.token.Tenant, ID: newID(), Name: name, Dedupe: dedupe, At: s.now().UnixNano()}
+	res, e := s.importCSV(ctx, r.token.Tenant, header, c.ID, c)
+	if e != nil {
+		return e
+	}
+	v, ok := s.fsm.List(c.Tenant, res.List)
+	if !ok {
+		return unavailable("the list was created but is not readable yet; read it again")
+	}
+	writeJSON(ctx, fasthttp.StatusCreated, map[string]any{"list": toListJSON(v), "import": toImportJSON(res)})
+	return nil
+}
+
+func (s *Server) topUp(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	header, e := queryBool(r.ctx, "header", false)
+	if e != nil {
+		return e
+	}
+	res, e := s.importCSV(r.ctx, r.token.Tenant, header, v.ID, nil)
+	if e != nil {
+		return e
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, toImportJSON(res))
+	return nil
+}
+
+// csvBody checks the declared size and returns the body, cut at the limit.
+func (s *Server) csvBody(ctx *fasthttp.RequestCtx) (*limitedBody, *apiError) {
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > s.cfg.MaxBody {
+		return nil, errTooLarge
+	}
+	return &limitedBody{r: bodyStream(ctx), n: s.cfg.MaxBody}, nil
+}
+
+// csvError maps a reader error to the API's answer.
+func csvError(err error) *apiError {
+	var ce *codecsv.Error
+	switch {
+	case errors.As(err, &ce):
+		return newError(fasthttp.StatusBadRequest, "invalid_csv", fmt.Sprintf("line %d: %s", ce.Line, ce.Reason)).
+			with("line", ce.Line).with("reason", ce.Reason)
+	case errors.Is(err, errBodyTooLarge):
+		return errTooLarge
+	}
+	return badRequest("cannot read the request body")
+}
+
+// uploadID names an import. With an Idempotency-Key header a retried
+// request names the same upload, so it gets the first answer instead of
+// importing again; without one every request is a new upload.
+func uploadID(ctx *fasthttp.RequestCtx, tenant string) raftfsm.UploadID {
+	var id raftfsm.UploadID
+	key := ctx.Request.Header.Peek("Idempotency-Key")
+	if len(key) == 0 {
+		rand.Read(id[:])
+		return id
+	}
+	h := sha256.New()
+	h.Write([]byte("import\x00"))
+	h.Write([]byte(tenant))
+	h.Write([]byte{0})
+	h.Write(key)
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// Streaming reports whether this node is streaming the upload right now.
+func (s *Server) Streaming(id raftfsm.UploadID) bool {
+	_, ok := s.uploads.Load(id)
+	return ok
+}
+
+// importCSV streams a CSV body into staged chunks, several in Raft at once,
+// then commits them in one entry. Any failure aborts the upload: nothing of
+// it becomes visible.
+func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool, list uint64, create *raftfsm.CreateList) (raftfsm.ImportResult, *apiError) {
+	start := time.Now()
+	body, e := s.csvBody(ctx)
+	if e != nil {
+		return raftfsm.ImportResult{}, e
+	}
+	if len(ctx.Request.Header.Peek("Idempotency-Key")) > maxIdempotencyKey {
+		return raftfsm.ImportResult{}, badRequest(fmt.Sprintf("Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
+	}
+	upload := uploadID(ctx, tenant)
+	if _, busy := s.uploads.LoadOrStore(upload, struct{}{}); busy {
+		return raftfsm.ImportResult{}, newError(fasthttp.StatusConflict, "upload_in_progress",
+			"an upload with this Idempotency-Key is still in progress")
+	}
+	defer s.uploads.Delete(upload)
+	at := s.now().UnixNano()
+
+	var inflight []raft.ApplyFuture
+	var failed *apiError
+	waitOldest := func() {
+		f := inflight[0]
+		inflight = inflight[1:]
+		if _, e := s.wait(f); e != nil && failed == nil {
+			failed = e
+		}
+	}
+	var chunks uint32
+	block := make(raftfsm.CodeBlock, 0, importChunkBytes)
+	send := func() {
+		cmd := raftfsm.Encode(&raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at})
+		chunks++
+		block = block[:0]
+		inflight = append(inflight, s.raft.Apply(cmd, applyTimeout))
+		for len(inflight) >= importPipeline {
+			waitOldest()
+		}
+	}
+	rd := codecsv.NewReader(body, header)
+	var readErr error
+	for failed == nil {
+		code, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr = err
+			break
+		}
+		if len(block)+1+len(code) > importChunkBytes {
+			send()
+		}
+		block = block.AppendCode(code)
+	}
+	if readErr == nil && failed == nil && len(block) > 0 {
+		send()
+	}
+	for len(inflight) > 0 {
+		waitOldest()
+	}
+	if readErr != nil || failed != nil {
+		if chunks > 0 {
+			// Best effort: a leader change leaves staged chunks that no
+			// commit will ever name; they are invisible either way.
+			s.apply(&raftfsm.ImportAbort{Upload: upload})
+		}
+		if readErr != nil {
+			return raftfsm.ImportResult{}, csvError(readErr)
+		}
+		return raftfsm.ImportResult{}, failed
+	}
+	staged := time.Since(start)
+	v, e := s.apply(&raftfsm.ImportCommit{Tenant: tenant, Upload: upload, Chunks: chunks, List: list, Create: create, At: at})
+	if e != nil {
+		return raftfsm.ImportResult{}, e
+	}
+	res := v.(raftfsm.ImportResult)
+	s.log.Info().Str("list", formatListID(list)).Uint64("imported", res.Imported).
+		Uint64("duplicates", res.Duplicates).Uint64("size", res.Size).Dur("staged", staged).Dur("took", time.Since(start)).Msg("import")
+	return res, nil
+}
+
+func (s *Server) updateList(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	var in struct {
+		Name              *string `json:"name"`
+		LowStockThreshold *uint64 `json:"low_stock_threshold"`
+	}
+	if e := s.decodeJSON(r.ctx, &in); e != nil {
+		return e
+	}
+	c := &raftfsm.UpdateList{Tenant: r.token.Tenant, ID: v.ID}
+	if in.Name != nil {
+		if e := validName("name", *in.Name); e != nil {
+			return e
+		}
+		c.SetName, c.Name = true, *in.Name
+	}
+	if in.LowStockThreshold != nil {
+		c.SetThreshold, c.Threshold = true, *in.LowStockThreshold
+	}
+	if _, e := s.apply(c); e != nil {
+		return e
+	}
+	v, ok := s.fsm.List(c.Tenant, c.ID)
+	if !ok {
+		return errNotFound // deleted in the meantime
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, toListJSON(v))
+	return nil
+}
+
+func (s *Server) deleteList(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	if _, e := s.apply(&raftfsm.DeleteList{Tenant: r.token.Tenant, ID: v.ID}); e != nil {
+		return e
+	}
+	r.ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+func (s *Server) withdraw(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	body, e := s.csvBody(r.ctx)
+	if e != nil {
+		return e
+	}
+	header, e := queryBool(r.ctx, "header", false)
+	if e != nil {
+		return e
+	}
+	rd := codecsv.NewReader(body, header)
+	var block raftfsm.CodeBlock
+	for {
+		code, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return csvError(err)
+		}
+		if len(block)+1+len(code) > importChunkBytes {
+			return newError(fasthttp.StatusRequestEntityTooLarge, "payload_too_large",
+				fmt.Sprintf("one withdrawal holds at most %d bytes of codes; split it", importChunkBytes))
+		}
+		block = block.AppendCode(code)
+	}
+	out, e := s.apply(&raftfsm.Withdraw{Tenant: r.token.Tenant, List: v.ID, Codes: block})
+	if e != nil {
+		return e
+	}
+	res := out.(raftfsm.WithdrawResult)
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]uint64{
+		"withdrawn": res.Withdrawn, "not_found": res.NotFound, "already_used": res.AlreadyUsed})
+	return nil
+}
+
+func (s *Server) getCode(r *request) *apiError {
+	v, e := s.tenantList(r)
+	if e != nil {
+		return e
+	}
+	code := r.seg[4]
+	info, err := s.fsm.CodeState(r.token.Tenant, v.ID, []byte(code))
+	if err != nil {
+		return newError(fasthttp.StatusNotFound, "not_found", "no such code in this list")
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"code": info.Code, "state": info.State.String()})
+	return nil
+}

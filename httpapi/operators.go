@@ -1,0 +1,219 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// ValidTenantID reports whether id matches [a-z0-9][a-z0-9-]{0,62} (SPEC §1).
+func ValidTenantID(id string) bool {
+	if len(id) == 0 || len(id) > 63 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		ok := ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || (c == '-' && i > 0)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+type tenantJSON struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
+}
+
+func toTenantJSON(t *raftfsm.Tenant) tenantJSON {
+	return tenantJSON{ID: t.ID, Name: t.Name, CreatedAt: rfc3339(t.CreatedAt)}
+}
+
+func (s *Server) createTenant(r *request) *apiError {
+	var in struct {
+		ID   *string `json:"id"`
+		Name *string `json:"name"`
+	}
+	if e := s.decodeJSON(r.ctx, &in); e != nil {
+		return e
+	}
+	if in.ID == nil || !ValidTenantID(*in.ID) {
+		return badRequest("id is required and must match [a-z0-9][a-z0-9-]{0,62}")
+	}
+	if in.Name == nil {
+		return badRequest("name is required")
+	}
+	if e := validName("name", *in.Name); e != nil {
+		return e
+	}
+	v, e := s.apply(&raftfsm.CreateTenant{ID: *in.ID, Name: *in.Name, At: s.now().UnixNano()})
+	if e != nil {
+		if e.status == fasthttp.StatusConflict {
+			return newError(fasthttp.StatusConflict, "tenant_exists", "a tenant with this id exists")
+		}
+		return e
+	}
+	writeJSON(r.ctx, fasthttp.StatusCreated, toTenantJSON(v.(*raftfsm.Tenant)))
+	return nil
+}
+
+func (s *Server) listTenants(r *request) *apiError {
+	ts := s.fsm.Tenants()
+	out := make([]tenantJSON, len(ts))
+	for i, t := range ts {
+		out[i] = toTenantJSON(t)
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"tenants": out})
+	return nil
+}
+
+// NewSecret returns a fresh bearer token, its sha256 and a public id.
+func NewSecret() (secret string, hash [32]byte, id string) {
+	var b [32]byte
+	rand.Read(b[:])
+	secret = "cpd_" + base64.RawURLEncoding.EncodeToString(b[:])
+	var i [8]byte
+	rand.Read(i[:])
+	return secret, sha256.Sum256([]byte(secret)), "tok_" + hex.EncodeToString(i[:])
+}
+
+func (s *Server) createToken(r *request) *apiError {
+	tenant := r.seg[2]
+	if _, ok := s.fsm.Tenant(tenant); !ok {
+		return errNotFound
+	}
+	var in struct {
+		Role *string `json:"role"`
+		Name *string `json:"name"`
+	}
+	if e := s.decodeJSON(r.ctx, &in); e != nil {
+		return e
+	}
+	if in.Role == nil {
+		return badRequest(`role is required: "admin" or "sender"`)
+	}
+	role, ok := raftfsm.ParseRole(*in.Role)
+	if !ok {
+		return badRequest(`role must be "admin" or "sender"`)
+	}
+	name := ""
+	if in.Name != nil {
+		if e := validName("name", *in.Name); e != nil {
+			return e
+		}
+		name = *in.Name
+	}
+	secret, hash, id := NewSecret()
+	if _, e := s.apply(&raftfsm.CreateToken{ID: id, Tenant: tenant, Role: role, Name: name, Hash: hash, At: s.now().UnixNano()}); e != nil {
+		return e
+	}
+	writeJSON(r.ctx, fasthttp.StatusCreated, map[string]string{"id": id, "token": secret})
+	return nil
+}
+
+func (s *Server) revokeToken(r *request) *apiError {
+	if _, e := s.apply(&raftfsm.RevokeToken{ID: r.seg[2]}); e != nil {
+		return e
+	}
+	r.ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+func (s *Server) healthz(r *request) *apiError {
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// Ready reports a node that has caught up with its log since it started,
+// knows a leader, and has applied every committed entry. Raft's applied
+// index counts entries that never reach the state machine (no-ops,
+// barriers), so it is the one to compare with the commit index.
+func (s *Server) Ready() bool {
+	if !s.caughtUp() {
+		return false
+	}
+	_, leader := s.raft.LeaderWithID()
+	return leader != "" && s.raft.AppliedIndex() >= s.raft.CommitIndex()
+}
+
+func (s *Server) readyz(r *request) *apiError {
+	if !s.Ready() {
+		return errNotReady
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+type nodeJSON struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Suffrage string `json:"suffrage"`
+	State    string `json:"state"`
+}
+
+func (s *Server) getCluster(r *request) *apiError {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fromApply(err)
+	}
+	_, leader := s.raft.LeaderWithID()
+	nodes := []nodeJSON{}
+	for _, srv := range f.Configuration().Servers {
+		n := nodeJSON{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String()), State: "unknown"}
+		switch {
+		case string(srv.ID) == s.cfg.NodeID:
+			n.HTTPAddr = s.cfg.HTTPAddr
+			n.State = strings.ToLower(s.raft.State().String())
+		case srv.ID == leader:
+			n.State = "leader"
+		}
+		nodes = append(nodes, n)
+	}
+	var leaderID any
+	if leader != "" {
+		leaderID = string(leader)
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{
+		"leader": leaderID, "nodes": nodes, "term": s.raft.CurrentTerm(),
+		"commit_index": s.raft.CommitIndex(), "applied_index": s.raft.AppliedIndex(),
+	})
+	return nil
+}
+
+// changeMembership is refused until the cluster release: adding a voter
+// that never starts would cost a single node its quorum.
+func (s *Server) changeMembership(r *request) *apiError {
+	return newError(fasthttp.StatusNotImplemented, "not_implemented",
+		"membership changes are not available in this release; this node runs as a single-node cluster")
+}
+
+// metrics writes a small Prometheus text exposition of the node's state.
+func (s *Server) metrics(r *request) *apiError {
+	var b strings.Builder
+	gauge := func(name, help string, v uint64) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	isLeader := uint64(0)
+	if s.raft.State() == raft.Leader {
+		isLeader = 1
+	}
+	gauge("coupond_raft_leader", "1 when this node is the Raft leader.", isLeader)
+	gauge("coupond_raft_term", "Current Raft term.", s.raft.CurrentTerm())
+	gauge("coupond_raft_commit_index", "Raft commit index.", s.raft.CommitIndex())
+	gauge("coupond_fsm_applied_index", "Index of the last entry applied to the state machine.", s.fsm.AppliedIndex())
+	r.ctx.SetStatusCode(fasthttp.StatusOK)
+	r.ctx.SetContentType("text/plain; version=0.0.4")
+	r.ctx.SetBodyString(b.String())
+	return nil
+}

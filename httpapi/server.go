@@ -1,0 +1,314 @@
+// Package httpapi serves coupond's HTTP API (SPEC §2) over fasthttp: routing
+// on the raw path, bearer auth and roles, JSON and streaming CSV codecs, and
+// the one mapping from state-machine outcomes to HTTP errors.
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// Consensus is the part of Raft the API uses; *raft.Raft implements it.
+type Consensus interface {
+	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
+	State() raft.RaftState
+	LeaderWithID() (raft.ServerAddress, raft.ServerID)
+	CurrentTerm() uint64
+	CommitIndex() uint64
+	AppliedIndex() uint64
+	GetConfiguration() raft.ConfigurationFuture
+}
+
+// Config holds what the API needs from the daemon's configuration.
+type Config struct {
+	NodeID   string
+	HTTPAddr string
+	MaxBody  int64 // request body limit in bytes
+	Log      zerolog.Logger
+}
+
+// Limits of the API. Each is tested at the boundary and one past it.
+const (
+	// maxJSONBody bounds JSON requests, which are small by nature.
+	maxJSONBody = 1 << 20
+	// maxIdempotencyKey bounds the Idempotency-Key header of imports.
+	maxIdempotencyKey = 256
+	// maxNameLen bounds list and tenant names, in bytes.
+	maxNameLen = 256
+	// applyTimeout bounds the wait for the Raft queue.
+	applyTimeout = 10 * time.Second
+	// importChunkBytes is the payload of one staged import entry, kept
+	// under raftfsm.MaxEntryBytes with room for the header.
+	importChunkBytes = raftfsm.MaxEntryBytes - 1024
+	// importPipeline is how many import chunks may wait in Raft at once,
+	// so parsing overlaps with the log writes.
+	importPipeline = 8
+)
+
+// Server answers the API for one node.
+type Server struct {
+	cfg  Config
+	raft Consensus
+	fsm  *raftfsm.FSM
+	log  zerolog.Logger
+	now  func() time.Time
+
+	ready   atomic.Bool // see caughtUp
+	uploads sync.Map    // UploadID -> struct{}: imports this node is streaming now
+}
+
+// New returns the API of one node.
+func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now}
+}
+
+// Handler is the fasthttp entry point.
+func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	route := s.serve(ctx)
+	s.log.Debug().Str("method", string(ctx.Method())).Str("route", route).
+		Int("status", ctx.Response.StatusCode()).Dur("took", time.Since(start)).Msg("request")
+}
+
+// request is one call after routing and authentication.
+type request struct {
+	ctx   *fasthttp.RequestCtx
+	seg   []string // decoded path segments
+	token *raftfsm.Token
+}
+
+type handlerFunc func(s *Server, r *request) *apiError
+
+type route struct {
+	name    string
+	roles   []raftfsm.Role // nil: no token needed
+	handler handlerFunc
+}
+
+var all = []raftfsm.Role{raftfsm.RoleOperator, raftfsm.RoleAdmin, raftfsm.RoleSender}
+var operatorOnly = []raftfsm.Role{raftfsm.RoleOperator}
+var adminOnly = []raftfsm.Role{raftfsm.RoleAdmin}
+
+// match finds the route for a method and path; it answers the route's name
+// for logs, and 404/405 errors for paths and methods it does not know.
+func match(method string, seg []string) (route, *apiError) {
+	type methods map[string]route
+	var m methods
+	n := len(seg)
+	switch {
+	case n == 1 && seg[0] == "healthz":
+		m = methods{"GET": {"healthz", nil, (*Server).healthz}}
+	case n == 1 && seg[0] == "readyz":
+		m = methods{"GET": {"readyz", nil, (*Server).readyz}}
+	case n == 1 && seg[0] == "metrics":
+		m = methods{"GET": {"metrics", nil, (*Server).metrics}}
+	case n < 2 || seg[0] != "v1":
+		return route{name: "unknown"}, errNotFound
+	case n == 2 && seg[1] == "lists":
+		m = methods{"GET": {"lists.list", adminOnly, (*Server).listLists},
+			"POST": {"lists.create", adminOnly, (*Server).createList}}
+	case n == 3 && seg[1] == "lists":
+		m = methods{"GET": {"lists.get", adminOnly, (*Server).getList},
+			"PATCH":  {"lists.update", adminOnly, (*Server).updateList},
+			"DELETE": {"lists.delete", adminOnly, (*Server).deleteList}}
+	case n == 4 && seg[1] == "lists" && seg[3] == "codes":
+		m = methods{"POST": {"lists.topup", adminOnly, (*Server).topUp}}
+	case n == 5 && seg[1] == "lists" && seg[3] == "codes" && seg[4] == "withdraw":
+		m = methods{"POST": {"lists.withdraw", adminOnly, (*Server).withdraw},
+			"GET": {"lists.code", adminOnly, (*Server).getCode}}
+	case n == 5 && seg[1] == "lists" && seg[3] == "codes":
+		m = methods{"GET": {"lists.code", adminOnly, (*Server).getCode}}
+	case n == 2 && seg[1] == "tenants":
+		m = methods{"GET": {"tenants.list", operatorOnly, (*Server).listTenants},
+			"POST": {"tenants.create", operatorOnly, (*Server).createTenant}}
+	case n == 4 && seg[1] == "tenants" && seg[3] == "tokens":
+		m = methods{"POST": {"tokens.create", operatorOnly, (*Server).createToken}}
+	case n == 3 && seg[1] == "tokens":
+		m = methods{"DELETE": {"tokens.revoke", operatorOnly, (*Server).revokeToken}}
+	case n == 2 && seg[1] == "cluster":
+		m = methods{"GET": {"cluster.get", operatorOnly, (*Server).getCluster}}
+	case n == 3 && seg[1] == "cluster" && seg[2] == "nodes":
+		m = methods{"POST": {"cluster.add", operatorOnly, (*Server).changeMembership}}
+	case n == 4 && seg[1] == "cluster" && seg[2] == "nodes":
+		m = methods{"DELETE": {"cluster.remove", operatorOnly, (*Server).changeMembership}}
+	default:
+		return route{name: "unknown"}, errNotFound
+	}
+	if r, ok := m[method]; ok {
+		return r, nil
+	}
+	if method == "HEAD" {
+		if r, ok := m["GET"]; ok {
+			return r, nil
+		}
+	}
+	allow := ""
+	for k := range m {
+		if allow != "" {
+			allow += ", "
+		}
+		allow += k
+	}
+	return route{name: "unknown"}, newError(fasthttp.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here").with("allow", allow)
+}
+
+func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
+	seg, err := splitPath(ctx.Request.Header.RequestURI())
+	if err != nil {
+		writeError(ctx, badRequest(err.Error()))
+		return "unknown"
+	}
+	rt, aerr := match(string(ctx.Method()), seg)
+	if aerr != nil {
+		if allow, ok := aerr.details["allow"].(string); ok {
+			ctx.Response.Header.Set("Allow", allow)
+		}
+		writeError(ctx, aerr)
+		drainBody(ctx)
+		return rt.name
+	}
+	r := &request{ctx: ctx, seg: seg}
+	if rt.roles != nil {
+		var e *apiError
+		r.token, e = s.admit(ctx, rt)
+		if e != nil {
+			writeError(ctx, e)
+			drainBody(ctx)
+			return rt.name
+		}
+	}
+	if e := rt.handler(s, r); e != nil {
+		if e.status >= 500 && e.status != fasthttp.StatusServiceUnavailable {
+			s.log.Error().Str("route", rt.name).Str("error", e.message).Msg("request failed")
+		}
+		writeError(ctx, e)
+	}
+	drainBody(ctx)
+	return rt.name
+}
+
+// admit checks that the node serves API calls yet, then the token and its role.
+func (s *Server) admit(ctx *fasthttp.RequestCtx, rt route) (*raftfsm.Token, *apiError) {
+	if !s.caughtUp() {
+		return nil, errNotReady
+	}
+	tok, ok := s.authenticate(ctx)
+	if !ok {
+		return nil, errUnauthorized
+	}
+	if !hasRole(rt.roles, tok.Role) {
+		return nil, errForbidden
+	}
+	return tok, nil
+}
+
+// caughtUp reports whether the node has caught up with its log once since
+// it started: until then a restarted node may still be replaying, and an
+// answer (even a 401 for a token not replayed yet) could be wrong.
+func (s *Server) caughtUp() bool { return s.ready.Load() }
+
+// MarkCaughtUp is called by the daemon once a barrier of this node's term
+// has been applied: everything committed before it is in the state.
+func (s *Server) MarkCaughtUp() { s.ready.Store(true) }
+
+func hasRole(roles []raftfsm.Role, r raftfsm.Role) bool {
+	for _, x := range roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate looks up the bearer token by its hash; the secret is never
+// kept or logged.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*raftfsm.Token, bool) {
+	h := ctx.Request.Header.Peek("Authorization")
+	const prefix = "Bearer "
+	if len(h) <= len(prefix) || !equalFoldASCII(h[:len(prefix)], prefix) {
+		return nil, false
+	}
+	return s.fsm.TokenByHash(sha256.Sum256(h[len(prefix):]))
+}
+
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c, d := b[i]|0x20, s[i]|0x20
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// apply runs one command through Raft and waits for its outcome.
+func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
+	f := s.raft.Apply(raftfsm.Encode(c), applyTimeout)
+	return s.wait(f)
+}
+
+func (s *Server) wait(f raft.ApplyFuture) (any, *apiError) {
+	if err := f.Error(); err != nil {
+		return nil, fromApply(err)
+	}
+	resp, ok := f.Response().(*raftfsm.Response)
+	if !ok {
+		return nil, fromApply(nil)
+	}
+	if resp.Err != nil {
+		return nil, fromApply(resp.Err)
+	}
+	return resp.Value, nil
+}
+
+// newID returns a random 64-bit id that is never zero.
+func newID() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+func formatListID(id uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], id)
+	return hex.EncodeToString(b[:])
+}
+
+// parseListID reads an id made by formatListID; anything else names no list.
+func parseListID(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var b [8]byte
+	if _, err := hex.Decode(b[:], []byte(s)); err != nil {
+		return 0, false
+	}
+	for _, c := range s {
+		if c >= 'A' && c <= 'F' {
+			return 0, false // one spelling per id
+		}
+	}
+	return binary.BigEndian.Uint64(b[:]), true
+}
+
+func rfc3339(unixNano int64) string {
+	return time.Unix(0, unixNano).UTC().Format(time.RFC3339Nano)
+}
