@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Config is the whole configuration of one node. ParseConfig is the one place
+// that defines flags and their COUPOND_* environment variables.
+type Config struct {
+	DataDir   string
+	HTTPAddr  string
+	RaftAddr  string
+	NodeID    string
+	Join      string
+	TokenFile string
+	MaxBody   int64
+	TLSCert   string
+	TLSKey    string
+	LogLevel  string
+	LogFormat string // "json" or "console"
+}
+
+// DefaultMaxBody is the request body limit when none is given (SPEC §3).
+const DefaultMaxBody = 1 << 30
+
+// ParseConfig reads flags from args, with each flag's default taken from its
+// environment variable when set (getenv is os.Getenv in production).
+func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	var c Config
+	var maxBody string
+	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, def, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	str(&c.DataDir, "data", "./data", "data folder: Raft log, snapshots, Pebble state")
+	str(&c.HTTPAddr, "http", "127.0.0.1:8080", "HTTP API address")
+	str(&c.RaftAddr, "raft", "127.0.0.1:8081", "Raft transport address (also the address peers dial)")
+	str(&c.NodeID, "id", "node1", "Raft server id")
+	str(&c.Join, "join", "", "HTTP address of a node of the cluster to join")
+	str(&c.TokenFile, "token-file", "", "operator token file used by --join")
+	str(&maxBody, "max-body", strconv.Itoa(DefaultMaxBody), "request body limit in bytes (suffixes KiB, MiB, GiB allowed)")
+	str(&c.TLSCert, "tls-cert", "", "TLS certificate file: serve HTTPS")
+	str(&c.TLSKey, "tls-key", "", "TLS key file")
+	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	n, err := parseBytes(maxBody)
+	if err != nil {
+		return Config{}, fmt.Errorf("--max-body: %w", err)
+	}
+	c.MaxBody = n
+	return c, c.Validate()
+}
+
+func envName(flag string) string {
+	return "COUPOND_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New("must be a positive number of bytes")
+	}
+	return n * mult, nil
+}
+
+// Validate fills defaults and checks fields against each other.
+func (c *Config) Validate() error {
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			c.LogFormat = "console"
+		}
+	}
+	switch {
+	case c.DataDir == "":
+		return errors.New("--data must not be empty")
+	case c.NodeID == "":
+		return errors.New("--id must not be empty")
+	case c.LogFormat != "json" && c.LogFormat != "console":
+		return fmt.Errorf("--log-format must be json or console, not %q", c.LogFormat)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case c.Join != "" && c.TokenFile == "":
+		return errors.New("--join needs --token-file with an operator token")
+	}
+	for _, a := range []struct{ flag, addr string }{{"--http", c.HTTPAddr}, {"--raft", c.RaftAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s %q is not host:port: %w", a.flag, a.addr, err)
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,437 @@
+// Package daemon wires one coupond node together and runs its lifecycle:
+// Pebble, the state machine, Raft (bolt log, file snapshots, TCP
+// transport), bootstrap, the HTTP API, signals and an ordered shutdown.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/httpapi"
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// Files and folders inside the data folder. Renaming one breaks existing data folders.
+const (
+	stateDir      = "state"
+	raftLogFile   = "raft.db"
+	snapshotsDir  = "snapshots"
+	operatorToken = "operator.token"
+	adminToken    = "admin.token"
+	defaultTenant = "default"
+)
+
+// Timeouts of the lifecycle.
+const (
+	leaderWait      = 30 * time.Second
+	shutdownHTTP    = 10 * time.Second
+	streamingCutoff = 256 << 10 // bodies above this are streamed, never buffered whole
+)
+
+// Node is one running coupond.
+type Node struct {
+	cfg       Config
+	log       zerolog.Logger
+	db        *pebble.DB
+	fsm       *raftfsm.FSM
+	logStore  *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	raft      *raft.Raft
+	api       *httpapi.Server
+	http      *fasthttp.Server
+	ln        net.Listener
+	served    chan error
+	done      chan struct{} // closed when Close starts
+}
+
+// Start opens the node's state, joins or bootstraps Raft and serves HTTP.
+// It returns once the API listens; a fresh single node has its leader and
+// its token files by then.
+func Start(cfg Config, log zerolog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Join != "" {
+		return nil, errors.New("--join is not available in this release: nodes run as single-node clusters")
+	}
+	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{})}
+	if err := n.start(); err != nil {
+		n.abort()
+		return nil, err
+	}
+	log.Info().Str("http", n.HTTPAddr()).Str("raft", cfg.RaftAddr).Str("data", cfg.DataDir).
+		Uint64("applied_index", n.fsm.AppliedIndex()).Msg("coupond started")
+	return n, nil
+}
+
+// abort undoes a failed start.
+func (n *Node) abort() {
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	if n.raft != nil {
+		n.raft.Shutdown().Error()
+	}
+	n.closeStores()
+}
+
+func (n *Node) start() error {
+	cfg := n.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create data folder: %w", err)
+	}
+	if err := n.openState(); err != nil {
+		return err
+	}
+	fresh, err := n.startRaft()
+	if err != nil {
+		return err
+	}
+	if err := n.ensureBootstrapTokens(fresh); err != nil {
+		return err
+	}
+	if err := n.serveHTTP(); err != nil {
+		return err
+	}
+	go n.onLeadership()
+	// A restarted node may still replay its log; callers of Start (and the
+	// first clients) expect a node that answers.
+	if err := n.waitReady(leaderWait); err != nil {
+		n.log.Warn().Err(err).Msg("not ready yet; the API answers 503 until it is")
+	}
+	return nil
+}
+
+func (n *Node) openState() error {
+	opts := &pebble.Options{
+		// The Raft log is the write-ahead log: Apply never syncs, and the
+		// state machine flushes before Raft may drop log entries (raftfsm).
+		DisableWAL:   true,
+		MemTableSize: 32 << 20,
+		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
+	}
+	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
+	if err != nil {
+		return fmt.Errorf("cannot open state: %w", err)
+	}
+	n.db = db
+	start := time.Now()
+	fsm, err := raftfsm.New(db)
+	if err != nil {
+		return err
+	}
+	n.fsm = fsm
+	// Rebuilding the pools leaves garbage of the size of the stored codes;
+	// give it back now rather than carry it until the heap doubles.
+	debug.FreeOSMemory()
+	n.log.Info().Dur("took", time.Since(start)).Uint64("applied_index", fsm.AppliedIndex()).Msg("state loaded")
+	return nil
+}
+
+// startRaft starts Raft on the log, snapshots and transport of the data
+// folder; it reports whether it bootstrapped a new cluster.
+func (n *Node) startRaft() (bool, error) {
+	cfg := n.cfg
+	logStore, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftLogFile)})
+	if err != nil {
+		return false, fmt.Errorf("cannot open Raft log: %w", err)
+	}
+	n.logStore = logStore
+	hlog := raftLogger(n.log)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotsDir), 2, hlog)
+	if err != nil {
+		return false, fmt.Errorf("cannot open snapshot store: %w", err)
+	}
+	if err := n.catchUpWithSnapshot(snaps); err != nil {
+		return false, err
+	}
+	// With port 0 (tests) the transport advertises the port it was given.
+	var advertise net.Addr
+	if _, port, _ := net.SplitHostPort(cfg.RaftAddr); port != "0" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			return false, fmt.Errorf("cannot resolve --raft %q: %w", cfg.RaftAddr, err)
+		}
+		advertise = a
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hlog)
+	if err != nil {
+		return false, fmt.Errorf("cannot listen for Raft on %s: %w", cfg.RaftAddr, err)
+	}
+	n.transport = trans
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	// The state machine keeps its own durable state in Pebble; Raft replays
+	// only the entries after the last snapshot (see catchUpWithSnapshot).
+	rc.NoSnapshotRestoreOnStart = true
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 512
+	rc.SnapshotInterval = 60 * time.Second
+
+	fresh, err := raft.HasExistingState(logStore, logStore, snaps)
+	if err != nil {
+		return false, fmt.Errorf("cannot read Raft state: %w", err)
+	}
+	fresh = !fresh
+	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, trans)
+	if err != nil {
+		return false, fmt.Errorf("cannot start Raft: %w", err)
+	}
+	n.raft = r
+	if fresh {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
+		if err := f.Error(); err != nil {
+			return false, fmt.Errorf("cannot bootstrap cluster: %w", err)
+		}
+		n.log.Info().Msg("bootstrapped a new single-node cluster")
+	}
+	return fresh, nil
+}
+
+// catchUpWithSnapshot covers the gap that an unsynced state machine can
+// leave: if a crash lost Pebble writes below the newest snapshot's index,
+// Raft will not replay them (they may be compacted away), so the state is
+// rebuilt from that snapshot first.
+func (n *Node) catchUpWithSnapshot(snaps *raft.FileSnapshotStore) error {
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("cannot list snapshots: %w", err)
+	}
+	// Raft's snapshot index may exceed the state's own applied index by
+	// entries that never reach the state machine (no-ops, barriers), so the
+	// snapshot's header tells how far its state reaches.
+	if len(metas) == 0 || metas[0].Index <= n.fsm.AppliedIndex() {
+		return nil
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("cannot open snapshot %s: %w", metas[0].ID, err)
+	}
+	defer rc.Close()
+	sr, err := raftfsm.NewSnapshotReader(rc)
+	if err != nil {
+		return fmt.Errorf("cannot read snapshot %s: %w", metas[0].ID, err)
+	}
+	if sr.Applied <= n.fsm.AppliedIndex() {
+		return nil
+	}
+	n.log.Warn().Uint64("applied_index", n.fsm.AppliedIndex()).Uint64("snapshot_index", sr.Applied).
+		Msg("state is behind the newest snapshot; restoring it")
+	if err := n.fsm.RestoreFrom(sr); err != nil {
+		return fmt.Errorf("cannot restore snapshot %s: %w", metas[0].ID, err)
+	}
+	return nil
+}
+
+// waitLeader polls until this node knows a leader.
+func (n *Node) waitLeader(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, id := n.raft.LeaderWithID(); id != "" {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("no leader after %s", timeout)
+}
+
+// waitReady polls until the API would answer (a leader, the log applied).
+func (n *Node) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !n.api.Ready() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %s", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+func (n *Node) serveHTTP() error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("cannot listen for HTTP on %s: %w", n.cfg.HTTPAddr, err)
+	}
+	n.ln = ln
+	n.api = httpapi.New(httpapi.Config{
+		NodeID: n.cfg.NodeID, HTTPAddr: ln.Addr().String(), MaxBody: n.cfg.MaxBody,
+		Log: n.log.With().Str("component", "http").Logger(),
+	}, n.raft, n.fsm)
+	n.http = &fasthttp.Server{
+		Handler:      n.api.Handler,
+		ErrorHandler: httpapi.HandleParseError,
+		// fasthttp's own error logs would otherwise quote request headers,
+		// bearer tokens included.
+		SecureErrorLogMessage: true,
+		Name:                  "coupond",
+		StreamRequestBody:     true,
+		MaxRequestBodySize:    streamingCutoff,
+		IdleTimeout:           2 * time.Minute,
+		ReadBufferSize:        16 << 10,
+		NoDefaultDate:         true,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{n.log},
+	}
+	go func() {
+		var err error
+		if n.cfg.TLSCert != "" {
+			err = n.http.ServeTLS(ln, n.cfg.TLSCert, n.cfg.TLSKey)
+		} else {
+			err = n.http.Serve(ln)
+		}
+		n.served <- err
+	}()
+	return nil
+}
+
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...interface{}) {
+	l.log.Warn().Str("component", "fasthttp").Msgf(format, args...)
+}
+
+// HTTPAddr is the address the API listens on (useful with port 0).
+func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
+
+// Raft exposes the node's Raft, for tests and tools.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// FSM exposes the node's state machine, for tests and tools.
+func (n *Node) FSM() *raftfsm.FSM { return n.fsm }
+
+// Close stops the node in order: HTTP (in-flight requests finish, bounded),
+// Raft, then the stores, with Pebble flushed so a restart replays nothing.
+func (n *Node) Close() error {
+	close(n.done)
+	var errs []error
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownHTTP)
+		if err := n.http.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("cannot stop HTTP: %w", err))
+		}
+		cancel()
+	}
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot stop Raft: %w", err))
+		}
+	}
+	if err := n.closeStores(); err != nil {
+		errs = append(errs, err)
+	}
+	n.log.Info().Msg("coupond stopped")
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeStores() error {
+	var errs []error
+	if n.transport != nil {
+		n.transport.Close()
+		n.transport = nil
+	}
+	if n.db != nil {
+		if err := n.db.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot flush state: %w", err))
+		}
+		if err := n.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot close state: %w", err))
+		}
+		n.db = nil
+	}
+	if n.logStore != nil {
+		if err := n.logStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot close Raft log: %w", err))
+		}
+		n.logStore = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Run starts a node and stops it on SIGTERM or SIGINT; a second signal exits at once.
+func Run(cfg Config, log zerolog.Logger) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	n, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	select {
+	case sig := <-sigs:
+		log.Info().Str("signal", sig.String()).Msg("stopping")
+	case err := <-n.served:
+		log.Error().Err(err).Msg("HTTP server stopped")
+	}
+	go func() {
+		sig := <-sigs
+		log.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
+		os.Exit(1)
+	}()
+	return n.Close()
+}
+
+// onLeadership runs each time this node becomes leader. A barrier of the
+// new term tells when every earlier entry is applied: then the API may
+// answer, and the staged chunks of uploads that no handler will ever commit
+// (staged under an earlier leader, or before a crash) are dropped. Uploads
+// this node is streaming itself are left alone.
+func (n *Node) onLeadership() {
+	check := func() {
+		if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
+			return // not leader any more, or shutting down
+		}
+		n.api.MarkCaughtUp()
+		ids, err := n.fsm.PendingUploads()
+		if err != nil {
+			n.log.Error().Err(err).Msg("cannot list pending uploads")
+			return
+		}
+		dropped := 0
+		for _, id := range ids {
+			if n.api.Streaming(id) {
+				continue
+			}
+			f := n.raft.Apply(raftfsm.Encode(&raftfsm.ImportAbort{Upload: id}), 10*time.Second)
+			if f.Error() != nil {
+				return
+			}
+			dropped++
+		}
+		if dropped > 0 {
+			n.log.Info().Int("uploads", dropped).Msg("dropped staged chunks of abandoned uploads")
+		}
+	}
+	if n.raft.State() == raft.Leader {
+		check()
+	}
+	for {
+		select {
+		case isLeader := <-n.raft.LeaderCh():
+			if isLeader {
+				check()
+			}
+		case <-n.done:
+			return
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coupond/coupond/httpapi"
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// ensureBootstrapTokens gives a single node what SPEC §3 promises: an
+// operator token and an admin token of the ready-made default tenant, each
+// in a 0600 file of the data folder. It runs on a fresh cluster, and on a
+// restart of a single-node cluster whose token files are missing (a crash
+// between bootstrap and writing them, or an operator who deleted one to get
+// a new secret). Only paths reach the log, never the secrets.
+func (n *Node) ensureBootstrapTokens(fresh bool) error {
+	opPath := filepath.Join(n.cfg.DataDir, operatorToken)
+	adPath := filepath.Join(n.cfg.DataDir, adminToken)
+	if !fresh && exists(opPath) && exists(adPath) {
+		return nil
+	}
+	if !fresh {
+		f := n.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return err
+		}
+		if len(f.Configuration().Servers) != 1 {
+			return nil // a member of a larger cluster gets its tokens from an operator
+		}
+	}
+	if err := n.waitLeader(leaderWait); err != nil {
+		return err
+	}
+	apply := func(c raftfsm.Command) error {
+		f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
+		if err := f.Error(); err != nil {
+			return err
+		}
+		if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {
+			return resp.Err
+		}
+		return nil
+	}
+	now := time.Now().UnixNano()
+	if err := apply(&raftfsm.CreateTenant{ID: defaultTenant, Name: "Default tenant", At: now}); err != nil {
+		return fmt.Errorf("cannot create the default tenant: %w", err)
+	}
+	for _, t := range []struct {
+		path   string
+		role   raftfsm.Role
+		tenant string
+		name   string
+	}{{opPath, raftfsm.RoleOperator, "", "bootstrap operator"}, {adPath, raftfsm.RoleAdmin, defaultTenant, "bootstrap admin"}} {
+		if exists(t.path) {
+			continue
+		}
+		secret, hash, id := httpapi.NewSecret()
+		if err := apply(&raftfsm.CreateToken{ID: id, Tenant: t.tenant, Role: t.role, Name: t.name, Hash: hash, At: now}); err != nil {
+			return fmt.Errorf("cannot create the %s token: %w", t.role, err)
+		}
+		if err := writeSecretFile(t.path, secret); err != nil {
+			return err
+		}
+		n.log.Info().Str("path", t.path).Str("role", t.role.String()).Str("token_id", id).Msg("wrote token file")
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// writeSecretFile writes a 0600 file atomically: a crash leaves the old file or the new one.
+func writeSecretFile(path, secret string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	_, err = f.WriteString(secret + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return nil
+}
