@@ -1,0 +1,112 @@
+// Command couponbench is the load harness of coupond (SPEC §5).
+//
+//	couponbench SCENARIO [flags]
+//
+// Scenarios: import (built), big-send, small-sends, mixed (not built yet).
+// Exit status: 0 ok, 1 failure (server error or failed verification),
+// 2 usage error or a scenario that is not built yet.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/coupond/coupond/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "usage: couponbench SCENARIO [flags]")
+	fmt.Fprintln(w, "\nscenarios:")
+	for _, s := range bench.Scenarios() {
+		note := ""
+		if s.Run == nil {
+			note = " (not built yet)"
+		}
+		fmt.Fprintf(w, "  %-12s %s%s\n", s.Name, s.Desc, note)
+	}
+	fmt.Fprintln(w, "\nflags:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg := bench.DefaultConfig()
+	cfg.Stdout, cfg.Stderr = stdout, stderr
+
+	fs := flag.NewFlagSet("couponbench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP address of the node to drive")
+	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the admin bearer token")
+	fs.BoolVar(&cfg.Spawn, "spawn", false, "start a fresh single node from --bin in a temporary folder, and stop it at the end")
+	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "coupond binary used by --spawn")
+	fs.IntVar(&cfg.SpawnCluster, "spawn-cluster", 0, "with --spawn, the number of nodes (only 1 is built)")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure the memory of this server process (Linux /proc)")
+	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per scenario on stdout (the human summary goes to stderr)")
+	fs.Var(bench.CountFlag{V: &cfg.Codes}, "codes", "import: `N` codes to upload (accepts 10M, 1e7, 10_000_000)")
+	fs.IntVar(&cfg.CodeLen, "code-len", cfg.CodeLen, "length of the generated codes, [0-9A-Z]")
+	fs.BoolVar(&cfg.Restart, "restart", false, "import with --spawn: restart the node afterwards and time it until the list reads back")
+	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in the send")
+	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send: recipients per request")
+	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: requests in flight")
+	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends: concurrent connections")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "small-sends, mixed: how long to run")
+
+	// The scenario comes first, but flags before it are accepted too.
+	rest := args
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		cfg.Scenario, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, stdout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "couponbench: %v\n\n", err)
+		usage(fs, stderr)
+		return 2
+	}
+	if cfg.Scenario == "" && fs.NArg() > 0 {
+		cfg.Scenario = fs.Arg(0)
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			fmt.Fprintf(stderr, "couponbench: %v\n", err)
+			return 2
+		}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "couponbench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	if cfg.Scenario == "" {
+		usage(fs, stderr)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench.Run(ctx, cfg); err != nil {
+		var nb *bench.NotBuiltError
+		switch {
+		case errors.As(err, &nb):
+			fmt.Fprintln(stderr, nb.Error())
+			return 2
+		case bench.IsUsage(err):
+			fmt.Fprintf(stderr, "couponbench: %v\n", err)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "couponbench: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
