@@ -1,0 +1,44 @@
+# coupond: see README.md. Every target fetches the modules it needs itself.
+GO      ?= go
+BIN     := bin
+FUZZTIME ?= 10s
+
+.PHONY: all build run test test-race check bench deps fuzz clean
+
+all: build
+
+deps:
+	$(GO) mod download
+
+build: deps
+	mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# One node on the defaults of SPEC §3 (data in ./data, HTTP on 127.0.0.1:8080).
+run: build
+	./$(BIN)/coupond
+
+# The whole suite, with the race detector on (every package has concurrency
+# or drives a concurrent server), then a short fuzz run of the CSV reader.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./httpapi/codecsv
+
+test-race: test
+
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 5m ./httpapi/codecsv
+
+check: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Micro-benchmarks, then the import scenario against a fresh node.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./pool ./httpapi/codecsv ./raftfsm
+	./$(BIN)/couponbench import --spawn --codes 1000000
+	./$(BIN)/couponbench import --spawn --codes 10000000 --restart
+
+clean:
+	rm -rf $(BIN)
