@@ -121,7 +121,7 @@ func (n *Node) openState() error {
 		// The Raft log is the write-ahead log: Apply never syncs, and the
 		// state machine flushes before Raft may drop log entries (raftfsm).
 		DisableWAL:   true,
-		MemTableSize: 32 << 20,
+		MemTableSize: 16 << 20,
 		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
 	}
 	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
