@@ -66,6 +66,8 @@ func unavailable(message string) *apiError {
 // outcomes to API errors. It is the one place where that mapping lives.
 func fromApply(err error) *apiError {
 	var ae *apiError
+	var ins *raftfsm.InsufficientError
+	var elig *raftfsm.EligibilityError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -75,6 +77,23 @@ func fromApply(err error) *apiError {
 		return newError(fasthttp.StatusConflict, "codes_reserved", err.Error())
 	case errors.Is(err, raftfsm.ErrListFull):
 		return newError(fasthttp.StatusConflict, "list_full", err.Error())
+	case errors.As(err, &ins):
+		return newError(fasthttp.StatusConflict, "insufficient_codes", "not enough codes for this request").
+			with("needed", ins.Needed).with("available", ins.Available)
+	case errors.As(err, &elig):
+		return newError(fasthttp.StatusUnprocessableEntity, "not_eligible", elig.Error()).with("reason", elig.Reason)
+	case errors.Is(err, raftfsm.ErrNoCouponList):
+		return newError(fasthttp.StatusUnprocessableEntity, "no_coupon_list", "the message has no coupon list")
+	case errors.Is(err, raftfsm.ErrMessageRequired):
+		return badRequest("message_id is required to open a send")
+	case errors.Is(err, raftfsm.ErrSendMismatch):
+		return newError(fasthttp.StatusConflict, "send_message_mismatch", "message_id differs from the send's message")
+	case errors.Is(err, raftfsm.ErrSendClosed):
+		return newError(fasthttp.StatusConflict, "send_closed", "the send is closed")
+	case errors.Is(err, raftfsm.ErrListInUse):
+		return newError(fasthttp.StatusConflict, "list_in_use", "the list is assigned to a message or held by a send and still has codes")
+	case errors.Is(err, raftfsm.ErrAssignmentsFull):
+		return newError(fasthttp.StatusInsufficientStorage, "assignments_full", err.Error())
 	case errors.Is(err, raftfsm.ErrUploadReused):
 		return newError(fasthttp.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for an upload to another list")
 	case errors.Is(err, raftfsm.ErrExists):

@@ -31,11 +31,18 @@ type listJSON struct {
 	CreatedAt         string `json:"created_at"`
 }
 
-// listDetailJSON is one list with the messages it is assigned to (none
-// until messages exist).
+// listDetailJSON is one list with the messages it is assigned to.
 type listDetailJSON struct {
 	listJSON
-	AssignedMessages []struct{} `json:"assigned_messages"`
+	AssignedMessages []assignedMessageJSON `json:"assigned_messages"`
+}
+
+type assignedMessageJSON struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Campaign       string `json:"campaign"`
+	CampaignType   string `json:"campaign_type"`
+	CampaignStatus string `json:"campaign_status"`
 }
 
 func toListJSON(v *raftfsm.ListView) listJSON {
@@ -99,7 +106,12 @@ func (s *Server) getList(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	writeJSON(r.ctx, fasthttp.StatusOK, listDetailJSON{listJSON: toListJSON(v), AssignedMessages: []struct{}{}})
+	out := listDetailJSON{listJSON: toListJSON(v), AssignedMessages: []assignedMessageJSON{}}
+	for _, m := range s.fsm.MessagesOfList(r.token.Tenant, v.ID) {
+		out.AssignedMessages = append(out.AssignedMessages, assignedMessageJSON{ID: m.ID, Name: m.Name,
+			Campaign: m.Campaign, CampaignType: m.CampaignType, CampaignStatus: m.Status})
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, out)
 	return nil
 }
 
@@ -410,6 +422,12 @@ func (s *Server) getCode(r *request) *apiError {
 	if err != nil {
 		return newError(fasthttp.StatusNotFound, "not_found", "no such code in this list")
 	}
-	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"code": info.Code, "state": info.State.String()})
+	out := map[string]any{"code": info.Code, "state": info.State.String()}
+	if info.Assignment != nil {
+		a := info.Assignment
+		out["assignment"] = map[string]any{"recipient": a.Recipient, "send_id": a.Send,
+			"message_id": a.Message, "assigned_at": rfc3339(a.At)}
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, out)
 	return nil
 }

@@ -99,6 +99,7 @@ type route struct {
 var all = []raftfsm.Role{raftfsm.RoleOperator, raftfsm.RoleAdmin, raftfsm.RoleSender}
 var operatorOnly = []raftfsm.Role{raftfsm.RoleOperator}
 var adminOnly = []raftfsm.Role{raftfsm.RoleAdmin}
+var adminOrSender = []raftfsm.Role{raftfsm.RoleAdmin, raftfsm.RoleSender}
 
 // match finds the route for a method and path; it answers the route's name
 // for logs, and 404/405 errors for paths and methods it does not know.
@@ -129,6 +130,23 @@ func match(method string, seg []string) (route, *apiError) {
 			"GET": {"lists.code", adminOnly, (*Server).getCode}}
 	case n == 5 && seg[1] == "lists" && seg[3] == "codes":
 		m = methods{"GET": {"lists.code", adminOnly, (*Server).getCode}}
+	case n == 3 && seg[1] == "messages":
+		m = methods{"PUT": {"messages.put", adminOrSender, (*Server).putMessage},
+			"GET": {"messages.get", adminOrSender, (*Server).getMessage}}
+	case n == 4 && seg[1] == "messages" && seg[3] == "coupon-list":
+		m = methods{"PUT": {"messages.assign", adminOnly, (*Server).assignList},
+			"DELETE": {"messages.unassign", adminOnly, (*Server).unassignList}}
+	case n == 3 && seg[1] == "sends":
+		m = methods{"PUT": {"sends.open", adminOrSender, (*Server).openSend},
+			"GET": {"sends.get", adminOrSender, (*Server).getSend}}
+	case n == 4 && seg[1] == "sends" && seg[3] == "codes":
+		m = methods{"POST": {"sends.allocate", adminOrSender, (*Server).allocate}}
+	case n == 4 && seg[1] == "sends" && seg[3] == "close":
+		m = methods{"POST": {"sends.close", adminOrSender, (*Server).closeSend}}
+	case n == 4 && seg[1] == "sends" && seg[3] == "assignments":
+		m = methods{"GET": {"sends.assignments", adminOrSender, (*Server).sendAssignments}}
+	case n == 4 && seg[1] == "recipients" && seg[3] == "assignments":
+		m = methods{"GET": {"recipients.history", adminOnly, (*Server).recipientHistory}}
 	case n == 2 && seg[1] == "tenants":
 		m = methods{"GET": {"tenants.list", operatorOnly, (*Server).listTenants},
 			"POST": {"tenants.create", operatorOnly, (*Server).createTenant}}

@@ -99,6 +99,18 @@ func (a *applier) apply(data []byte) *Response {
 		err = a.importAbort(c.Upload)
 	case *Withdraw:
 		v, err = a.withdraw(c)
+	case *UpsertMessage:
+		v, err = a.upsertMessage(c)
+	case *AssignList:
+		err = a.assignList(c)
+	case *OpenSend:
+		v, err = a.openSend(c)
+	case *Allocate:
+		v, err = a.allocate(c)
+	case *Reserve:
+		err = a.reserve(c)
+	case *CloseSend:
+		v, err = a.closeSend(c)
 	default:
 		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
 	}
@@ -244,6 +256,12 @@ func (a *applier) deleteList(c *DeleteList) error {
 	l, err := a.listOf(c.Tenant, c.ID)
 	if err != nil {
 		return err
+	}
+	// A list assigned to a message keeps its codes unless it has none left
+	// to hand out; history keeps the codes already handed out either way.
+	// Codes held by open sends keep the list too.
+	if p := a.f.pools.Get(l.ID); l.Reserved > 0 || (p.Available() > 0 && len(a.f.MessagesOfList(c.Tenant, l.ID)) > 0) {
+		return ErrListInUse
 	}
 	for n := uint32(0); n < l.Batches; n++ {
 		v, ok := a.get(batchKey(l.ID, n))

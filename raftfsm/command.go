@@ -112,6 +112,18 @@ func Decode(data []byte) (Command, error) {
 		c = &ImportAbort{}
 	case CmdWithdraw:
 		c = &Withdraw{}
+	case CmdUpsertMessage:
+		c = &UpsertMessage{}
+	case CmdAssignList:
+		c = &AssignList{}
+	case CmdOpenSend:
+		c = &OpenSend{}
+	case CmdAllocate:
+		c = &Allocate{}
+	case CmdReserve:
+		c = &Reserve{}
+	case CmdCloseSend:
+		c = &CloseSend{}
 	default:
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
 	}
@@ -464,3 +476,182 @@ func (d *decoder) bytes() []byte {
 }
 
 func (d *decoder) string() string { return string(d.bytes()) }
+
+// Commands of messages and sends (issue 3). Appended after CmdWithdraw.
+const (
+	CmdUpsertMessage CmdType = 11
+	CmdAssignList    CmdType = 12
+	CmdOpenSend      CmdType = 13
+	CmdAllocate      CmdType = 14
+	CmdReserve       CmdType = 15
+	CmdCloseSend     CmdType = 16
+)
+
+// UpsertMessage creates or replaces a message's attributes; the assigned
+// list stays as it is.
+type UpsertMessage struct {
+	Tenant       string
+	ID           string
+	Name         string
+	Campaign     string
+	CampaignType string
+	Channel      string
+	DOI          bool
+	Status       string // "" keeps the current status (draft for a new message)
+	At           int64
+}
+
+func (*UpsertMessage) Type() CmdType { return CmdUpsertMessage }
+func (c *UpsertMessage) appendBody(b []byte) []byte {
+	for _, s := range []string{c.Tenant, c.ID, c.Name, c.Campaign, c.CampaignType, c.Channel} {
+		b = appendString(b, s)
+	}
+	b = appendBool(b, c.DOI)
+	b = appendString(b, c.Status)
+	return appendVarint(b, c.At)
+}
+func (c *UpsertMessage) decodeBody(d *decoder) {
+	c.Tenant, c.ID, c.Name, c.Campaign = d.string(), d.string(), d.string(), d.string()
+	c.CampaignType, c.Channel, c.DOI, c.Status, c.At = d.string(), d.string(), d.bool(), d.string(), d.varint()
+}
+
+// AssignList sets the list of a message; List 0 unassigns it.
+type AssignList struct {
+	Tenant  string
+	Message string
+	List    uint64
+}
+
+func (*AssignList) Type() CmdType { return CmdAssignList }
+func (c *AssignList) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Message)
+	return binary.AppendUvarint(b, c.List)
+}
+func (c *AssignList) decodeBody(d *decoder) {
+	c.Tenant, c.Message, c.List = d.string(), d.string(), d.uvarint()
+}
+
+// OpenSend opens a send, or changes its hold when it is open already.
+type OpenSend struct {
+	Tenant      string
+	Send        string
+	Message     string
+	HasExpected bool
+	Expected    uint64
+	At          int64
+}
+
+func (*OpenSend) Type() CmdType { return CmdOpenSend }
+func (c *OpenSend) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Send)
+	b = appendString(b, c.Message)
+	b = appendBool(b, c.HasExpected)
+	b = binary.AppendUvarint(b, c.Expected)
+	return appendVarint(b, c.At)
+}
+func (c *OpenSend) decodeBody(d *decoder) {
+	c.Tenant, c.Send, c.Message = d.string(), d.string(), d.string()
+	c.HasExpected, c.Expected, c.At = d.bool(), d.uvarint(), d.varint()
+}
+
+// Allocate hands one code to each recipient that has none in the send yet,
+// all or nothing. Message may be empty for a send that exists.
+type Allocate struct {
+	Tenant     string
+	Send       string
+	Message    string
+	Recipients RecipientBlock
+	At         int64
+}
+
+func (*Allocate) Type() CmdType { return CmdAllocate }
+func (c *Allocate) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Send)
+	b = appendString(b, c.Message)
+	b = appendVarint(b, c.At)
+	return appendBytes(b, c.Recipients)
+}
+func (c *Allocate) decodeBody(d *decoder) {
+	c.Tenant, c.Send, c.Message, c.At = d.string(), d.string(), d.string(), d.varint()
+	c.Recipients = RecipientBlock(d.bytes())
+	if d.err == nil && !c.Recipients.valid() {
+		d.err = errCorrupt
+	}
+}
+
+// Reserve is the first entry of an allocation too big for one entry: it
+// makes the all-or-nothing check for Need new recipients and holds the
+// codes for the send, so the Allocate chunks that follow cannot run dry.
+type Reserve struct {
+	Tenant  string
+	Send    string
+	Message string
+	Need    uint64
+	At      int64
+}
+
+func (*Reserve) Type() CmdType { return CmdReserve }
+func (c *Reserve) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Send)
+	b = appendString(b, c.Message)
+	b = binary.AppendUvarint(b, c.Need)
+	return appendVarint(b, c.At)
+}
+func (c *Reserve) decodeBody(d *decoder) {
+	c.Tenant, c.Send, c.Message, c.Need, c.At = d.string(), d.string(), d.string(), d.uvarint(), d.varint()
+}
+
+// CloseSend ends a send; its unused hold goes back to the list.
+type CloseSend struct {
+	Tenant string
+	Send   string
+	At     int64
+}
+
+func (*CloseSend) Type() CmdType { return CmdCloseSend }
+func (c *CloseSend) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Send)
+	return appendVarint(b, c.At)
+}
+func (c *CloseSend) decodeBody(d *decoder) {
+	c.Tenant, c.Send, c.At = d.string(), d.string(), d.varint()
+}
+
+// MaxRecipientLen is the longest recipient in bytes (SPEC §2).
+const MaxRecipientLen = 256
+
+// RecipientBlock is a run of recipients, each as a uvarint length and its bytes.
+type RecipientBlock []byte
+
+// AppendRecipient adds r; the caller has checked its length.
+func (b RecipientBlock) AppendRecipient(r []byte) RecipientBlock {
+	if len(r) == 0 || len(r) > MaxRecipientLen {
+		panic("BUG: recipient length out of range")
+	}
+	return append(binary.AppendUvarint(b, uint64(len(r))), r...)
+}
+
+// Each calls fn for every recipient; the slice aliases the block.
+func (b RecipientBlock) Each(fn func(r []byte)) {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		fn(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+}
+
+func (b RecipientBlock) valid() bool {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n == 0 || n > MaxRecipientLen || uint64(len(b)-k) < n {
+			return false
+		}
+		b = b[k+int(n):]
+	}
+	return true
+}

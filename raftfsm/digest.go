@@ -45,5 +45,14 @@ func (f *FSM) Digest() string {
 			h.Write(b)
 		}
 	}
+	// Messages, sends and assignment batches are hashed as stored: their
+	// bytes are deterministic.
+	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign} {
+		f.scan([]byte{p}, func(k, v []byte) error {
+			h.Write(k)
+			h.Write(v)
+			return nil
+		})
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -45,6 +47,15 @@ type FSM struct {
 	tokens   map[[32]byte]*Token
 	tokenIDs map[string][32]byte
 	lists    map[uint64]*ListMeta
+	messages map[string]*Message // by scopedKey(tenant, id)
+	sends    map[string]*Send    // by scopedKey(tenant, id)
+	sendKeys []string            // scopedKey of send number i+1
+	takeLog  map[uint64][]takeEntry
+
+	hist *history // assignments by recipient; lock-free for readers
+
+	// Writer-only scratch of allocation, reused across applies.
+	scratch allocScratch
 
 	applied atomic.Uint64 // index of the last entry applied (durable or about to be)
 }
@@ -71,6 +82,10 @@ func (f *FSM) load() error {
 	tokens := map[[32]byte]*Token{}
 	tokenIDs := map[string][32]byte{}
 	lists := map[uint64]*ListMeta{}
+	messages := map[string]*Message{}
+	sends := map[string]*Send{}
+	takeLog := map[uint64][]takeEntry{}
+	hist := newHistory()
 	pools := pool.New()
 	var applied uint64
 
@@ -113,6 +128,54 @@ func (f *FSM) load() error {
 			return err
 		})
 	}
+	if err == nil {
+		err = f.scan([]byte{prefixMessage}, func(k, v []byte) error {
+			m, err := unmarshalMessage(v)
+			if err == nil {
+				messages[scopedKey(m.Tenant, m.ID)] = m
+			}
+			return err
+		})
+	}
+	var sendKeys []string
+	if err == nil {
+		err = f.scan([]byte{prefixSend}, func(k, v []byte) error {
+			s, err := unmarshalSend(v)
+			if err != nil {
+				return err
+			}
+			sends[scopedKey(s.Tenant, s.ID)] = s
+			for len(sendKeys) < int(s.Num) {
+				sendKeys = append(sendKeys, "")
+			}
+			sendKeys[s.Num-1] = scopedKey(s.Tenant, s.ID)
+			return nil
+		})
+	}
+	if err == nil {
+		var mh maphash.Hash
+		err = f.scan([]byte{prefixAssign}, func(k, v []byte) error {
+			b, err := unmarshalBatch(v)
+			if err != nil {
+				return err
+			}
+			if b.Send == 0 || int(b.Send) > len(sendKeys) || sendKeys[b.Send-1] == "" {
+				return fmt.Errorf("batch of unknown send %d: %w", b.Send, errCorrupt)
+			}
+			s := sends[sendKeys[b.Send-1]]
+			no, first := hist.addBatch(b.Send, len(b.Recips))
+			if no != binary.BigEndian.Uint64(k[1:]) || first != b.FirstSeq {
+				return fmt.Errorf("batch %d out of sequence: %w", no, errCorrupt)
+			}
+			for i, r := range b.Recips {
+				hist.add(hist.hash32(&mh, s.Tenant, r), first+uint64(i))
+			}
+			if len(b.Runs) > 0 {
+				takeLog[b.List] = append(takeLog[b.List], takeEntry{start: b.Runs[0].start, batch: no})
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("cannot load state: %w", err)
 	}
@@ -129,6 +192,7 @@ func (f *FSM) load() error {
 
 	f.mu.Lock()
 	f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
+	f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, sendKeys, takeLog, hist
 	f.mu.Unlock()
 	f.applied.Store(applied)
 	return nil
@@ -176,6 +240,12 @@ func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
 type reader interface {
 	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
 }
+
+type getter interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+func isNotFound(err error) bool { return errors.Is(err, pebble.ErrNotFound) }
 
 // eachStagedChunk calls fn for the chunks of an upload in chunk order.
 func (f *FSM) eachStagedChunk(r reader, upload UploadID, fn func(n uint32, codes CodeBlock) error) error {
@@ -339,8 +409,9 @@ func view(l *ListMeta, p *pool.List) *ListView {
 
 // CodeInfo is the state of one code of a list.
 type CodeInfo struct {
-	Code  string
-	State pool.State
+	Code       string
+	State      pool.State
+	Assignment *Assignment // for an assigned code
 }
 
 // CodeState looks a code up in a tenant's list.
@@ -356,9 +427,13 @@ func (f *FSM) CodeState(tenant string, list uint64, code []byte) (CodeInfo, erro
 	if p == nil {
 		return CodeInfo{}, ErrNotFound
 	}
-	_, st, found := p.Lookup(code)
+	pos, st, found := p.Lookup(code)
 	if !found {
 		return CodeInfo{}, ErrNotFound
 	}
-	return CodeInfo{Code: string(code), State: st}, nil
+	info := CodeInfo{Code: string(code), State: st}
+	if st == pool.Assigned {
+		info.Assignment, _ = f.CodeAssignment(list, pos)
+	}
+	return info, nil
 }

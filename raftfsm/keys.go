@@ -14,7 +14,19 @@ const (
 	prefixStaged   = 'u' // u + upload id (16) + chunk number (4 BE) -> encoded codes
 	prefixUpload   = 'U' // U + upload id (16) -> uploadRecord
 	prefixWithdraw = 'w' // w + list id (8) + position (4 BE) -> empty
+	prefixMessage  = 'g' // g + tenant + 0 + message id -> messageRecord
+	prefixSend     = 's' // s + tenant + 0 + send id -> sendRecord
+	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
 )
+
+// tenantScoped keys an object of a tenant; tenant ids hold no 0 byte.
+func tenantScoped(prefix byte, tenant, id string) []byte {
+	k := make([]byte, 0, 2+len(tenant)+len(id))
+	k = append(k, prefix)
+	k = append(k, tenant...)
+	k = append(k, 0)
+	return append(k, id...)
+}
 
 var keyApplied = []byte{prefixMeta, 'a'}
 

@@ -1,0 +1,415 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// Limits of allocation (SPEC §2).
+const (
+	maxRecipients = 100_000
+	// maxAllocBody bounds an allocation body: 100,000 recipients of 256
+	// bytes with JSON quoting fit.
+	maxAllocBody = 64 << 20
+	// allocEntryBytes is the recipients payload of one Allocate entry; a
+	// larger request becomes a Reserve entry and several Allocate chunks.
+	allocEntryBytes = raftfsm.MaxEntryBytes - 4096
+)
+
+type sendJSON struct {
+	SendID    string `json:"send_id"`
+	MessageID string `json:"message_id"`
+	ListID    string `json:"list_id"`
+	Status    string `json:"status"`
+	Reserved  uint64 `json:"reserved"`
+	Assigned  uint64 `json:"assigned"`
+	CreatedAt string `json:"created_at"`
+}
+
+func toSendJSON(sd *raftfsm.Send) sendJSON {
+	status := "open"
+	if sd.Closed {
+		status = "closed"
+	}
+	return sendJSON{SendID: sd.ID, MessageID: sd.Message, ListID: formatListID(sd.List), Status: status,
+		Reserved: sd.Reserved, Assigned: sd.Assigned, CreatedAt: rfc3339(sd.CreatedAt)}
+}
+
+func (s *Server) openSend(r *request) *apiError {
+	id := r.seg[2]
+	if e := validID("send id", id); e != nil {
+		return e
+	}
+	var in struct {
+		MessageID          *string `json:"message_id"`
+		ExpectedRecipients *uint64 `json:"expected_recipients"`
+	}
+	if e := s.decodeJSON(r.ctx, &in); e != nil {
+		return e
+	}
+	if in.MessageID == nil {
+		return badRequest("message_id is required")
+	}
+	c := &raftfsm.OpenSend{Tenant: r.token.Tenant, Send: id, Message: *in.MessageID, At: s.now().UnixNano()}
+	if in.ExpectedRecipients != nil {
+		c.HasExpected, c.Expected = true, *in.ExpectedRecipients
+	}
+	v, e := s.apply(c)
+	if e != nil {
+		return e
+	}
+	res := v.(raftfsm.OpenResult)
+	status := fasthttp.StatusOK
+	if res.Created {
+		status = fasthttp.StatusCreated
+	}
+	writeJSON(r.ctx, status, map[string]any{"send_id": res.Send.ID, "list_id": formatListID(res.Send.List), "reserved": res.Send.Reserved})
+	return nil
+}
+
+func (s *Server) getSend(r *request) *apiError {
+	sd, ok := s.fsm.Send(r.token.Tenant, r.seg[2])
+	if !ok {
+		return errNotFound
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, toSendJSON(sd))
+	return nil
+}
+
+func (s *Server) closeSend(r *request) *apiError {
+	v, e := s.apply(&raftfsm.CloseSend{Tenant: r.token.Tenant, Send: r.seg[2], At: s.now().UnixNano()})
+	if e != nil {
+		return e
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, toSendJSON(v.(*raftfsm.Send)))
+	return nil
+}
+
+// readAllocation parses an allocation body: JSON {"message_id"?, "recipients"}
+// or text/plain, one recipient per line, with ?message_id=.
+func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recips [][]byte, e *apiError) {
+	limit := min(int64(maxAllocBody), s.cfg.MaxBody)
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > limit {
+		return "", nil, errTooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(bodyStream(ctx), limit+1))
+	if err != nil {
+		return "", nil, badRequest("cannot read the request body")
+	}
+	if int64(len(body)) > limit {
+		return "", nil, errTooLarge
+	}
+	ct := ctx.Request.Header.ContentType()
+	if bytes.HasPrefix(ct, []byte("text/plain")) {
+		message = string(ctx.QueryArgs().Peek("message_id"))
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		sc.Buffer(make([]byte, 0, 4096), 1<<20)
+		for sc.Scan() {
+			line := bytes.TrimSuffix(sc.Bytes(), []byte("\r"))
+			if len(line) == 0 {
+				continue
+			}
+			if len(recips) == maxRecipients {
+				return "", nil, tooManyRecipients()
+			}
+			recips = append(recips, line)
+		}
+		if sc.Err() != nil {
+			return "", nil, badRequest("a line is longer than any recipient may be")
+		}
+	} else {
+		var in struct {
+			MessageID  *string           `json:"message_id"`
+			Recipients []json.RawMessage `json:"recipients"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil || dec.More() {
+			return "", nil, newError(fasthttp.StatusBadRequest, "invalid_json", "the body must be {\"message_id\"?, \"recipients\": [...]}")
+		}
+		if in.MessageID != nil {
+			message = *in.MessageID
+		}
+		if len(in.Recipients) > maxRecipients {
+			return "", nil, tooManyRecipients()
+		}
+		recips = make([][]byte, len(in.Recipients))
+		for i, raw := range in.Recipients {
+			var r string
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return "", nil, badRequest(fmt.Sprintf("recipients[%d] must be a string", i))
+			}
+			recips[i] = []byte(r)
+		}
+	}
+	if len(recips) == 0 {
+		return "", nil, badRequest("recipients must not be empty")
+	}
+	for i, rc := range recips {
+		if e := validID(fmt.Sprintf("recipients[%d]", i), string(rc)); e != nil {
+			return "", nil, e
+		}
+	}
+	if message != "" {
+		if e := validID("message_id", message); e != nil {
+			return "", nil, e
+		}
+	}
+	return message, recips, nil
+}
+
+func tooManyRecipients() *apiError {
+	return newError(fasthttp.StatusRequestEntityTooLarge, "too_many_recipients",
+		fmt.Sprintf("at most %d recipients per request; send the rest in more requests with the same send_id", maxRecipients))
+}
+
+func (s *Server) allocate(r *request) *apiError {
+	send := r.seg[2]
+	if e := validID("send id", send); e != nil {
+		return e
+	}
+	message, recips, e := s.readAllocation(r.ctx)
+	if e != nil {
+		return e
+	}
+	tenant, at := r.token.Tenant, s.now().UnixNano()
+	if _, ok := s.fsm.Send(tenant, send); !ok && message == "" {
+		return badRequest("message_id is required: the send does not exist yet")
+	}
+	var chunks []raftfsm.RecipientBlock
+	var block raftfsm.RecipientBlock
+	for _, rc := range recips {
+		if len(block)+len(rc)+3 > allocEntryBytes {
+			chunks = append(chunks, block)
+			block = nil
+		}
+		block = block.AppendRecipient(rc)
+	}
+	chunks = append(chunks, block)
+
+	codes := make([][]byte, 0, len(recips))
+	var available uint64
+	if len(chunks) > 1 {
+		// Too big for one entry: hold the codes first (the all-or-nothing
+		// check), then assign in chunks that draw from the hold.
+		need, err := s.newRecipients(tenant, send, recips)
+		if err != nil {
+			return fromApply(err)
+		}
+		if _, e := s.apply(&raftfsm.Reserve{Tenant: tenant, Send: send, Message: message, Need: need, At: at}); e != nil {
+			return e
+		}
+	}
+	futures := make([]raft.ApplyFuture, len(chunks))
+	for i, b := range chunks {
+		futures[i] = s.raft.Apply(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}), applyTimeout)
+	}
+	var failed *apiError
+	for _, f := range futures {
+		v, e := s.wait(f)
+		if e != nil {
+			if failed == nil {
+				failed = e
+			}
+			continue
+		}
+		res := v.(*raftfsm.AllocResult)
+		codes = append(codes, res.Codes...)
+		available = res.Available
+	}
+	if failed != nil {
+		return failed
+	}
+	s.writeAssignments(r.ctx, recips, codes, available)
+	return nil
+}
+
+// newRecipients counts the distinct recipients of a request that have no
+// code in the send yet, as the leader's state says now.
+func (s *Server) newRecipients(tenant, send string, recips [][]byte) (uint64, error) {
+	seen := make(map[string]struct{}, len(recips))
+	var n uint64
+	for _, rc := range recips {
+		if _, dup := seen[string(rc)]; dup {
+			continue
+		}
+		seen[string(rc)] = struct{}{}
+		has, err := s.fsm.HasAssignment(tenant, send, rc)
+		if err != nil {
+			return 0, err
+		}
+		if !has {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func wantsCSV(ctx *fasthttp.RequestCtx) bool {
+	return bytes.Contains(ctx.Request.Header.Peek("Accept"), []byte("text/csv"))
+}
+
+func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]byte, available uint64) {
+	var b []byte
+	if wantsCSV(ctx) {
+		b = make([]byte, 0, len(recips)*40)
+		for i, rc := range recips {
+			b = appendCSVField(b, rc)
+			b = append(b, ',')
+			b = appendCSVField(b, codes[i])
+			b = append(b, '\n')
+		}
+		ctx.SetContentType("text/csv; charset=utf-8")
+	} else {
+		b = make([]byte, 0, 32+len(recips)*48)
+		b = append(b, `{"assignments":[`...)
+		for i, rc := range recips {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"recipient":`...)
+			b = appendJSONString(b, rc)
+			b = append(b, `,"code":`...)
+			b = appendJSONString(b, codes[i])
+			b = append(b, '}')
+		}
+		b = append(b, `],"available":`...)
+		b = strconv.AppendUint(b, available, 10)
+		b = append(b, "}\n"...)
+		ctx.SetContentType("application/json")
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetBody(b)
+}
+
+// appendJSONString appends s as a JSON string; s is valid UTF-8.
+func appendJSONString(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// appendCSVField appends s as one RFC 4180 field, quoted when it must be.
+func appendCSVField(b, s []byte) []byte {
+	if bytes.ContainsAny(s, ",\"\r\n") || (len(s) > 0 && (s[0] == ' ' || s[len(s)-1] == ' ')) {
+		b = append(b, '"')
+		for _, c := range s {
+			if c == '"' {
+				b = append(b, '"')
+			}
+			b = append(b, c)
+		}
+		return append(b, '"')
+	}
+	return append(b, s...)
+}
+
+func (s *Server) sendAssignments(r *request) *apiError {
+	tenant, send := r.token.Tenant, r.seg[2]
+	if _, ok := s.fsm.Send(tenant, send); !ok {
+		return errNotFound
+	}
+	csv := wantsCSV(r.ctx)
+	if csv {
+		r.ctx.SetContentType("text/csv; charset=utf-8")
+	} else {
+		r.ctx.SetContentType("application/json")
+	}
+	r.ctx.SetStatusCode(fasthttp.StatusOK)
+	fsm := s.fsm
+	r.ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		var b []byte
+		if !csv {
+			w.WriteString(`{"assignments":[`)
+		}
+		first := true
+		err := fsm.EachAssignment(tenant, send, func(a *raftfsm.Assignment) error {
+			b = b[:0]
+			if csv {
+				b = appendCSVField(b, []byte(a.Recipient))
+				b = append(b, ',')
+				b = appendCSVField(b, []byte(a.Code))
+				b = append(b, '\n')
+			} else {
+				if !first {
+					b = append(b, ',')
+				}
+				first = false
+				b = appendAssignmentJSON(b, a, false)
+			}
+			_, err := w.Write(b)
+			return err
+		})
+		if err != nil {
+			return // the client sees a cut stream; the status was sent already
+		}
+		if !csv {
+			w.WriteString("]}\n")
+		}
+	})
+	return nil
+}
+
+// appendAssignmentJSON writes one assignment; history adds the send and message.
+func appendAssignmentJSON(b []byte, a *raftfsm.Assignment, history bool) []byte {
+	if history {
+		b = append(b, `{"code":`...)
+		b = appendJSONString(b, []byte(a.Code))
+		b = append(b, `,"list_id":"`...)
+		b = append(b, formatListID(a.List)...)
+		b = append(b, `","message_id":`...)
+		b = appendJSONString(b, []byte(a.Message))
+		b = append(b, `,"send_id":`...)
+		b = appendJSONString(b, []byte(a.Send))
+	} else {
+		b = append(b, `{"recipient":`...)
+		b = appendJSONString(b, []byte(a.Recipient))
+		b = append(b, `,"code":`...)
+		b = appendJSONString(b, []byte(a.Code))
+	}
+	b = append(b, `,"assigned_at":"`...)
+	b = append(b, rfc3339(a.At)...)
+	return append(b, `"}`...)
+}
+
+func (s *Server) recipientHistory(r *request) *apiError {
+	rc := r.seg[2]
+	if e := validID("recipient", rc); e != nil {
+		return e
+	}
+	hist, err := s.fsm.RecipientHistory(r.token.Tenant, []byte(rc))
+	if err != nil {
+		return fromApply(err)
+	}
+	b := []byte(`{"assignments":[`)
+	for i := range hist {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendAssignmentJSON(b, &hist[i], true)
+	}
+	b = append(b, "]}\n"...)
+	r.ctx.SetStatusCode(fasthttp.StatusOK)
+	r.ctx.SetContentType("application/json")
+	r.ctx.SetBody(b)
+	return nil
+}

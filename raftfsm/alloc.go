@@ -1,0 +1,427 @@
+package raftfsm
+
+import (
+	"bytes"
+	"hash/maphash"
+
+	"github.com/coupond/coupond/pool"
+)
+
+// allocScratch is the writer's reusable memory for allocations.
+type allocScratch struct {
+	mh      maphash.Hash
+	seen    []int32 // open-addressing set of request indexes (+1), for repeats in one request
+	recips  [][]byte
+	first   []int32 // per request index: the index of its first occurrence
+	fresh   []int   // request indexes that need a new code
+	batches map[uint64]*assignBatch
+}
+
+func (a *applier) message(tenant, id string) (*Message, error) {
+	m, ok := a.f.Message(tenant, id)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return m, nil
+}
+
+func (a *applier) putMessage(m *Message) {
+	a.set(tenantScoped(prefixMessage, m.Tenant, m.ID), m.marshal())
+	a.f.mu.Lock()
+	a.f.messages[scopedKey(m.Tenant, m.ID)] = m
+	a.f.mu.Unlock()
+}
+
+func (a *applier) putSend(s *Send) {
+	a.set(tenantScoped(prefixSend, s.Tenant, s.ID), s.marshal())
+	a.f.mu.Lock()
+	k := scopedKey(s.Tenant, s.ID)
+	if _, ok := a.f.sends[k]; !ok {
+		if int(s.Num) != len(a.f.sendKeys)+1 {
+			a.f.mu.Unlock()
+			panic("BUG: send numbers out of order")
+		}
+		a.f.sendKeys = append(a.f.sendKeys, k)
+	}
+	a.f.sends[k] = s
+	a.f.mu.Unlock()
+}
+
+// UpsertResult says whether an upsert created the message.
+type UpsertResult struct{ Created bool }
+
+func (a *applier) upsertMessage(c *UpsertMessage) (UpsertResult, error) {
+	if _, ok := a.f.Tenant(c.Tenant); !ok {
+		return UpsertResult{}, ErrNotFound
+	}
+	old, exists := a.f.Message(c.Tenant, c.ID)
+	m := &Message{Tenant: c.Tenant, ID: c.ID, Name: c.Name, Campaign: c.Campaign,
+		CampaignType: c.CampaignType, Channel: c.Channel, DOI: c.DOI, Status: "draft"}
+	if exists {
+		m.Status, m.List = old.Status, old.List
+	}
+	if c.Status != "" {
+		m.Status = c.Status
+	}
+	if m.List != 0 {
+		// A message with a coupon list must stay eligible: unassign first.
+		if why := Eligibility(m.CampaignType, m.Channel, m.DOI); why != "" {
+			return UpsertResult{}, &EligibilityError{Reason: why}
+		}
+	}
+	a.putMessage(m)
+	return UpsertResult{Created: !exists}, nil
+}
+
+func (a *applier) assignList(c *AssignList) error {
+	old, err := a.message(c.Tenant, c.Message)
+	if err != nil {
+		return err
+	}
+	if c.List != 0 {
+		if _, err := a.listOf(c.Tenant, c.List); err != nil {
+			return err
+		}
+		if why := Eligibility(old.CampaignType, old.Channel, old.DOI); why != "" {
+			return &EligibilityError{Reason: why}
+		}
+	}
+	m := *old
+	m.List = c.List
+	a.putMessage(&m)
+	return nil
+}
+
+// sendFor finds the send of an allocation or hold, or prepares the one the
+// request opens implicitly (not stored until the request succeeds).
+func (a *applier) sendFor(tenant, id, message string) (s *Send, created bool, err error) {
+	if old, ok := a.f.Send(tenant, id); ok {
+		if message != "" && message != old.Message {
+			return nil, false, ErrSendMismatch
+		}
+		cp := *old
+		return &cp, false, nil
+	}
+	if message == "" {
+		return nil, false, ErrMessageRequired
+	}
+	m, err := a.message(tenant, message)
+	if err != nil {
+		return nil, false, err
+	}
+	if m.List == 0 {
+		return nil, false, ErrNoCouponList
+	}
+	a.f.mu.RLock()
+	num := uint32(len(a.f.sendKeys) + 1)
+	a.f.mu.RUnlock()
+	return &Send{Tenant: tenant, ID: id, Num: num, Message: message, List: m.List}, true, nil
+}
+
+// listForSend returns the list a send draws from; a deleted list has nothing.
+func (a *applier) listForSend(s *Send) (*ListMeta, *pool.List) {
+	a.f.mu.RLock()
+	l := a.f.lists[s.List]
+	a.f.mu.RUnlock()
+	if l == nil {
+		return nil, nil
+	}
+	return l, a.f.pools.Get(l.ID)
+}
+
+// hold grows the send's hold by what need exceeds it, or refuses.
+func (a *applier) hold(s *Send, need uint64) error {
+	l, p := a.listForSend(s)
+	if l == nil {
+		return &InsufficientError{Needed: need, Available: 0} // the list was deleted
+	}
+	if need <= s.Reserved {
+		return nil
+	}
+	avail := listAvailable(l, p)
+	short := need - s.Reserved
+	if short > avail {
+		return &InsufficientError{Needed: need, Available: s.Reserved + avail}
+	}
+	nl := *l
+	nl.Reserved += short
+	a.putList(&nl)
+	s.Reserved += short
+	return nil
+}
+
+// OpenResult answers PUT /v1/sends/{id}.
+type OpenResult struct {
+	Send    *Send
+	Created bool
+}
+
+func (a *applier) openSend(c *OpenSend) (OpenResult, error) {
+	s, created, err := a.sendFor(c.Tenant, c.Send, c.Message)
+	if err != nil {
+		return OpenResult{}, err
+	}
+	if s.Closed {
+		return OpenResult{}, ErrSendClosed
+	}
+	if created {
+		s.CreatedAt = c.At
+	}
+	if c.HasExpected {
+		want := uint64(0)
+		if c.Expected > s.Assigned {
+			want = c.Expected - s.Assigned
+		}
+		if want > s.Reserved {
+			if err := a.hold(s, want); err != nil {
+				return OpenResult{}, err
+			}
+		} else if want < s.Reserved {
+			a.release(s, s.Reserved-want)
+		}
+	}
+	a.putSend(s)
+	return OpenResult{Send: s, Created: created}, nil
+}
+
+// release gives n of the send's hold back to its list.
+func (a *applier) release(s *Send, n uint64) {
+	if n > s.Reserved {
+		panic("BUG: releasing more than the send holds")
+	}
+	s.Reserved -= n
+	a.f.mu.RLock()
+	l := a.f.lists[s.List]
+	a.f.mu.RUnlock()
+	if l == nil {
+		return // the list was deleted (it had nothing left to hold)
+	}
+	nl := *l
+	if nl.Reserved < n {
+		panic("BUG: list holds less than its sends")
+	}
+	nl.Reserved -= n
+	a.putList(&nl)
+}
+
+func (a *applier) reserve(c *Reserve) error {
+	s, created, err := a.sendFor(c.Tenant, c.Send, c.Message)
+	if err != nil {
+		return err
+	}
+	if c.Need == 0 {
+		return nil
+	}
+	if s.Closed {
+		return ErrSendClosed
+	}
+	if created {
+		s.CreatedAt = c.At
+	}
+	if err := a.hold(s, c.Need); err != nil {
+		return err
+	}
+	a.putSend(s)
+	return nil
+}
+
+func (a *applier) closeSend(c *CloseSend) (*Send, error) {
+	old, ok := a.f.Send(c.Tenant, c.Send)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if old.Closed {
+		return old, nil
+	}
+	s := *old
+	a.release(&s, s.Reserved)
+	s.Closed = true
+	a.putSend(&s)
+	return &s, nil
+}
+
+// AllocResult answers an allocation: one code per request recipient, in
+// request order (a repeated recipient gets the same code), and the list's
+// available count after it. Codes alias memory that is never rewritten.
+type AllocResult struct {
+	Codes     [][]byte
+	New       int
+	Available uint64
+}
+
+func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
+	s, created, err := a.sendFor(c.Tenant, c.Send, c.Message)
+	if err != nil {
+		return nil, err
+	}
+	sc := &a.f.scratch
+	sc.recips = sc.recips[:0]
+	c.Recipients.Each(func(r []byte) { sc.recips = append(sc.recips, r) })
+	n := len(sc.recips)
+	res := &AllocResult{Codes: make([][]byte, n)}
+
+	// Which recipients need a new code: not repeated earlier in the request,
+	// and without a code in this send.
+	a.markRepeats()
+	sc.fresh = sc.fresh[:0]
+	for i, r := range sc.recips {
+		if sc.first[i] != int32(i) {
+			continue
+		}
+		if !created {
+			if code := a.assignedCode(s, r); code != nil {
+				res.Codes[i] = code
+				continue
+			}
+		}
+		sc.fresh = append(sc.fresh, i)
+	}
+	need := uint64(len(sc.fresh))
+	if need > 0 {
+		if s.Closed {
+			return nil, ErrSendClosed
+		}
+		if a.f.hist.nextSeq+need > MaxAssignments {
+			return nil, ErrAssignmentsFull
+		}
+		if err := a.hold(s, need); err != nil {
+			return nil, err
+		}
+		if created {
+			s.CreatedAt = c.At
+		}
+		a.assign(s, c.At, res)
+	}
+	for i := range res.Codes {
+		if res.Codes[i] == nil {
+			res.Codes[i] = res.Codes[sc.first[i]]
+		}
+	}
+	if l, p := a.listForSend(s); l != nil {
+		res.Available = listAvailable(l, p)
+	}
+	if need > 0 || created {
+		a.putSend(s)
+	}
+	if m, _ := a.f.Message(s.Tenant, s.Message); m != nil && m.Status != "sent" {
+		nm := *m
+		nm.Status = "sent"
+		a.putMessage(&nm)
+	}
+	return res, nil
+}
+
+// assign takes the send's new codes from its hold (just grown to cover
+// them), writes one batch and indexes it.
+func (a *applier) assign(s *Send, at int64, res *AllocResult) {
+	sc := &a.f.scratch
+	l, p := a.listForSend(s)
+	n := len(sc.fresh)
+	b := &assignBatch{Send: s.Num, List: l.ID, At: at, Recips: make([][]byte, n), Codes: make([][]byte, n)}
+	k := 0
+	p.Take(n, func(pos uint32, code []byte) {
+		if last := len(b.Runs) - 1; last >= 0 && b.Runs[last].start+b.Runs[last].n == pos {
+			b.Runs[last].n++
+		} else {
+			b.Runs = append(b.Runs, posRun{start: pos, n: 1})
+		}
+		i := sc.fresh[k]
+		b.Recips[k], b.Codes[k] = sc.recips[i], code
+		res.Codes[i] = code
+		k++
+	})
+	no, first := a.f.hist.addBatch(s.Num, n)
+	b.FirstSeq = first
+	a.set(assignKey(no), b.marshal(make([]byte, 0, 64+n*48)))
+	for i, r := range b.Recips {
+		a.f.hist.add(a.f.hist.hash32(&sc.mh, s.Tenant, r), first+uint64(i))
+	}
+	a.f.mu.Lock()
+	a.f.takeLog[l.ID] = append(a.f.takeLog[l.ID], takeEntry{start: b.Runs[0].start, batch: no})
+	a.f.mu.Unlock()
+
+	s.Reserved -= uint64(n)
+	s.Assigned += uint64(n)
+	nl := *l
+	nl.Reserved -= uint64(n)
+	nl.Cursor = p.Cursor()
+	a.putList(&nl)
+	res.New = n
+}
+
+// markRepeats fills scratch.first: for each request recipient, the index of
+// its first occurrence in the request.
+func (a *applier) markRepeats() {
+	sc := &a.f.scratch
+	n := len(sc.recips)
+	sc.first = sc.first[:0]
+	if n == 1 {
+		sc.first = append(sc.first, 0)
+		return
+	}
+	size := 16
+	for size < 2*n {
+		size *= 2
+	}
+	if cap(sc.seen) < size {
+		sc.seen = make([]int32, size)
+	}
+	seen := sc.seen[:size]
+	clear(seen)
+	mask := uint64(size - 1)
+	seed := a.f.hist.seed
+	for i, r := range sc.recips {
+		j := maphash.Bytes(seed, r) & mask
+		for {
+			e := seen[j]
+			if e == 0 {
+				seen[j] = int32(i + 1)
+				sc.first = append(sc.first, int32(i))
+				break
+			}
+			if bytes.Equal(sc.recips[e-1], r) {
+				sc.first = append(sc.first, e-1)
+				break
+			}
+			j = (j + 1) & mask
+		}
+	}
+}
+
+// assignedCode returns the code r already has in send s, or nil.
+func (a *applier) assignedCode(s *Send, r []byte) []byte {
+	sc := &a.f.scratch
+	var code []byte
+	a.f.hist.candidates(a.f.hist.hash32(&sc.mh, s.Tenant, r), func(seq uint64) bool {
+		no, meta, ok := a.f.hist.batchOf(seq)
+		if !ok || meta.send != s.Num {
+			return true
+		}
+		b := a.cachedBatch(no)
+		if i := int(seq - b.FirstSeq); bytes.Equal(b.Recips[i], r) {
+			code = b.Codes[i]
+			return false
+		}
+		return true
+	})
+	return code
+}
+
+// cachedBatch reads a batch through the applier's Pebble batch, keeping a
+// few decoded: a retried chunk looks up thousands of recipients in the same
+// batch.
+func (a *applier) cachedBatch(no uint64) *assignBatch {
+	sc := &a.f.scratch
+	if b, ok := sc.batches[no]; ok {
+		return b
+	}
+	b, err := a.f.readBatch(a.b, no)
+	if err != nil {
+		panic("cannot read assignment batch: " + err.Error())
+	}
+	if sc.batches == nil || len(sc.batches) >= 16 {
+		sc.batches = map[uint64]*assignBatch{}
+	}
+	sc.batches[no] = b
+	return b
+}

@@ -1,0 +1,212 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"sort"
+	"sync/atomic"
+)
+
+// MaxAssignments bounds the assignments one state machine keeps: the index
+// stores a 32-bit sequence number per assignment.
+const MaxAssignments = 1<<32 - 2
+
+// history indexes every assignment by (tenant, recipient). It is the
+// idempotency check of allocation (a recipient's code in a send) and the
+// recipient's mailing history. Assignments are numbered in apply order
+// (seq); each Allocate that assigns new codes writes one batch holding its
+// recipients and codes under one Pebble key, so the index keeps only
+// (hash, seq) per assignment: 8 bytes per slot.
+//
+// One writer (apply), lock-free readers: slots are read and written with
+// atomics, a grown table is published with one pointer store, and batch
+// metadata is append-only behind an atomic slice header.
+type history struct {
+	seed    maphash.Seed
+	tab     atomic.Pointer[histTable]
+	entries uint64 // writer only
+
+	batches atomic.Pointer[[]batchMeta]
+	wb      []batchMeta // the writer's slice; readers load batches
+	nextSeq uint64      // writer only
+}
+
+// batchMeta locates the assignments of one batch; immutable once published.
+type batchMeta struct {
+	firstSeq uint64
+	send     uint32 // send number
+	n        uint32
+}
+
+type histTable struct {
+	slots []uint64 // hash32<<32 | (seq+1); 0 is empty
+	shift uint     // position = hash32 >> shift
+}
+
+func newHistory() *history {
+	h := &history{seed: maphash.MakeSeed()}
+	h.tab.Store(&histTable{slots: make([]uint64, 1024), shift: 32 - 10})
+	empty := []batchMeta{}
+	h.batches.Store(&empty)
+	return h
+}
+
+// hash32 is the recipient's hash within a tenant.
+func (h *history) hash32(mh *maphash.Hash, tenant string, r []byte) uint32 {
+	mh.SetSeed(h.seed)
+	mh.WriteString(tenant)
+	mh.WriteByte(0)
+	mh.Write(r)
+	return uint32(mh.Sum64() >> 32)
+}
+
+// candidates calls fn with the seq of every assignment whose recipient hash
+// is h, until fn returns false. Any goroutine.
+func (h *history) candidates(hash uint32, fn func(seq uint64) bool) {
+	t := h.tab.Load()
+	mask := uint64(len(t.slots) - 1)
+	for i := uint64(hash>>t.shift) & mask; ; i = (i + 1) & mask {
+		s := atomic.LoadUint64(&t.slots[i])
+		if s == 0 {
+			return
+		}
+		if uint32(s>>32) == hash && !fn(uint64(uint32(s))-1) {
+			return
+		}
+	}
+}
+
+// add indexes seq under hash. Writer only.
+func (h *history) add(hash uint32, seq uint64) {
+	t := h.tab.Load()
+	if (h.entries+1)*4 > uint64(len(t.slots))*3 {
+		t = h.grow(t)
+	}
+	insertSlot(t, uint64(hash)<<32|(seq+1))
+	h.entries++
+}
+
+func insertSlot(t *histTable, s uint64) {
+	mask := uint64(len(t.slots) - 1)
+	for i := (s >> 32 >> t.shift) & mask; ; i = (i + 1) & mask {
+		if atomic.LoadUint64(&t.slots[i]) == 0 {
+			atomic.StoreUint64(&t.slots[i], s)
+			return
+		}
+	}
+}
+
+func (h *history) grow(old *histTable) *histTable {
+	t := &histTable{slots: make([]uint64, len(old.slots)*2), shift: old.shift - 1}
+	for _, s := range old.slots {
+		if s != 0 {
+			insertSlot(t, s)
+		}
+	}
+	h.tab.Store(t)
+	return t
+}
+
+// addBatch records a batch of n assignments of a send and returns its
+// number and first seq. Writer only.
+func (h *history) addBatch(send uint32, n int) (no uint64, firstSeq uint64) {
+	no, firstSeq = uint64(len(h.wb)), h.nextSeq
+	h.wb = append(h.wb, batchMeta{firstSeq: firstSeq, send: send, n: uint32(n)})
+	h.nextSeq += uint64(n)
+	wb := h.wb
+	h.batches.Store(&wb)
+	return no, firstSeq
+}
+
+// batchOf finds the batch holding seq. Any goroutine.
+func (h *history) batchOf(seq uint64) (no uint64, meta batchMeta, ok bool) {
+	bs := *h.batches.Load()
+	i := sort.Search(len(bs), func(i int) bool { return bs[i].firstSeq > seq }) - 1
+	if i < 0 || seq >= bs[i].firstSeq+uint64(bs[i].n) {
+		return 0, batchMeta{}, false
+	}
+	return uint64(i), bs[i], true
+}
+
+// assignBatch is the stored form of one batch: who got which code, in
+// request order, with the list positions the codes came from.
+type assignBatch struct {
+	Send     uint32
+	List     uint64
+	At       int64
+	FirstSeq uint64
+	Runs     []posRun // the positions taken, in order
+	Recips   [][]byte // aliases the stored value
+	Codes    [][]byte // aliases the stored value
+}
+
+// posRun is n consecutive list positions from start.
+type posRun struct{ start, n uint32 }
+
+func (b *assignBatch) marshal(dst []byte) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendUvarint(dst, uint64(b.Send))
+	dst = binary.AppendUvarint(dst, b.List)
+	dst = binary.AppendVarint(dst, b.At)
+	dst = binary.AppendUvarint(dst, b.FirstSeq)
+	dst = binary.AppendUvarint(dst, uint64(len(b.Recips)))
+	dst = binary.AppendUvarint(dst, uint64(len(b.Runs)))
+	for _, r := range b.Runs {
+		dst = binary.AppendUvarint(dst, uint64(r.start))
+		dst = binary.AppendUvarint(dst, uint64(r.n))
+	}
+	for i, r := range b.Recips {
+		dst = appendBytes(dst, r)
+		dst = append(dst, byte(len(b.Codes[i])))
+		dst = append(dst, b.Codes[i]...)
+	}
+	return dst
+}
+
+func unmarshalBatch(v []byte) (*assignBatch, error) {
+	d := recordDecoder(v)
+	b := &assignBatch{Send: d.uint32(), List: d.uvarint(), At: d.varint(), FirstSeq: d.uvarint()}
+	n := d.uvarint()
+	runs := d.uvarint()
+	if d.err != nil || n > uint64(len(v)) || runs > uint64(len(v)) {
+		return nil, errCorrupt
+	}
+	b.Runs = make([]posRun, runs)
+	for i := range b.Runs {
+		b.Runs[i] = posRun{d.uint32(), d.uint32()}
+	}
+	b.Recips = make([][]byte, n)
+	b.Codes = make([][]byte, n)
+	for i := range b.Recips {
+		b.Recips[i] = d.bytes()
+		b.Codes[i] = d.fixed(int(d.byte()))
+	}
+	return b, d.done()
+}
+
+// positionOf returns the list position of entry i.
+func (b *assignBatch) positionOf(i int) uint32 {
+	for _, r := range b.Runs {
+		if uint32(i) < r.n {
+			return r.start + uint32(i)
+		}
+		i -= int(r.n)
+	}
+	panic("BUG: batch entry past its runs")
+}
+
+// entryAt returns the entry holding list position pos, or -1.
+func (b *assignBatch) entryAt(pos uint32) int {
+	i := 0
+	for _, r := range b.Runs {
+		if pos >= r.start && pos < r.start+r.n {
+			return i + int(pos-r.start)
+		}
+		i += int(r.n)
+	}
+	return -1
+}
+
+func assignKey(no uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixAssign}, no)
+}

@@ -1,0 +1,305 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sort"
+
+	"github.com/coupond/coupond/pool"
+)
+
+// Domain outcomes of messages and sends.
+var (
+	ErrNotEligible       = errors.New("message is not eligible for a coupon list")
+	ErrNoCouponList      = errors.New("message has no coupon list")
+	ErrMessageRequired   = errors.New("message_id is required to open a send")
+	ErrSendMismatch      = errors.New("message_id differs from the send's message")
+	ErrSendClosed        = errors.New("send is closed")
+	ErrListInUse         = errors.New("list is assigned to a message and not empty")
+	ErrAssignmentsFull   = errors.New("the node holds the most assignments it can index")
+	errInsufficientCodes = errors.New("insufficient codes")
+)
+
+// InsufficientError refuses an allocation or hold that needs more codes
+// than the send can draw (SPEC §2: needed, available).
+type InsufficientError struct{ Needed, Available uint64 }
+
+func (e *InsufficientError) Error() string {
+	return fmt.Sprintf("needs %d new codes, %d available", e.Needed, e.Available)
+}
+
+func (e *InsufficientError) Unwrap() error { return errInsufficientCodes }
+
+// EligibilityError says why a message may not have a coupon list.
+type EligibilityError struct{ Reason string }
+
+func (e *EligibilityError) Error() string { return "not eligible: " + e.Reason }
+func (e *EligibilityError) Unwrap() error { return ErrNotEligible }
+
+// Message is a creative of the platform as the mailing engine registered it.
+type Message struct {
+	Tenant, ID, Name, Campaign string
+	CampaignType, Channel      string
+	DOI                        bool
+	Status                     string // draft | sent
+	List                       uint64 // 0: none
+}
+
+func (m *Message) marshal() []byte {
+	b := []byte{recordVersion}
+	for _, s := range []string{m.Tenant, m.ID, m.Name, m.Campaign, m.CampaignType, m.Channel} {
+		b = appendString(b, s)
+	}
+	b = appendBool(b, m.DOI)
+	b = appendString(b, m.Status)
+	return binary.AppendUvarint(b, m.List)
+}
+
+func unmarshalMessage(v []byte) (*Message, error) {
+	d := recordDecoder(v)
+	m := &Message{Tenant: d.string(), ID: d.string(), Name: d.string(), Campaign: d.string(),
+		CampaignType: d.string(), Channel: d.string(), DOI: d.bool(), Status: d.string(), List: d.uvarint()}
+	return m, d.done()
+}
+
+// Eligibility returns why m may not have a coupon list, or "" (SPEC §1).
+func Eligibility(campaignType, channel string, doi bool) string {
+	switch {
+	case campaignType == "tracking" || campaignType == "network_tracking":
+		return "tracking and network tracking campaigns draw no codes"
+	case doi:
+		return "double opt-in messages draw no codes"
+	case channel != "email":
+		return "only e-mail messages draw codes"
+	}
+	return ""
+}
+
+// Send is one delivery of a message; immutable once published.
+type Send struct {
+	Tenant, ID string
+	Num        uint32 // internal number, in order of creation
+	Message    string
+	List       uint64
+	Closed     bool
+	Reserved   uint64 // codes held for the send and not drawn yet
+	Assigned   uint64
+	CreatedAt  int64
+}
+
+func (s *Send) marshal() []byte {
+	b := []byte{recordVersion}
+	b = appendString(b, s.Tenant)
+	b = appendString(b, s.ID)
+	b = binary.AppendUvarint(b, uint64(s.Num))
+	b = appendString(b, s.Message)
+	b = binary.AppendUvarint(b, s.List)
+	b = appendBool(b, s.Closed)
+	b = binary.AppendUvarint(b, s.Reserved)
+	b = binary.AppendUvarint(b, s.Assigned)
+	return appendVarint(b, s.CreatedAt)
+}
+
+func unmarshalSend(v []byte) (*Send, error) {
+	d := recordDecoder(v)
+	s := &Send{Tenant: d.string(), ID: d.string(), Num: d.uint32(), Message: d.string(), List: d.uvarint(),
+		Closed: d.bool(), Reserved: d.uvarint(), Assigned: d.uvarint(), CreatedAt: d.varint()}
+	return s, d.done()
+}
+
+func scopedKey(tenant, id string) string { return tenant + "\x00" + id }
+
+// Message returns a tenant's message.
+func (f *FSM) Message(tenant, id string) (*Message, bool) {
+	f.mu.RLock()
+	m, ok := f.messages[scopedKey(tenant, id)]
+	f.mu.RUnlock()
+	return m, ok
+}
+
+// MessagesOfList returns the messages a list is assigned to, by id.
+func (f *FSM) MessagesOfList(tenant string, list uint64) []*Message {
+	f.mu.RLock()
+	var out []*Message
+	for _, m := range f.messages {
+		if m.Tenant == tenant && m.List == list {
+			out = append(out, m)
+		}
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Send returns a tenant's send.
+func (f *FSM) Send(tenant, id string) (*Send, bool) {
+	f.mu.RLock()
+	s, ok := f.sends[scopedKey(tenant, id)]
+	f.mu.RUnlock()
+	return s, ok
+}
+
+func (f *FSM) sendByNum(num uint32) *Send {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if num == 0 || int(num) > len(f.sendKeys) {
+		return nil
+	}
+	return f.sends[f.sendKeys[num-1]]
+}
+
+// Assignment is one recipient's code in one send.
+type Assignment struct {
+	Recipient string
+	Code      string
+	List      uint64
+	Message   string
+	Send      string
+	At        int64
+	Position  uint32
+}
+
+// readBatch reads a stored batch; readers use the database, the writer its batch.
+func (f *FSM) readBatch(r getter, no uint64) (*assignBatch, error) {
+	v, closer, err := r.Get(assignKey(no))
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return unmarshalBatch(append([]byte(nil), v...))
+}
+
+// RecipientHistory returns every assignment of a recipient in a tenant, oldest first.
+func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, error) {
+	var mh maphash.Hash
+	var out []Assignment
+	var err error
+	f.hist.candidates(f.hist.hash32(&mh, tenant, recipient), func(seq uint64) bool {
+		no, meta, ok := f.hist.batchOf(seq)
+		if !ok {
+			return true
+		}
+		s := f.sendByNum(meta.send)
+		if s == nil || s.Tenant != tenant {
+			return true
+		}
+		var b *assignBatch
+		if b, err = f.readBatch(f.db, no); err != nil {
+			if isNotFound(err) {
+				err = nil // indexed, not committed yet
+				return true
+			}
+			return false
+		}
+		i := int(seq - b.FirstSeq)
+		if string(b.Recips[i]) != string(recipient) {
+			return true
+		}
+		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
+			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i)})
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read history: %w", err)
+	}
+	return out, nil
+}
+
+// EachAssignment calls fn for every assignment of a send, in the order they
+// were made, until fn returns an error.
+func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) error {
+	s, ok := f.Send(tenant, send)
+	if !ok {
+		return ErrNotFound
+	}
+	bs := *f.hist.batches.Load()
+	a := Assignment{Message: s.Message, Send: s.ID}
+	for no := range bs {
+		if bs[no].send != s.Num {
+			continue
+		}
+		b, err := f.readBatch(f.db, uint64(no))
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("cannot read assignments: %w", err)
+		}
+		a.List, a.At = b.List, b.At
+		for i := range b.Recips {
+			a.Recipient, a.Code, a.Position = string(b.Recips[i]), string(b.Codes[i]), b.positionOf(i)
+			if err := fn(&a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CodeAssignment finds who got the code at a list position.
+func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
+	f.mu.RLock()
+	log := f.takeLog[list]
+	f.mu.RUnlock()
+	i := sort.Search(len(log), func(i int) bool { return log[i].start > pos }) - 1
+	if i < 0 {
+		return nil, false
+	}
+	b, err := f.readBatch(f.db, log[i].batch)
+	if err != nil {
+		return nil, false
+	}
+	e := b.entryAt(pos)
+	s := f.sendByNum(b.Send)
+	if e < 0 || s == nil {
+		return nil, false
+	}
+	return &Assignment{Recipient: string(b.Recips[e]), Code: string(b.Codes[e]), List: b.List,
+		Message: s.Message, Send: s.ID, At: b.At, Position: pos}, true
+}
+
+// takeEntry says that a batch took positions from start on.
+type takeEntry struct {
+	start uint32
+	batch uint64
+}
+
+// listAvailable is what a list can still hand out beyond every send's hold.
+func listAvailable(l *ListMeta, p *pool.List) uint64 {
+	avail := uint64(p.Available())
+	if avail < l.Reserved {
+		panic("BUG: list holds more than it has available")
+	}
+	return avail - l.Reserved
+}
+
+// HasAssignment reports whether recipient r has a code in the tenant's send
+// (any goroutine; what the last applied entry left).
+func (f *FSM) HasAssignment(tenant, send string, r []byte) (bool, error) {
+	s, ok := f.Send(tenant, send)
+	if !ok {
+		return false, nil
+	}
+	var mh maphash.Hash
+	found := false
+	var err error
+	f.hist.candidates(f.hist.hash32(&mh, tenant, r), func(seq uint64) bool {
+		no, meta, ok := f.hist.batchOf(seq)
+		if !ok || meta.send != s.Num {
+			return true
+		}
+		var b *assignBatch
+		if b, err = f.readBatch(f.db, no); err != nil {
+			if isNotFound(err) {
+				err = nil
+				return true
+			}
+			return false
+		}
+		found = string(b.Recips[seq-b.FirstSeq]) == string(r)
+		return !found
+	})
+	return found, err
+}
