@@ -331,6 +331,7 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("cannot stop HTTP: %w", err))
 		}
 		cancel()
+		n.api.Close()
 	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {

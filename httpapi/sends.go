@@ -3,10 +3,11 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
@@ -111,52 +112,43 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 	ct := ctx.Request.Header.ContentType()
 	if bytes.HasPrefix(ct, []byte("text/plain")) {
 		message = string(ctx.QueryArgs().Peek("message_id"))
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		sc.Buffer(make([]byte, 0, 4096), 1<<20)
-		for sc.Scan() {
-			line := bytes.TrimSuffix(sc.Bytes(), []byte("\r"))
+		// Lines are slices of the body, which lives as long as the request.
+		for rest := body; len(rest) > 0; {
+			line := rest
+			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+				line, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = nil
+			}
+			line = bytes.TrimSuffix(line, []byte("\r"))
 			if len(line) == 0 {
 				continue
 			}
 			if len(recips) == maxRecipients {
 				return "", nil, tooManyRecipients()
 			}
-			recips = append(recips, line)
-		}
-		if sc.Err() != nil {
-			return "", nil, badRequest("a line is longer than any recipient may be")
+			recips = append(recips, line[:len(line):len(line)])
 		}
 	} else {
-		var in struct {
-			MessageID  *string           `json:"message_id"`
-			Recipients []json.RawMessage `json:"recipients"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil || dec.More() {
-			return "", nil, newError(fasthttp.StatusBadRequest, "invalid_json", "the body must be {\"message_id\"?, \"recipients\": [...]}")
-		}
-		if in.MessageID != nil {
-			message = *in.MessageID
-		}
-		if len(in.Recipients) > maxRecipients {
+		msg, rs, err := parseAllocationJSON(body, maxRecipients)
+		if errors.Is(err, errTooManyRecipients) {
 			return "", nil, tooManyRecipients()
 		}
-		recips = make([][]byte, len(in.Recipients))
-		for i, raw := range in.Recipients {
-			var r string
-			if err := json.Unmarshal(raw, &r); err != nil {
-				return "", nil, badRequest(fmt.Sprintf("recipients[%d] must be a string", i))
-			}
-			recips[i] = []byte(r)
+		if err != nil {
+			return "", nil, newError(fasthttp.StatusBadRequest, "invalid_json",
+				`the body must be {"message_id"?: string, "recipients": [string, ...]}: `+err.Error())
 		}
+		if msg != nil {
+			message = *msg
+		}
+		recips = rs
 	}
 	if len(recips) == 0 {
 		return "", nil, badRequest("recipients must not be empty")
 	}
 	for i, rc := range recips {
-		if e := validID(fmt.Sprintf("recipients[%d]", i), string(rc)); e != nil {
-			return "", nil, e
+		if !validRecipient(rc) {
+			return "", nil, validID(fmt.Sprintf("recipients[%d]", i), string(rc))
 		}
 	}
 	if message != "" {
@@ -165,6 +157,30 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 		}
 	}
 	return message, recips, nil
+}
+
+// validRecipient is validID's check without allocating: 1 to maxIDLen
+// bytes of UTF-8 without control characters.
+func validRecipient(r []byte) bool {
+	if len(r) == 0 || len(r) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(r); {
+		c := r[i]
+		if c < 0x80 {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		ru, n := utf8.DecodeRune(r[i:])
+		if ru == utf8.RuneError && n <= 1 || (ru >= 0x80 && ru < 0xa0) || ru == 0x2028 || ru == 0x2029 {
+			return false
+		}
+		i += n
+	}
+	return true
 }
 
 func tooManyRecipients() *apiError {
@@ -208,6 +224,15 @@ func (s *Server) allocate(r *request) *apiError {
 		if _, e := s.apply(&raftfsm.Reserve{Tenant: tenant, Send: send, Message: message, Need: need, At: at}); e != nil {
 			return e
 		}
+	}
+	if len(chunks) == 1 {
+		v, e := s.apply(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: chunks[0], At: at})
+		if e != nil {
+			return e
+		}
+		res := v.(*raftfsm.AllocResult)
+		s.writeAssignments(r.ctx, recips, res.Codes, res.Available)
+		return nil
 	}
 	futures := make([]raft.ApplyFuture, len(chunks))
 	for i, b := range chunks {

@@ -64,14 +64,18 @@ type Server struct {
 	log  zerolog.Logger
 	now  func() time.Time
 
+	batch   *batcher
 	ready   atomic.Bool // see caughtUp
 	uploads sync.Map    // UploadID -> struct{}: imports this node is streaming now
 }
 
 // New returns the API of one node.
 func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now}
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r)}
 }
+
+// Close stops the API's background work; call it after the HTTP server stopped.
+func (s *Server) Close() { s.batch.close() }
 
 // Handler is the fasthttp entry point.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
@@ -273,10 +277,25 @@ func equalFoldASCII(b []byte, s string) bool {
 	return true
 }
 
-// apply runs one command through Raft and waits for its outcome.
+// apply runs one command through Raft and waits for its outcome. Small
+// commands share log entries with concurrent ones (batcher.go).
 func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
-	f := s.raft.Apply(raftfsm.Encode(c), applyTimeout)
-	return s.wait(f)
+	cmd := raftfsm.Encode(c)
+	if len(cmd) > smallCmdBytes {
+		return s.wait(s.raft.Apply(cmd, applyTimeout))
+	}
+	resp, err := s.batch.submit(cmd)
+	return outcome(resp, err)
+}
+
+func outcome(resp *raftfsm.Response, err error) (any, *apiError) {
+	if err != nil {
+		return nil, fromApply(err)
+	}
+	if resp.Err != nil {
+		return nil, fromApply(resp.Err)
+	}
+	return resp.Value, nil
 }
 
 func (s *Server) wait(f raft.ApplyFuture) (any, *apiError) {

@@ -12,8 +12,10 @@ type allocScratch struct {
 	mh      maphash.Hash
 	seen    []int32 // open-addressing set of request indexes (+1), for repeats in one request
 	recips  [][]byte
-	first   []int32 // per request index: the index of its first occurrence
-	fresh   []int   // request indexes that need a new code
+	hashes  []uint32 // per request index: the recipient's history hash
+	first   []int32  // per request index: the index of its first occurrence
+	touched uint64   // keeps history.touch from being optimised away
+	fresh   []int    // request indexes that need a new code
 	batches map[uint64]*assignBatch
 }
 
@@ -261,15 +263,20 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	res := &AllocResult{Codes: make([][]byte, n)}
 
 	// Which recipients need a new code: not repeated earlier in the request,
-	// and without a code in this send.
+	// and without a code in this send (a send with no assignment has none).
 	a.markRepeats()
+	sc.hashes = sc.hashes[:0]
+	for _, r := range sc.recips {
+		sc.hashes = append(sc.hashes, a.f.hist.hash32(&sc.mh, s.Tenant, r))
+	}
+	sc.touched += a.f.hist.touch(sc.hashes)
 	sc.fresh = sc.fresh[:0]
-	for i, r := range sc.recips {
+	for i := range sc.recips {
 		if sc.first[i] != int32(i) {
 			continue
 		}
-		if !created {
-			if code := a.assignedCode(s, r); code != nil {
+		if s.Assigned > 0 {
+			if code := a.assignedCode(s, sc.recips[i], sc.hashes[i]); code != nil {
 				res.Codes[i] = code
 				continue
 			}
@@ -311,12 +318,31 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	return res, nil
 }
 
+// maxBatchEntries bounds one stored batch: a history lookup reads one batch
+// per candidate, so batches stay small (~10 KB) however big the request.
+const maxBatchEntries = 256
+
 // assign takes the send's new codes from its hold (just grown to cover
-// them), writes one batch and indexes it.
+// them), writes them as batches of at most maxBatchEntries and indexes them.
 func (a *applier) assign(s *Send, at int64, res *AllocResult) {
 	sc := &a.f.scratch
 	l, p := a.listForSend(s)
 	n := len(sc.fresh)
+	for g := 0; g < n; g += maxBatchEntries {
+		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)])
+	}
+	s.Reserved -= uint64(n)
+	s.Assigned += uint64(n)
+	nl := *l
+	nl.Reserved -= uint64(n)
+	nl.Cursor = p.Cursor()
+	a.putList(&nl)
+	res.New = n
+}
+
+func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int) {
+	sc := &a.f.scratch
+	n := len(fresh)
 	b := &assignBatch{Send: s.Num, List: l.ID, At: at, Recips: make([][]byte, n), Codes: make([][]byte, n)}
 	k := 0
 	p.Take(n, func(pos uint32, code []byte) {
@@ -325,7 +351,7 @@ func (a *applier) assign(s *Send, at int64, res *AllocResult) {
 		} else {
 			b.Runs = append(b.Runs, posRun{start: pos, n: 1})
 		}
-		i := sc.fresh[k]
+		i := fresh[k]
 		b.Recips[k], b.Codes[k] = sc.recips[i], code
 		res.Codes[i] = code
 		k++
@@ -333,20 +359,12 @@ func (a *applier) assign(s *Send, at int64, res *AllocResult) {
 	no, first := a.f.hist.addBatch(s.Num, n)
 	b.FirstSeq = first
 	a.set(assignKey(no), b.marshal(make([]byte, 0, 64+n*48)))
-	for i, r := range b.Recips {
-		a.f.hist.add(a.f.hist.hash32(&sc.mh, s.Tenant, r), first+uint64(i))
+	for k, i := range fresh {
+		a.f.hist.add(sc.hashes[i], first+uint64(k))
 	}
 	a.f.mu.Lock()
 	a.f.takeLog[l.ID] = append(a.f.takeLog[l.ID], takeEntry{start: b.Runs[0].start, batch: no})
 	a.f.mu.Unlock()
-
-	s.Reserved -= uint64(n)
-	s.Assigned += uint64(n)
-	nl := *l
-	nl.Reserved -= uint64(n)
-	nl.Cursor = p.Cursor()
-	a.putList(&nl)
-	res.New = n
 }
 
 // markRepeats fills scratch.first: for each request recipient, the index of
@@ -389,22 +407,27 @@ func (a *applier) markRepeats() {
 }
 
 // assignedCode returns the code r already has in send s, or nil.
-func (a *applier) assignedCode(s *Send, r []byte) []byte {
-	sc := &a.f.scratch
-	var code []byte
-	a.f.hist.candidates(a.f.hist.hash32(&sc.mh, s.Tenant, r), func(seq uint64) bool {
+func (a *applier) assignedCode(s *Send, r []byte, hash uint32) []byte {
+	t := a.f.hist.tab.Load()
+	mask := uint64(len(t.slots) - 1)
+	for i := uint64(hash>>t.shift) & mask; ; i = (i + 1) & mask {
+		slot := t.slots[i] // the writer reads its own writes plainly
+		if slot == 0 {
+			return nil
+		}
+		if uint32(slot>>32) != hash {
+			continue
+		}
+		seq := uint64(uint32(slot)) - 1
 		no, meta, ok := a.f.hist.batchOf(seq)
 		if !ok || meta.send != s.Num {
-			return true
+			continue
 		}
 		b := a.cachedBatch(no)
-		if i := int(seq - b.FirstSeq); bytes.Equal(b.Recips[i], r) {
-			code = b.Codes[i]
-			return false
+		if k := int(seq - b.FirstSeq); bytes.Equal(b.Recips[k], r) {
+			return b.Codes[k]
 		}
-		return true
-	})
-	return code
+	}
 }
 
 // cachedBatch reads a batch through the applier's Pebble batch, keeping a

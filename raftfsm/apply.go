@@ -111,6 +111,12 @@ func (a *applier) apply(data []byte) *Response {
 		err = a.reserve(c)
 	case *CloseSend:
 		v, err = a.closeSend(c)
+	case *Batch:
+		out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
+		for i, sub := range c.Commands {
+			out.Responses[i] = a.apply(sub)
+		}
+		v = out
 	default:
 		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
 	}

@@ -124,6 +124,8 @@ func Decode(data []byte) (Command, error) {
 		c = &Reserve{}
 	case CmdCloseSend:
 		c = &CloseSend{}
+	case CmdBatch:
+		c = &Batch{}
 	default:
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
 	}
@@ -485,7 +487,41 @@ const (
 	CmdAllocate      CmdType = 14
 	CmdReserve       CmdType = 15
 	CmdCloseSend     CmdType = 16
+	CmdBatch         CmdType = 17
 )
+
+// Batch carries several small commands in one log entry, so concurrent
+// requests share one Raft entry as well as one fsync. They apply in order,
+// each with its own outcome; a Batch never holds a Batch.
+type Batch struct {
+	Commands [][]byte // each an encoded command
+}
+
+func (*Batch) Type() CmdType { return CmdBatch }
+func (c *Batch) appendBody(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(c.Commands)))
+	for _, cmd := range c.Commands {
+		b = appendBytes(b, cmd)
+	}
+	return b
+}
+func (c *Batch) decodeBody(d *decoder) {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return
+	}
+	c.Commands = make([][]byte, n)
+	for i := range c.Commands {
+		c.Commands[i] = d.bytes()
+		if d.err == nil && (len(c.Commands[i]) == 0 || CmdType(c.Commands[i][0]) == CmdBatch) {
+			d.fail()
+		}
+	}
+}
+
+// BatchResponse is the outcome of each command of a Batch, in order.
+type BatchResponse struct{ Responses []*Response }
 
 // UpsertMessage creates or replaces a message's attributes; the assigned
 // list stays as it is.

@@ -76,6 +76,19 @@ func (h *history) candidates(hash uint32, fn func(seq uint64) bool) {
 	}
 }
 
+// touch loads the home slot of every hash, one independent load each, so
+// the processor overlaps the cache misses that the probes one by one would
+// take in turn; the probes and inserts that follow then hit the cache.
+func (h *history) touch(hashes []uint32) uint64 {
+	t := h.tab.Load()
+	mask := uint64(len(t.slots) - 1)
+	var sum uint64
+	for _, hash := range hashes {
+		sum += atomic.LoadUint64(&t.slots[uint64(hash>>t.shift)&mask])
+	}
+	return sum
+}
+
 // add indexes seq under hash. Writer only.
 func (h *history) add(hash uint32, seq uint64) {
 	t := h.tab.Load()

@@ -1,0 +1,243 @@
+package httpapi
+
+import (
+	"errors"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// parseAllocationJSON reads {"message_id"?: string, "recipients": [string...]}
+// without a heap object per recipient: an unescaped string is a slice of
+// body. It refuses unknown fields, duplicate fields, other types, and
+// trailing data, as the API's JSON rules say. max bounds the recipients.
+func parseAllocationJSON(body []byte, max int) (message *string, recips [][]byte, err error) {
+	p := jsonScanner{b: body}
+	if !p.consume('{') {
+		return nil, nil, p.fail("the body must be a JSON object")
+	}
+	seenMsg, seenRecips := false, false
+	if !p.consume('}') {
+		for {
+			key, err := p.str()
+			if err != nil {
+				return nil, nil, err
+			}
+			if !p.consume(':') {
+				return nil, nil, p.fail("expected ':'")
+			}
+			switch string(key) {
+			case "message_id":
+				if seenMsg {
+					return nil, nil, p.fail("message_id given twice")
+				}
+				seenMsg = true
+				if p.literal("null") {
+					break
+				}
+				s, err := p.str()
+				if err != nil {
+					return nil, nil, err
+				}
+				m := string(s)
+				message = &m
+			case "recipients":
+				if seenRecips {
+					return nil, nil, p.fail("recipients given twice")
+				}
+				seenRecips = true
+				if recips, err = p.strArray(max); err != nil {
+					return nil, nil, err
+				}
+			default:
+				return nil, nil, p.fail("unknown field " + strconv.Quote(string(key)))
+			}
+			if p.consume(',') {
+				continue
+			}
+			if p.consume('}') {
+				break
+			}
+			return nil, nil, p.fail("expected ',' or '}'")
+		}
+	}
+	p.ws()
+	if p.i != len(p.b) {
+		return nil, nil, p.fail("unexpected data after the JSON object")
+	}
+	return message, recips, nil
+}
+
+var errTooManyRecipients = errors.New("too many recipients")
+
+type jsonScanner struct {
+	b []byte
+	i int
+}
+
+func (p *jsonScanner) fail(msg string) error {
+	return errors.New(msg + " at byte " + strconv.Itoa(p.i))
+}
+
+func (p *jsonScanner) ws() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *jsonScanner) consume(c byte) bool {
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *jsonScanner) literal(s string) bool {
+	p.ws()
+	if len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
+		p.i += len(s)
+		return true
+	}
+	return false
+}
+
+func (p *jsonScanner) strArray(max int) ([][]byte, error) {
+	if !p.consume('[') {
+		return nil, p.fail("recipients must be an array of strings")
+	}
+	out := make([][]byte, 0, 1024)
+	if p.consume(']') {
+		return out, nil
+	}
+	for {
+		if len(out) == max {
+			return nil, errTooManyRecipients
+		}
+		s, err := p.str()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+		if p.consume(',') {
+			continue
+		}
+		if p.consume(']') {
+			return out, nil
+		}
+		return nil, p.fail("expected ',' or ']'")
+	}
+}
+
+// str reads a JSON string. Without escapes the result aliases the body.
+func (p *jsonScanner) str() ([]byte, error) {
+	p.ws()
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return nil, p.fail("expected a string")
+	}
+	start := p.i + 1
+	for j := start; j < len(p.b); j++ {
+		switch c := p.b[j]; {
+		case c == '"':
+			s := p.b[start:j]
+			if !utf8.Valid(s) {
+				return nil, p.fail("invalid UTF-8")
+			}
+			p.i = j + 1
+			return s[:len(s):len(s)], nil
+		case c == '\\':
+			return p.slowStr(start)
+		case c < 0x20:
+			return nil, p.fail("control character in a string")
+		}
+	}
+	return nil, p.fail("unterminated string")
+}
+
+func (p *jsonScanner) slowStr(start int) ([]byte, error) {
+	out := make([]byte, 0, 64)
+	j := start
+	for j < len(p.b) {
+		c := p.b[j]
+		switch {
+		case c == '"':
+			if !utf8.Valid(out) {
+				return nil, p.fail("invalid UTF-8")
+			}
+			p.i = j + 1
+			return out, nil
+		case c < 0x20:
+			return nil, p.fail("control character in a string")
+		case c != '\\':
+			out = append(out, c)
+			j++
+			continue
+		}
+		if j+1 >= len(p.b) {
+			break
+		}
+		e := p.b[j+1]
+		j += 2
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(p.b, j)
+			if !ok {
+				return nil, p.fail("bad \\u escape")
+			}
+			j += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok := rune(0), false
+				if j+6 <= len(p.b) && p.b[j] == '\\' && p.b[j+1] == 'u' {
+					r2, ok = hex4(p.b, j+2)
+				}
+				if ok {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						r = d
+						j += 6
+					} else {
+						r = utf8.RuneError
+					}
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return nil, p.fail("bad escape")
+		}
+	}
+	return nil, p.fail("unterminated string")
+}
+
+func hex4(b []byte, j int) (rune, bool) {
+	if j+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[j : j+4] {
+		v, ok := unhex(c)
+		if !ok {
+			return 0, false
+		}
+		r = r<<4 | rune(v)
+	}
+	return r, true
+}
