@@ -26,16 +26,22 @@ type Config struct {
 	ServerPID    int    // measure this process's memory (0: none)
 	JSON         bool   // print one JSON line per scenario on Stdout
 
-	Codes   int64 // import: codes to upload
-	CodeLen int   // length of generated codes
-	Restart bool  // import: restart the spawned node afterwards and time it
+	Codes    int64 // import: codes to upload; send scenarios: codes imported first
+	CodesSet bool  // Codes was given (else the send scenarios pick their own)
+	CodeLen  int   // length of generated codes
+	Restart  bool  // import: restart the spawned node afterwards and time it
 
-	// Future scenarios (parsed, validated, not used yet).
-	Recipients int64
-	Chunk      int
-	Parallel   int
-	Conc       int
-	Duration   time.Duration
+	// Send scenarios.
+	Recipients int64         // big-send: recipients in all; mixed: per big send
+	Chunk      int           // big-send, mixed: recipients per request
+	Parallel   int           // big-send: sends at once
+	Reserve    bool          // big-send: PUT each send with expected_recipients first
+	Conc       int           // small-sends, mixed: connections making small sends
+	Duration   time.Duration // small-sends, mixed
+	SendPer    string        // small sends: a new send per "request" or per "conn"
+	TopUpEvery time.Duration // mixed: admin interval (0: 1s)
+	NetHTTP    bool          // send scenarios: allocate through net/http, not the raw client
+	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as anchor (a)), not e-mail addresses
 
 	Stdout io.Writer // results
 	Stderr io.Writer // progress and diagnostics
@@ -54,6 +60,8 @@ func DefaultConfig() Config {
 		Parallel:   1,
 		Conc:       32,
 		Duration:   20 * time.Second,
+		SendPer:    SendPerRequest,
+		TopUpEvery: time.Second,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
 	}
@@ -104,9 +112,9 @@ type Scenario struct {
 func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "import", Desc: "create a list and stream --codes generated codes in one upload", Run: RunImport},
-		{Name: "big-send", Desc: "import enough codes (untimed), then one send of --recipients in requests of --chunk (--parallel at once)"},
-		{Name: "small-sends", Desc: "one recipient per request from --conc connections for --duration"},
-		{Name: "mixed", Desc: "small and big sends while admins top up and read counts, for --duration"},
+		{Name: "big-send", Desc: "import enough codes (untimed), then one send of --recipients in requests of --chunk (--parallel sends at once, sharing them)", Run: RunBigSend},
+		{Name: "small-sends", Desc: "one recipient per request from --conc connections for --duration", Run: RunSmallSends},
+		{Name: "mixed", Desc: "small and big sends while admins top up and read counts, for --duration", Run: RunMixed},
 	}
 }
 
@@ -171,8 +179,41 @@ func (c *Config) Validate() error {
 	if c.Recipients < 1 || c.Chunk < 1 || c.Parallel < 1 || c.Conc < 1 || c.Duration <= 0 {
 		return &UsageError{"--recipients, --chunk, --parallel, --conc and --duration must be positive"}
 	}
+	if c.Chunk > MaxRecipientsPerRequest {
+		return &UsageError{fmt.Sprintf("--chunk %d: the server takes at most %d recipients a request", c.Chunk, MaxRecipientsPerRequest)}
+	}
+	if c.SendPer != SendPerRequest && c.SendPer != SendPerConn {
+		return &UsageError{fmt.Sprintf("--send-per %q: want %s or %s", c.SendPer, SendPerRequest, SendPerConn)}
+	}
+	if c.Reserve && c.Scenario != "big-send" {
+		return &UsageError{"--reserve is for the big-send scenario only"}
+	}
+	if c.Scenario == "big-send" {
+		if int64(c.Parallel) > c.Recipients {
+			return &UsageError{"--parallel must be <= --recipients"}
+		}
+		if c.CodesSet && c.Codes < c.Recipients {
+			return &UsageError{fmt.Sprintf("--codes %d < --recipients %d: big-send imports at least one code per recipient", c.Codes, c.Recipients)}
+		}
+		if c.Recipients > MaxRunCodes || uint64(c.Recipients) > g.Capacity() {
+			return &UsageError{fmt.Sprintf("--recipients %d: more codes than the harness can generate or track", c.Recipients)}
+		}
+	}
+	if def := map[string]int64{"small-sends": DefaultSmallCodes, "mixed": DefaultMixedCodes}[c.Scenario]; def > 0 && !c.CodesSet && uint64(def) > g.Capacity() {
+		return &UsageError{fmt.Sprintf("%s imports %d codes by default, more than exist at --code-len %d: pass --codes", c.Scenario, def, c.CodeLen)}
+	}
+	if c.Scenario != "import" && c.Codes > MaxRunCodes {
+		return &UsageError{fmt.Sprintf("--codes %d: the send scenarios track at most %d codes", c.Codes, int64(MaxRunCodes))}
+	}
 	return nil
 }
+
+// MaxRecipientsPerRequest is the server's limit (SPEC §2).
+const MaxRecipientsPerRequest = 100_000
+
+// MaxRunCodes bounds the codes of a send scenario: they are tracked as
+// 32-bit indexes.
+const MaxRunCodes = 1<<32 - 1
 
 // Run validates cfg, prepares the server (spawning one if asked), runs the
 // scenario and prints its result.
@@ -229,7 +270,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("cannot read the memory of server pid %d: %w", env.PID, err)
 		}
 	}
-	env.Client = NewClient(addr, token, cfg.Conc+4)
+	env.Client = NewClient(addr, token, max(cfg.Conc, cfg.Parallel)+4)
+	env.Client.NetHTTP = cfg.NetHTTP
 	defer env.Client.CloseIdle()
 
 	res, err := sc.Run(ctx, env)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,6 +19,13 @@ type Client struct {
 	base  string // scheme://host:port, no trailing slash
 	token string
 	hc    *http.Client
+
+	// NetHTTP makes the allocation requests of the send scenarios go
+	// through net/http too (by default they use rawConn on http:// URLs).
+	NetHTTP bool
+
+	mu  sync.Mutex
+	raw []*rawConn // every raw connection made, closed by CloseIdle
 }
 
 // BaseURL turns "host:port" (or a full http(s) URL) into a base URL.
@@ -47,7 +55,30 @@ func NewClient(addr, token string, conns int) *Client {
 }
 
 // CloseIdle closes the idle connections of the client.
-func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdle() {
+	c.hc.CloseIdleConnections()
+	c.mu.Lock()
+	for _, r := range c.raw {
+		r.close()
+	}
+	c.raw = nil
+	c.mu.Unlock()
+}
+
+// rawConn returns a new raw connection for the hot path, or nil when
+// net/http is to be used (NetHTTP, or not a plain http:// URL).
+func (c *Client) rawConn() *rawConn {
+	if c.NetHTTP {
+		return nil
+	}
+	r := newRawConn(c.base, c.token)
+	if r != nil {
+		c.mu.Lock()
+		c.raw = append(c.raw, r)
+		c.mu.Unlock()
+	}
+	return r
+}
 
 // ReadToken reads a bearer token file, trimming white space.
 func ReadToken(path string) (string, error) {

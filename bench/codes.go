@@ -48,6 +48,7 @@ type CodeGen struct {
 	mod    uint64
 	mul    uint64
 	add    uint64
+	inv    uint64 // mul^-1 mod mod, computed by NewCodeGen (see Index)
 }
 
 // NewCodeGen returns the generator for codes of the given length (1..128).
@@ -67,7 +68,9 @@ func NewCodeGen(length int) (*CodeGen, error) {
 			mul = 5 % mod
 		}
 	}
-	return &CodeGen{length: length, core: core, mod: mod, mul: mul, add: codeAddSeed % mod}, nil
+	g := &CodeGen{length: length, core: core, mod: mod, mul: mul, add: codeAddSeed % mod}
+	g.inverse()
+	return g, nil
 }
 
 // Len is the length of every code.

@@ -38,6 +38,8 @@ type fakeAPI struct {
 	errs    []string
 	uploads int
 	state   string // file to persist lists to (fake node), "" for none
+
+	fakeSendState // messages, sends and the codes of each list (fake_sends_test.go)
 }
 
 func newFakeAPI(token string, codeLen int) *fakeAPI {
@@ -106,6 +108,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/lists":
 		f.importCSV(w, r)
 	default:
+		if f.serveSends(w, r) {
+			return
+		}
 		f.problem("unexpected call %s %s", r.Method, r.URL.Path)
 		writeErr(w, http.StatusNotFound, "not_found", "no such call")
 	}
@@ -123,6 +128,7 @@ func (f *fakeAPI) importCSV(w http.ResponseWriter, r *http.Request) {
 		f.problem("no Content-Length (chunked upload)")
 	}
 	seen := map[string]struct{}{}
+	var order []string
 	var lines, bytesRead int64
 	sc := bufio.NewScanner(r.Body)
 	for sc.Scan() {
@@ -137,6 +143,8 @@ func (f *fakeAPI) importCSV(w http.ResponseWriter, r *http.Request) {
 		}
 		if _, dup := seen[line]; dup {
 			f.problem("line %d: %q repeated", lines, line)
+		} else {
+			order = append(order, line)
 		}
 		seen[line] = struct{}{}
 	}
@@ -159,6 +167,7 @@ func (f *fakeAPI) importCSV(w http.ResponseWriter, r *http.Request) {
 		Added: n, Available: n, CreatedAt: time.Now().UTC().Format(time.RFC3339),
 	}
 	f.lists[l.ID] = l
+	f.keepCodesLocked(l.ID, order, seen)
 	f.saveLocked()
 	f.mu.Unlock()
 	imported := n
@@ -185,6 +194,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv("COUPONBENCH_FAKE_NODE") == "1" {
 		os.Exit(fakeNodeMain(os.Args[1:]))
 	}
+	// The RSS of the harness's own process or of the fake node needs no
+	// time to settle: keep the tests fast.
+	settleDelay, settleWindow = 50*time.Millisecond, 200*time.Millisecond
+	retrySampleSize = 200
 	os.Exit(m.Run())
 }
 

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Memory sampling of the import scenario.
-const (
+// Memory sampling of the import and send scenarios (variables so that the
+// tests can shorten them).
+var (
 	settleDelay  = 1 * time.Second        // wait after the upload before reading RSS
 	settleWindow = 2 * time.Second        // then take the min of reads over this
 	settleEvery  = 200 * time.Millisecond // one read every

@@ -164,9 +164,13 @@ func TestValidate(t *testing.T) {
 		{"spawn and pid", func(c *Config) { c.Spawn, c.ServerPID = true, 1 }, false},
 		{"too many codes", func(c *Config) { c.CodeLen, c.Codes = 2, 36*36+1 }, false},
 		{"zero codes", func(c *Config) { c.Codes = 0 }, false},
-		{"big-send", func(c *Config) { c.Scenario = "big-send" }, true},
-		{"small-sends", func(c *Config) { c.Scenario = "small-sends" }, true},
-		{"mixed", func(c *Config) { c.Scenario = "mixed" }, true},
+		{"big-send codes < recipients", func(c *Config) { c.Scenario, c.Codes, c.CodesSet = "big-send", 10, true }, false},
+		{"big-send parallel > recipients", func(c *Config) { c.Scenario, c.Recipients, c.Parallel = "big-send", 2, 3 }, false},
+		{"chunk over the server limit", func(c *Config) { c.Scenario, c.Chunk = "big-send", 100_001 }, false},
+		{"reserve outside big-send", func(c *Config) { c.Scenario, c.Reserve = "small-sends", true }, false},
+		{"send-per", func(c *Config) { c.Scenario, c.SendPer = "small-sends", "minute" }, false},
+		{"small default codes too many", func(c *Config) { c.Scenario, c.CodeLen = "small-sends", 4 }, false},
+		{"zero duration", func(c *Config) { c.Scenario, c.Duration = "mixed", 0 }, false},
 		{"cluster", func(c *Config) { c.Spawn, c.SpawnCluster = true, 3 }, true},
 	}
 	for _, c := range cases {
@@ -184,10 +188,12 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: IsUsage false", c.name)
 		}
 	}
-	cfg := base
-	cfg.Scenario = "big-send"
-	if err := cfg.Validate(); err == nil || err.Error() != "scenario big-send: not built yet" {
-		t.Errorf("big-send message: %v", err)
+	for _, sc := range []string{"big-send", "small-sends", "mixed"} {
+		cfg := base
+		cfg.Scenario = sc
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s defaults: %v", sc, err)
+		}
 	}
 }
 

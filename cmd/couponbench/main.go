@@ -2,7 +2,7 @@
 //
 //	couponbench SCENARIO [flags]
 //
-// Scenarios: import (built), big-send, small-sends, mixed (not built yet).
+// Scenarios: import, big-send, small-sends, mixed.
 // Exit status: 0 ok, 1 failure (server error or failed verification),
 // 2 usage error or a scenario that is not built yet.
 package main
@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -53,14 +54,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.SpawnCluster, "spawn-cluster", 0, "with --spawn, the number of nodes (only 1 is built)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "measure the memory of this server process (Linux /proc)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per scenario on stdout (the human summary goes to stderr)")
-	fs.Var(bench.CountFlag{V: &cfg.Codes}, "codes", "import: `N` codes to upload (accepts 10M, 1e7, 10_000_000)")
+	fs.Var(bench.CountFlag{V: &cfg.Codes}, "codes", "import: `N` codes to upload. Send scenarios: codes imported before the run (unless given: big-send --recipients, small-sends 3M, mixed 2M). Accepts 10M, 1e7, 10_000_000")
 	fs.IntVar(&cfg.CodeLen, "code-len", cfg.CodeLen, "length of the generated codes, [0-9A-Z]")
 	fs.BoolVar(&cfg.Restart, "restart", false, "import with --spawn: restart the node afterwards and time it until the list reads back")
-	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in the send")
-	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send: recipients per request")
-	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: requests in flight")
-	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends: concurrent connections")
+	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in all (shared by the --parallel sends); mixed: recipients of each big send")
+	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send, mixed: recipients per allocation request")
+	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")
+	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as anchor (a)) instead of u00.0000000@example.com (23 bytes)")
+	fs.BoolVar(&cfg.Reserve, "reserve", false, "big-send: open each send with expected_recipients first (not timed)")
+	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "small-sends, mixed: how long to run")
+	fs.BoolVar(&cfg.NetHTTP, "net-http", false, "send scenarios: make the allocation requests with net/http instead of the lighter built-in HTTP/1.1 client")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of couponbench itself to `FILE`")
+	fs.StringVar(&cfg.SendPer, "send-per", cfg.SendPer, "small sends: a new send id per `request` (as anchor (b)) or per conn")
 
 	// The scenario comes first, but flags before it are accepted too.
 	rest := args
@@ -90,6 +96,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Scenario == "" {
 		usage(fs, stderr)
 		return 2
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "codes" {
+			cfg.CodesSet = true
+		}
+	})
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "couponbench: %v\n", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "couponbench: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
