@@ -1,7 +1,7 @@
 package httpapi_test
 
 // Acceptance point (d): tenancy and tokens. A role × endpoint matrix over
-// every Lists and Operators call, tokens kept only as hashes (Pebble state
+// every Lists, Messages, Sends and Operators call, tokens kept only as hashes (Pebble state
 // and Raft log), and no secret in any log line.
 
 import (
@@ -36,11 +36,14 @@ const (
 
 var colNames = [numCols]string{"operator", "admin of A", "sender of A", "admin of B", "no token", "garbage token", "revoked token"}
 
-// TestRoleMatrixOfListsAndOperatorsCalls calls every route of the Lists and
-// Operators tables of SPEC §2 with each kind of token. Tenant A is the
-// "default" tenant; "admin of B" on A's list must get 404 (never reveal it
-// exists), on A's collection it sees its own tenant. A refused call must
-// change nothing.
+// TestRoleMatrixOfListsAndOperatorsCalls calls every route of the Lists,
+// Messages, Sends and Operators tables of SPEC §2 with each kind of token.
+// Tenant A is the "default" tenant; "admin of B" on A's list, message or
+// send must get 404 (never reveal it exists), on A's collection it sees its
+// own tenant (an upsert of A's message id makes B's own message; a
+// recipient's history is B's own, empty). A sender works with messages and
+// sends but may not assign lists nor read a recipient's history. A refused
+// call must change nothing.
 func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nodeOpts{})
@@ -76,6 +79,42 @@ func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 		}
 	}
 	listsOfA := func(t *testing.T) string { return strings.Join(n.listIDs(t, n.admin), ",") }
+	// aFix makes a fresh list of tenant A with three codes and a message
+	// assigned to it; aSend also opens a send of it holding one code and
+	// gives one recipient a code.
+	aFix := func(t *testing.T) fixture { return n.newFixture(t, n.admin, 3) }
+	aSend := func(t *testing.T) (fixture, string) {
+		f := aFix(t)
+		id := uniq("send")
+		n.openSend(t, n.admin, id, map[string]any{"message_id": f.msg, "expected_recipients": 2}, http.StatusCreated)
+		n.alloc(t, n.admin, id, "", "first@example.com")
+		return f, id
+	}
+	// snapshot answers the bodies of GETs as tenant A's admin.
+	snapshot := func(paths ...string) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			var b strings.Builder
+			for _, p := range paths {
+				r := n.do(t, "GET", p, n.admin, nil)
+				fmt.Fprintf(&b, "%s %d %s\n", p, r.status, r.body)
+			}
+			return b.String()
+		}
+	}
+	msgCall := func(method, suffix string, body func(f fixture) any) func(t *testing.T) call {
+		return func(t *testing.T) call {
+			f := aFix(t)
+			return call{method, "/v1/messages/" + f.msg + suffix, body(f), snapshot("/v1/messages/"+f.msg, "/v1/lists/"+f.list)}
+		}
+	}
+	sendCall := func(method, suffix string, body func(f fixture) any) func(t *testing.T) call {
+		return func(t *testing.T) call {
+			f, id := aSend(t)
+			return call{method, "/v1/sends/" + id + suffix, body(f),
+				snapshot("/v1/sends/"+id, "/v1/sends/"+id+"/assignments", "/v1/lists/"+f.list, "/v1/messages/"+f.msg)}
+		}
+	}
+	none := func(fixture) any { return nil }
 	tenants := func(t *testing.T) string { return string(n.do(t, "GET", "/v1/tenants", n.operator, nil).body) }
 
 	const (
@@ -114,6 +153,37 @@ func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 			[numCols]int{E403, OK, E403, E404, E401, E401, E401}},
 		{"GET /v1/lists/{id}/codes/{code}", listCall("GET", "/codes/M2", nil),
 			[numCols]int{E403, OK, E403, E404, E401, E401, E401}},
+		{"PUT /v1/messages/{id}", msgCall("PUT", "", func(f fixture) any { return emailMsg("renamed") }),
+			[numCols]int{E403, OK, OK, CR, E401, E401, E401}},
+		{"GET /v1/messages/{id}", msgCall("GET", "", none),
+			[numCols]int{E403, OK, OK, E404, E401, E401, E401}},
+		{"PUT /v1/messages/{id}/coupon-list", func(t *testing.T) call {
+			f := aFix(t)
+			other := n.newList(t, n.admin, uniq("other"))
+			return call{"PUT", "/v1/messages/" + f.msg + "/coupon-list", map[string]any{"list_id": other},
+				snapshot("/v1/messages/"+f.msg, "/v1/lists/"+f.list, "/v1/lists/"+other)}
+		}, [numCols]int{E403, OK, E403, E404, E401, E401, E401}},
+		{"DELETE /v1/messages/{id}/coupon-list", msgCall("DELETE", "/coupon-list", none),
+			[numCols]int{E403, NC, E403, E404, E401, E401, E401}},
+		{"PUT /v1/sends/{id}", func(t *testing.T) call {
+			f := aFix(t)
+			id := uniq("send")
+			return call{"PUT", "/v1/sends/" + id, map[string]any{"message_id": f.msg, "expected_recipients": 1},
+				snapshot("/v1/sends/"+id, "/v1/lists/"+f.list)}
+		}, [numCols]int{E403, CR, CR, E404, E401, E401, E401}},
+		{"GET /v1/sends/{id}", sendCall("GET", "", none),
+			[numCols]int{E403, OK, OK, E404, E401, E401, E401}},
+		{"POST /v1/sends/{id}/codes", sendCall("POST", "/codes", func(f fixture) any {
+			return map[string]any{"message_id": f.msg, "recipients": []string{"first@example.com", "second@example.com"}}
+		}), [numCols]int{E403, OK, OK, E404, E401, E401, E401}},
+		{"POST /v1/sends/{id}/close", sendCall("POST", "/close", none),
+			[numCols]int{E403, OK, OK, E404, E401, E401, E401}},
+		{"GET /v1/sends/{id}/assignments", sendCall("GET", "/assignments", none),
+			[numCols]int{E403, OK, OK, E404, E401, E401, E401}},
+		{"GET /v1/recipients/{recipient}/assignments", func(t *testing.T) call {
+			aSend(t)
+			return call{"GET", "/v1/recipients/first%40example%2Ecom/assignments", nil, nil}
+		}, [numCols]int{E403, OK, E403, OK, E401, E401, E401}},
 		{"POST /v1/tenants", func(t *testing.T) call {
 			return call{"POST", "/v1/tenants", map[string]any{"id": uniq("t"), "name": "x"}, tenants}
 		}, [numCols]int{CR, E403, E403, E403, E401, E401, E401}},

@@ -208,16 +208,17 @@ func (p *jsonScanner) slowStr(start int) ([]byte, error) {
 				if j+6 <= len(p.b) && p.b[j] == '\\' && p.b[j+1] == 'u' {
 					r2, ok = hex4(p.b, j+2)
 				}
+				d := utf8.RuneError
 				if ok {
-					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-						r = d
-						j += 6
-					} else {
-						r = utf8.RuneError
-					}
-				} else {
-					r = utf8.RuneError
+					d = utf16.DecodeRune(r, r2)
 				}
+				if d == utf8.RuneError {
+					// A lone surrogate names no character: refuse it rather
+					// than fold different recipients into U+FFFD.
+					return nil, p.fail("lone UTF-16 surrogate in a \\u escape")
+				}
+				r = d
+				j += 6
 			}
 			out = utf8.AppendRune(out, r)
 		default:

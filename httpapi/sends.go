@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
@@ -45,11 +47,35 @@ func toSendJSON(sd *raftfsm.Send) sendJSON {
 		Reserved: sd.Reserved, Assigned: sd.Assigned, CreatedAt: rfc3339(sd.CreatedAt)}
 }
 
+// sendLocks orders the requests of one send on this node. A request that
+// takes several entries (a hold, then chunks drawing from it) must not
+// interleave with anything else that draws from or changes that hold, or it
+// could stop half-way; requests of one entry are atomic in the state
+// machine and share the lock. Sends hash onto a fixed set of locks.
+type sendLocks struct {
+	seed  maphash.Seed
+	locks [256]sync.RWMutex
+}
+
+func newSendLocks() *sendLocks { return &sendLocks{seed: maphash.MakeSeed()} }
+
+func (l *sendLocks) of(tenant, send string) *sync.RWMutex {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	h.WriteString(tenant)
+	h.WriteByte(0)
+	h.WriteString(send)
+	return &l.locks[h.Sum64()%uint64(len(l.locks))]
+}
+
 func (s *Server) openSend(r *request) *apiError {
 	id := r.seg[2]
 	if e := validID("send id", id); e != nil {
 		return e
 	}
+	lock := s.sends.of(r.token.Tenant, id)
+	lock.Lock()
+	defer lock.Unlock()
 	var in struct {
 		MessageID          *string `json:"message_id"`
 		ExpectedRecipients *uint64 `json:"expected_recipients"`
@@ -87,6 +113,9 @@ func (s *Server) getSend(r *request) *apiError {
 }
 
 func (s *Server) closeSend(r *request) *apiError {
+	lock := s.sends.of(r.token.Tenant, r.seg[2])
+	lock.Lock()
+	defer lock.Unlock()
 	v, e := s.apply(&raftfsm.CloseSend{Tenant: r.token.Tenant, Send: r.seg[2], At: s.now().UnixNano()})
 	if e != nil {
 		return e
@@ -109,9 +138,9 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 	if int64(len(body)) > limit {
 		return "", nil, errTooLarge
 	}
-	ct := ctx.Request.Header.ContentType()
-	if bytes.HasPrefix(ct, []byte("text/plain")) {
+	if isMediaType(ctx.Request.Header.ContentType(), "text/plain") {
 		message = string(ctx.QueryArgs().Peek("message_id"))
+		body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")) // a leading BOM is no recipient
 		// Lines are slices of the body, which lives as long as the request.
 		for rest := body; len(rest) > 0; {
 			line := rest
@@ -212,12 +241,20 @@ func (s *Server) allocate(r *request) *apiError {
 	}
 	chunks = append(chunks, block)
 
+	lock := s.sends.of(tenant, send)
+	if len(chunks) == 1 {
+		lock.RLock()
+		defer lock.RUnlock()
+	} else {
+		lock.Lock()
+		defer lock.Unlock()
+	}
 	codes := make([][]byte, 0, len(recips))
 	var available uint64
 	if len(chunks) > 1 {
 		// Too big for one entry: hold the codes first (the all-or-nothing
 		// check), then assign in chunks that draw from the hold.
-		need, err := s.newRecipients(tenant, send, recips)
+		need, err := s.fsm.CountUnassigned(tenant, send, recips)
 		if err != nil {
 			return fromApply(err)
 		}
@@ -258,29 +295,39 @@ func (s *Server) allocate(r *request) *apiError {
 	return nil
 }
 
-// newRecipients counts the distinct recipients of a request that have no
-// code in the send yet, as the leader's state says now.
-func (s *Server) newRecipients(tenant, send string, recips [][]byte) (uint64, error) {
-	seen := make(map[string]struct{}, len(recips))
-	var n uint64
-	for _, rc := range recips {
-		if _, dup := seen[string(rc)]; dup {
-			continue
-		}
-		seen[string(rc)] = struct{}{}
-		has, err := s.fsm.HasAssignment(tenant, send, rc)
-		if err != nil {
-			return 0, err
-		}
-		if !has {
-			n++
-		}
+// isMediaType compares the media type of a Content-Type, case-insensitively.
+func isMediaType(ct []byte, want string) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
 	}
-	return n, nil
+	return bytes.EqualFold(bytes.TrimSpace(ct), []byte(want))
 }
 
+// wantsCSV reads Accept: CSV when text/csv is acceptable (q > 0) and
+// preferred to JSON (a higher q, or the same q and listed first).
 func wantsCSV(ctx *fasthttp.RequestCtx) bool {
-	return bytes.Contains(ctx.Request.Header.Peek("Accept"), []byte("text/csv"))
+	csvQ, jsonQ := -1.0, -1.0
+	csvFirst := false
+	for i, part := range bytes.Split(ctx.Request.Header.Peek("Accept"), []byte(",")) {
+		fields := bytes.Split(part, []byte(";"))
+		mt := bytes.ToLower(bytes.TrimSpace(fields[0]))
+		q := 1.0
+		for _, p := range fields[1:] {
+			p = bytes.TrimSpace(p)
+			if len(p) > 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=' {
+				if v, err := strconv.ParseFloat(string(p[2:]), 64); err == nil {
+					q = v
+				}
+			}
+		}
+		switch string(mt) {
+		case "text/csv":
+			csvQ, csvFirst = q, jsonQ < 0 || i == 0
+		case "application/json":
+			jsonQ = q
+		}
+	}
+	return csvQ > 0 && (csvQ > jsonQ || (csvQ == jsonQ && csvFirst))
 }
 
 func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]byte, available uint64) {

@@ -65,13 +65,14 @@ type Server struct {
 	now  func() time.Time
 
 	batch   *batcher
+	sends   *sendLocks
 	ready   atomic.Bool // see caughtUp
 	uploads sync.Map    // UploadID -> struct{}: imports this node is streaming now
 }
 
 // New returns the API of one node.
 func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r)}
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r), sends: newSendLocks()}
 }
 
 // Close stops the API's background work; call it after the HTTP server stopped.

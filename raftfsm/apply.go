@@ -219,6 +219,9 @@ func (a *applier) listOf(tenant string, id uint64) (*ListMeta, error) {
 }
 
 func (a *applier) putList(l *ListMeta) {
+	if p := a.f.pools.Get(l.ID); p != nil {
+		l.counts = countsOf(p)
+	}
 	a.set(listKey(l.ID), l.marshal())
 	a.f.mu.Lock()
 	a.f.lists[l.ID] = l
@@ -278,6 +281,12 @@ func (a *applier) deleteList(c *DeleteList) error {
 		copy(upload[:], v)
 		a.delPrefix(append([]byte{prefixStaged}, upload[:]...))
 		a.del(uploadKey(upload))
+	}
+	// Messages that had the (empty) list have none now.
+	for _, m := range a.f.MessagesOfList(c.Tenant, l.ID) {
+		nm := *m
+		nm.List = 0
+		a.putMessage(&nm)
 	}
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixBatch}, l.ID))
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixWithdraw}, l.ID))
@@ -453,6 +462,10 @@ func (a *applier) withdraw(c *Withdraw) (WithdrawResult, error) {
 			panic("BUG: position stopped being available during withdraw")
 		}
 		a.set(withdrawKey(l.ID, pos), nil)
+	}
+	if len(take) > 0 {
+		nl := *l
+		a.putList(&nl)
 	}
 	return res, nil
 }

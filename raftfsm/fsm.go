@@ -193,6 +193,7 @@ func (f *FSM) load() error {
 	f.mu.Lock()
 	f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
 	f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, sendKeys, takeLog, hist
+	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
 	f.mu.Unlock()
 	f.applied.Store(applied)
 	return nil
@@ -234,6 +235,7 @@ func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
 		return err
 	}
 	p.SetCursor(l.Cursor)
+	l.counts = countsOf(p)
 	return nil
 }
 
@@ -393,16 +395,12 @@ func (f *FSM) Lists(tenant string) []*ListView {
 	return out
 }
 
-func view(l *ListMeta, p *pool.List) *ListView {
-	v := &ListView{ListMeta: *l, Reserved: l.Reserved}
-	if p != nil {
-		v.Added = uint64(p.Len())
-		v.Used = uint64(p.Used())
-		v.Withdrawn = uint64(p.Withdrawn())
-		avail := uint64(p.Available())
-		if avail >= l.Reserved {
-			v.Available = avail - l.Reserved
-		}
+// view reads only the meta's published counts: one consistent moment.
+func view(l *ListMeta, _ *pool.List) *ListView {
+	c := l.counts
+	v := &ListView{ListMeta: *l, Reserved: l.Reserved, Added: c.added, Used: c.used, Withdrawn: c.withdrawn}
+	if c.available >= l.Reserved {
+		v.Available = c.available - l.Reserved
 	}
 	return v
 }

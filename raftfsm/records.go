@@ -1,6 +1,10 @@
 package raftfsm
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/coupond/coupond/pool"
+)
 
 // Records are the values stored under the keys of keys.go. Each starts with
 // a version byte so a later release can read older folders.
@@ -60,7 +64,18 @@ type ListMeta struct {
 	CreatedAt int64
 	Batches   uint32 // committed imports, numbered 0..Batches-1
 	Cursor    uint32 // the pool's cursor: positions below it are consumed
-	Reserved  uint64 // codes held for sends (no sends yet: always 0)
+	Reserved  uint64 // codes held by open sends
+
+	// counts is what readers see of the pool, taken by the writer when it
+	// publishes the meta after a change, so the numbers always add up.
+	// It is not stored: load takes it from the rebuilt pool.
+	counts poolCounts
+}
+
+type poolCounts struct{ added, used, withdrawn, available uint64 }
+
+func countsOf(p *pool.List) poolCounts {
+	return poolCounts{added: uint64(p.Len()), used: uint64(p.Used()), withdrawn: uint64(p.Withdrawn()), available: uint64(p.Available())}
 }
 
 func (l *ListMeta) marshal() []byte {

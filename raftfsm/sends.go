@@ -171,13 +171,32 @@ func (f *FSM) readBatch(r getter, no uint64) (*assignBatch, error) {
 	return unmarshalBatch(append([]byte(nil), v...))
 }
 
+// history returns the assignment index readers may use now; a restore
+// swaps it.
+func (f *FSM) history() *history {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.hist
+}
+
+// entry returns entry seq of b, or false when b is not the batch the index
+// meant (a restore replaced the stored state under a reader).
+func (b *assignBatch) entry(seq uint64, send uint32) (int, bool) {
+	if b.Send != send || seq < b.FirstSeq || seq-b.FirstSeq >= uint64(len(b.Recips)) {
+		return 0, false
+	}
+	return int(seq - b.FirstSeq), true
+}
+
 // RecipientHistory returns every assignment of a recipient in a tenant, oldest first.
 func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, error) {
 	var mh maphash.Hash
 	var out []Assignment
+	var seqs []uint64
 	var err error
-	f.hist.candidates(f.hist.hash32(&mh, tenant, recipient), func(seq uint64) bool {
-		no, meta, ok := f.hist.batchOf(seq)
+	hist := f.history()
+	hist.candidates(hist.hash32(&mh, tenant, recipient), func(seq uint64) bool {
+		no, meta, ok := hist.batchOf(seq)
 		if !ok {
 			return true
 		}
@@ -193,18 +212,33 @@ func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, e
 			}
 			return false
 		}
-		i := int(seq - b.FirstSeq)
-		if string(b.Recips[i]) != string(recipient) {
+		i, ok := b.entry(seq, meta.send)
+		if !ok || string(b.Recips[i]) != string(recipient) {
 			return true
 		}
 		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
 			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i)})
+		seqs = append(seqs, seq)
 		return true
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read history: %w", err)
 	}
+	// The index's probe order is not the order of the assignments.
+	sort.Sort(bySeq{out, seqs})
 	return out, nil
+}
+
+type bySeq struct {
+	a   []Assignment
+	seq []uint64
+}
+
+func (s bySeq) Len() int           { return len(s.a) }
+func (s bySeq) Less(i, j int) bool { return s.seq[i] < s.seq[j] }
+func (s bySeq) Swap(i, j int) {
+	s.a[i], s.a[j] = s.a[j], s.a[i]
+	s.seq[i], s.seq[j] = s.seq[j], s.seq[i]
 }
 
 // EachAssignment calls fn for every assignment of a send, in the order they
@@ -214,7 +248,7 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 	if !ok {
 		return ErrNotFound
 	}
-	bs := *f.hist.batches.Load()
+	bs := *f.history().batches.Load()
 	a := Assignment{Message: s.Message, Send: s.ID}
 	for no := range bs {
 		if bs[no].send != s.Num {
@@ -226,6 +260,9 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 				continue
 			}
 			return fmt.Errorf("cannot read assignments: %w", err)
+		}
+		if b.Send != s.Num {
+			continue // replaced by a restore under this reader
 		}
 		a.List, a.At = b.List, b.At
 		for i := range b.Recips {
@@ -253,7 +290,7 @@ func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
 	}
 	e := b.entryAt(pos)
 	s := f.sendByNum(b.Send)
-	if e < 0 || s == nil {
+	if e < 0 || e >= len(b.Recips) || s == nil {
 		return nil, false
 	}
 	return &Assignment{Recipient: string(b.Recips[e]), Code: string(b.Codes[e]), List: b.List,
@@ -278,27 +315,64 @@ func listAvailable(l *ListMeta, p *pool.List) uint64 {
 // HasAssignment reports whether recipient r has a code in the tenant's send
 // (any goroutine; what the last applied entry left).
 func (f *FSM) HasAssignment(tenant, send string, r []byte) (bool, error) {
+	n, err := f.CountUnassigned(tenant, send, [][]byte{r})
+	return n == 0, err
+}
+
+// CountUnassigned counts the distinct recipients without a code in the
+// tenant's send (any goroutine). It decodes each stored batch it needs once.
+func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, error) {
+	seen := make(map[string]struct{}, len(recips))
 	s, ok := f.Send(tenant, send)
 	if !ok {
-		return false, nil
+		for _, r := range recips {
+			seen[string(r)] = struct{}{}
+		}
+		return uint64(len(seen)), nil
 	}
 	var mh maphash.Hash
+	hist := f.history()
+	cache := map[uint64]*assignBatch{}
+	var n uint64
+	for _, r := range recips {
+		if _, dup := seen[string(r)]; dup {
+			continue
+		}
+		seen[string(r)] = struct{}{}
+		has, err := f.hasAssignment(hist, &mh, cache, s, r)
+		if err != nil {
+			return 0, err
+		}
+		if !has {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (f *FSM) hasAssignment(hist *history, mh *maphash.Hash, cache map[uint64]*assignBatch, s *Send, r []byte) (bool, error) {
 	found := false
 	var err error
-	f.hist.candidates(f.hist.hash32(&mh, tenant, r), func(seq uint64) bool {
-		no, meta, ok := f.hist.batchOf(seq)
+	hist.candidates(hist.hash32(mh, s.Tenant, r), func(seq uint64) bool {
+		no, meta, ok := hist.batchOf(seq)
 		if !ok || meta.send != s.Num {
 			return true
 		}
-		var b *assignBatch
-		if b, err = f.readBatch(f.db, no); err != nil {
+		b := cache[no]
+		if b == nil {
+			if b, err = f.readBatch(f.db, no); err == nil {
+				cache[no] = b
+			}
+		}
+		if err != nil {
 			if isNotFound(err) {
 				err = nil
 				return true
 			}
 			return false
 		}
-		found = string(b.Recips[seq-b.FirstSeq]) == string(r)
+		i, ok := b.entry(seq, meta.send)
+		found = ok && string(b.Recips[i]) == string(r)
 		return !found
 	})
 	return found, err
