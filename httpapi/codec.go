@@ -90,6 +90,18 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	return i.r.Read(p)
 }
 
+// readBody reads the whole body, at most limit+1 bytes, in one buffer sized
+// by Content-Length when the client sent one.
+func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error) {
+	size := int64(512)
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 {
+		size = min(int64(cl), limit) + 1
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(io.LimitReader(bodyStream(ctx), limit+1))
+	return buf.Bytes(), err
+}
+
 // bodyStream returns the request body as a stream: with fasthttp's
 // StreamRequestBody, large bodies are never held whole in memory.
 func bodyStream(ctx *fasthttp.RequestCtx) io.Reader {

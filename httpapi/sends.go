@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -131,7 +130,7 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > limit {
 		return "", nil, errTooLarge
 	}
-	body, err := io.ReadAll(io.LimitReader(bodyStream(ctx), limit+1))
+	body, err := readBody(ctx, limit)
 	if err != nil {
 		return "", nil, badRequest("cannot read the request body")
 	}
@@ -363,11 +362,24 @@ func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]by
 	ctx.SetBody(b)
 }
 
+// jsonPlain marks the bytes a JSON string holds as they are.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string; s is valid UTF-8.
 func appendJSONString(b, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
-	for _, c := range s {
+	i := 0
+	for i < len(s) && jsonPlain[s[i]] {
+		i++
+	}
+	b = append(b, s[:i]...) // most codes and recipients end here
+	for _, c := range s[i:] {
 		switch {
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
