@@ -24,6 +24,7 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./httpapi/codecsv
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAllocationJSON$$' -fuzztime $(FUZZTIME) ./httpapi
 
 test-race: test
 
@@ -34,11 +35,18 @@ check: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Micro-benchmarks, then the import scenario against a fresh node.
+# Micro-benchmarks (BenchmarkLedger10M builds 10M assignments: disk bytes
+# per assignment and history lookup latency), then every scenario against
+# a fresh node. Compare with ../shared/anchors/run-redis.sh run back to back.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./pool ./httpapi/codecsv ./raftfsm
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./raftfsm
+	$(GO) test -run '^$$' -bench . -benchmem ./pool ./httpapi/codecsv
 	./$(BIN)/couponbench import --spawn --codes 1000000
 	./$(BIN)/couponbench import --spawn --codes 10000000 --restart
+	./$(BIN)/couponbench big-send --spawn --short-recipients
+	./$(BIN)/couponbench big-send --spawn
+	./$(BIN)/couponbench small-sends --spawn --duration 20s
+	./$(BIN)/couponbench mixed --spawn --duration 20s
 
 clean:
 	rm -rf $(BIN)

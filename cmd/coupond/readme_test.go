@@ -70,4 +70,15 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[5]), &created); err != nil || created.Import["imported"] != float64(2) || created.List["name"] != "autumn" {
 		t.Fatalf("create and import: %q %v", lines[5], err)
 	}
+	if want := `{"assignments":[{"recipient":"ann@example.com","code":"SPRING-0001"},{"recipient":"bob@example.com","code":"SPRING-0003"}],"available":1}`; lines[6] != want {
+		t.Fatalf("allocation: got %s, want %s", lines[6], want)
+	}
+	var lookup struct {
+		State      string            `json:"state"`
+		Assignment map[string]string `json:"assignment"`
+	}
+	if err := json.Unmarshal([]byte(lines[7]), &lookup); err != nil || lookup.State != "assigned" ||
+		lookup.Assignment["recipient"] != "bob@example.com" || lookup.Assignment["send_id"] != "send-1" {
+		t.Fatalf("code lookup: %q %v", lines[7], err)
+	}
 }
