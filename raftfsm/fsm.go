@@ -363,12 +363,11 @@ func (v *ListView) LowStock() bool { return v.Threshold > 0 && v.Available < v.T
 func (f *FSM) List(tenant string, id uint64) (*ListView, bool) {
 	f.mu.RLock()
 	l, ok := f.lists[id]
-	pools := f.pools
 	f.mu.RUnlock()
 	if !ok || l.Tenant != tenant {
 		return nil, false
 	}
-	return view(l, pools.Get(id)), true
+	return view(l), true
 }
 
 // Lists returns a tenant's lists, oldest first.
@@ -380,7 +379,6 @@ func (f *FSM) Lists(tenant string) []*ListView {
 			metas = append(metas, l)
 		}
 	}
-	pools := f.pools
 	f.mu.RUnlock()
 	sort.Slice(metas, func(i, j int) bool {
 		if metas[i].CreatedAt != metas[j].CreatedAt {
@@ -390,13 +388,13 @@ func (f *FSM) Lists(tenant string) []*ListView {
 	})
 	out := make([]*ListView, len(metas))
 	for i, l := range metas {
-		out[i] = view(l, pools.Get(l.ID))
+		out[i] = view(l)
 	}
 	return out
 }
 
 // view reads only the meta's published counts: one consistent moment.
-func view(l *ListMeta, _ *pool.List) *ListView {
+func view(l *ListMeta) *ListView {
 	c := l.counts
 	v := &ListView{ListMeta: *l, Reserved: l.Reserved, Added: c.added, Used: c.used, Withdrawn: c.withdrawn}
 	if c.available >= l.Reserved {
