@@ -42,6 +42,7 @@ type Config struct {
 	TopUpEvery time.Duration // mixed: admin interval (0: 1s)
 	NetHTTP    bool          // send scenarios: allocate through net/http, not the raw client
 	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as anchor (a)), not e-mail addresses
+	History    int           // big-send: recipient-history lookups timed after the send (0: none)
 
 	Stdout io.Writer // results
 	Stderr io.Writer // progress and diagnostics

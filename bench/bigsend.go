@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -280,6 +283,13 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 		problems = append(problems, listProblems(l, codes, assigned)...)
 	}
 
+	var hist *Latencies
+	if len(problems) == 0 && cfg.History > 0 {
+		var hp []string
+		hist, hp = historyLookups(ctx, c, sends, cfg.History)
+		problems = append(problems, hp...)
+	}
+
 	res := &Result{Scenario: "big-send", Codes: assigned, Requests: requests, Elapsed: elapsed, Lat: lat}
 	var sum strings.Builder
 	fmt.Fprintf(&sum, "big-send: %d codes to %d send(s) in %d requests of %d in %.2fs = %s codes/s, %s req/s | request %s",
@@ -294,6 +304,10 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 		Field{Key: "chunk", Value: chunk},
 		Field{Key: "parallel", Value: par},
 		Field{Key: "reserve", Value: cfg.Reserve})
+	if hist != nil {
+		fmt.Fprintf(&sum, " | history lookup with %d assignments stored: %s", assigned, latSummary(hist))
+		res.Extra = append(res.Extra, latFields("history_", hist)...)
+	}
 	res.Extra = append(res.Extra, cpu.fields()...)
 	mem.apply(res, &sum, assigned)
 	res.Summary = sum.String()
@@ -301,4 +315,32 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 		return res, &CheckError{Scenario: "big-send", Problems: problems}
 	}
 	return res, nil
+}
+
+// historyLookups times n GET /v1/recipients/{r}/assignments of random
+// recipients of the sends, one at a time, and checks each answers exactly
+// the one assignment the send made.
+func historyLookups(ctx context.Context, c *Client, sends []*bigSend, n int) (*Latencies, []string) {
+	lat := &Latencies{}
+	var problems []string
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < n && len(problems) < 10; i++ {
+		s := sends[rng.Intn(len(sends))]
+		r := s.rg.String(rng.Int63n(s.n))
+		var out struct {
+			Assignments []struct {
+				SendID string `json:"send_id"`
+			} `json:"assignments"`
+		}
+		t := time.Now()
+		_, err := c.sendJSON(ctx, http.MethodGet, "/v1/recipients/"+url.PathEscape(r)+"/assignments", nil, &out, http.StatusOK)
+		lat.Add(time.Since(t))
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("history of %s: %v", r, err))
+		case len(out.Assignments) != 1 || out.Assignments[0].SendID != s.id:
+			problems = append(problems, fmt.Sprintf("history of %s: %+v, want one assignment in %s", r, out.Assignments, s.id))
+		}
+	}
+	return lat, problems
 }

@@ -62,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")
 	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as anchor (a)) instead of u00.0000000@example.com (23 bytes)")
 	fs.BoolVar(&cfg.Reserve, "reserve", false, "big-send: open each send with expected_recipients first (not timed)")
+	fs.IntVar(&cfg.History, "history-lookups", 0, "big-send: then time this many GET /v1/recipients/{r}/assignments of random recipients")
 	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "small-sends, mixed: how long to run")
 	fs.BoolVar(&cfg.NetHTTP, "net-http", false, "send scenarios: make the allocation requests with net/http instead of the lighter built-in HTTP/1.1 client")
