@@ -15,16 +15,9 @@ import (
 // decodeJSON reads a small JSON body into v, refusing unknown fields and
 // trailing data.
 func (s *Server) decodeJSON(ctx *fasthttp.RequestCtx, v any) *apiError {
-	limit := min(int64(maxJSONBody), s.cfg.MaxBody)
-	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > limit {
-		return errTooLarge
-	}
-	body, err := io.ReadAll(io.LimitReader(bodyStream(ctx), limit+1))
-	if err != nil {
-		return badRequest("cannot read the request body")
-	}
-	if int64(len(body)) > limit {
-		return errTooLarge
+	body, e := readBody(ctx, min(int64(maxJSONBody), s.cfg.MaxBody))
+	if e != nil {
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -90,16 +83,24 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	return i.r.Read(p)
 }
 
-// readBody reads the whole body, at most limit+1 bytes, in one buffer sized
-// by Content-Length when the client sent one.
-func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error) {
+// readBody reads a whole body of at most limit bytes (413 past it) into
+// one buffer, sized by Content-Length when the client sent one.
+func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, *apiError) {
 	size := int64(512)
 	if cl := ctx.Request.Header.ContentLength(); cl > 0 {
-		size = min(int64(cl), limit) + 1
+		if int64(cl) > limit {
+			return nil, errTooLarge
+		}
+		size = int64(cl) + 1
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, size))
-	_, err := buf.ReadFrom(io.LimitReader(bodyStream(ctx), limit+1))
-	return buf.Bytes(), err
+	if _, err := buf.ReadFrom(io.LimitReader(bodyStream(ctx), limit+1)); err != nil {
+		return nil, badRequest("cannot read the request body")
+	}
+	if int64(buf.Len()) > limit {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
 }
 
 // bodyStream returns the request body as a stream: with fasthttp's

@@ -126,16 +126,9 @@ func (s *Server) closeSend(r *request) *apiError {
 // readAllocation parses an allocation body: JSON {"message_id"?, "recipients"}
 // or text/plain, one recipient per line, with ?message_id=.
 func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recips [][]byte, e *apiError) {
-	limit := min(int64(maxAllocBody), s.cfg.MaxBody)
-	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > limit {
-		return "", nil, errTooLarge
-	}
-	body, err := readBody(ctx, limit)
-	if err != nil {
-		return "", nil, badRequest("cannot read the request body")
-	}
-	if int64(len(body)) > limit {
-		return "", nil, errTooLarge
+	body, e := readBody(ctx, min(int64(maxAllocBody), s.cfg.MaxBody))
+	if e != nil {
+		return "", nil, e
 	}
 	if isMediaType(ctx.Request.Header.ContentType(), "text/plain") {
 		message = string(ctx.QueryArgs().Peek("message_id"))

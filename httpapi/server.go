@@ -301,16 +301,13 @@ func outcome(resp *raftfsm.Response, err error) (any, *apiError) {
 
 func (s *Server) wait(f raft.ApplyFuture) (any, *apiError) {
 	if err := f.Error(); err != nil {
-		return nil, fromApply(err)
+		return outcome(nil, err)
 	}
 	resp, ok := f.Response().(*raftfsm.Response)
 	if !ok {
 		return nil, fromApply(nil)
 	}
-	if resp.Err != nil {
-		return nil, fromApply(resp.Err)
-	}
-	return resp.Value, nil
+	return outcome(resp, nil)
 }
 
 // newID returns a random 64-bit id that is never zero.

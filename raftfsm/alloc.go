@@ -131,25 +131,25 @@ func (a *applier) listForSend(s *Send) (*ListMeta, *pool.List) {
 	return l, a.f.pools.Get(l.ID)
 }
 
-// hold grows the send's hold by what need exceeds it, or refuses.
-func (a *applier) hold(s *Send, need uint64) error {
+// hold grows the send's hold by what need exceeds it, or refuses. It
+// returns a copy of the list's meta with the grown hold, not yet published:
+// the caller publishes it once, with whatever else it changes.
+func (a *applier) hold(s *Send, need uint64) (*ListMeta, error) {
 	l, p := a.listForSend(s)
 	if l == nil {
-		return &InsufficientError{Needed: need, Available: 0} // the list was deleted
-	}
-	if need <= s.Reserved {
-		return nil
-	}
-	avail := listAvailable(l, p)
-	short := need - s.Reserved
-	if short > avail {
-		return &InsufficientError{Needed: need, Available: s.Reserved + avail}
+		return nil, &InsufficientError{Needed: need, Available: 0} // the list was deleted
 	}
 	nl := *l
-	nl.Reserved += short
-	a.putList(&nl)
-	s.Reserved += short
-	return nil
+	if need > s.Reserved {
+		avail := listAvailable(l, p)
+		short := need - s.Reserved
+		if short > avail {
+			return nil, &InsufficientError{Needed: need, Available: s.Reserved + avail}
+		}
+		nl.Reserved += short
+		s.Reserved += short
+	}
+	return &nl, nil
 }
 
 // OpenResult answers PUT /v1/sends/{id}.
@@ -175,9 +175,11 @@ func (a *applier) openSend(c *OpenSend) (OpenResult, error) {
 			want = c.Expected - s.Assigned
 		}
 		if want > s.Reserved {
-			if err := a.hold(s, want); err != nil {
+			nl, err := a.hold(s, want)
+			if err != nil {
 				return OpenResult{}, err
 			}
+			a.putList(nl)
 		} else if want < s.Reserved {
 			a.release(s, s.Reserved-want)
 		}
@@ -220,9 +222,11 @@ func (a *applier) reserve(c *Reserve) error {
 	if created {
 		s.CreatedAt = c.At
 	}
-	if err := a.hold(s, c.Need); err != nil {
+	nl, err := a.hold(s, c.Need)
+	if err != nil {
 		return err
 	}
+	a.putList(nl)
 	a.putSend(s)
 	return nil
 }
@@ -267,7 +271,11 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	a.markRepeats()
 	sc.hashes = sc.hashes[:0]
 	for _, r := range sc.recips {
-		sc.hashes = append(sc.hashes, a.f.hist.hash32(&sc.mh, s.Tenant, r))
+		h := uint32(0) // a repeat within the request is never looked up
+		if sc.first[len(sc.hashes)] == int32(len(sc.hashes)) {
+			h = a.f.hist.hash32(&sc.mh, s.Tenant, r)
+		}
+		sc.hashes = append(sc.hashes, h)
 	}
 	sc.touched += a.f.hist.touch(sc.hashes)
 	sc.fresh = sc.fresh[:0]
@@ -291,13 +299,14 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		if a.f.hist.nextSeq+need > MaxAssignments {
 			return nil, ErrAssignmentsFull
 		}
-		if err := a.hold(s, need); err != nil {
+		nl, err := a.hold(s, need)
+		if err != nil {
 			return nil, err
 		}
 		if created {
 			s.CreatedAt = c.At
 		}
-		a.assign(s, c.At, res)
+		a.assign(s, nl, c.At, res)
 	}
 	for i := range res.Codes {
 		if res.Codes[i] == nil {
@@ -323,20 +332,20 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 const maxBatchEntries = 256
 
 // assign takes the send's new codes from its hold (just grown to cover
-// them), writes them as batches of at most maxBatchEntries and indexes them.
-func (a *applier) assign(s *Send, at int64, res *AllocResult) {
+// them, in l, the unpublished meta hold returned), writes them as batches
+// of at most maxBatchEntries, indexes them, and publishes l once.
+func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
 	sc := &a.f.scratch
-	l, p := a.listForSend(s)
+	p := a.f.pools.Get(l.ID)
 	n := len(sc.fresh)
 	for g := 0; g < n; g += maxBatchEntries {
 		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)])
 	}
 	s.Reserved -= uint64(n)
 	s.Assigned += uint64(n)
-	nl := *l
-	nl.Reserved -= uint64(n)
-	nl.Cursor = p.Cursor()
-	a.putList(&nl)
+	l.Reserved -= uint64(n)
+	l.Cursor = p.Cursor()
+	a.putList(l)
 	res.New = n
 }
 

@@ -17,14 +17,24 @@ import (
 	"github.com/coupond/coupond/pool"
 )
 
-// Domain outcomes of Apply. They come back in the Response, never as a panic.
+// Domain outcomes of Apply. They come back in the Response, never as a
+// panic; InsufficientError and EligibilityError (sends.go) wrap the last
+// two with their details.
 var (
-	ErrNotFound         = errors.New("not found")
-	ErrExists           = errors.New("already exists")
-	ErrCodesReserved    = errors.New("withdrawal would leave fewer codes than are reserved")
-	ErrListFull         = errors.New("list would exceed its maximum number of codes")
-	ErrUploadIncomplete = errors.New("upload is missing staged chunks")
-	ErrUploadReused     = errors.New("upload id already used for another list")
+	ErrNotFound          = errors.New("not found")
+	ErrExists            = errors.New("already exists")
+	ErrCodesReserved     = errors.New("withdrawal would leave fewer codes than are reserved")
+	ErrListFull          = errors.New("list would exceed its maximum number of codes")
+	ErrUploadIncomplete  = errors.New("upload is missing staged chunks")
+	ErrUploadReused      = errors.New("upload id already used for another list")
+	ErrNoCouponList      = errors.New("message has no coupon list")
+	ErrMessageRequired   = errors.New("message_id is required to open a send")
+	ErrSendMismatch      = errors.New("message_id differs from the send's message")
+	ErrSendClosed        = errors.New("send is closed")
+	ErrListInUse         = errors.New("list is assigned to a message or held by a send and not empty")
+	ErrAssignmentsFull   = errors.New("the node holds the most assignments it can index")
+	ErrNotEligible       = errors.New("message is not eligible for a coupon list")
+	errInsufficientCodes = errors.New("insufficient codes")
 )
 
 // Response is what Apply returns for every command: Value on success, Err

@@ -2,24 +2,11 @@ package raftfsm
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"sort"
 
 	"github.com/coupond/coupond/pool"
-)
-
-// Domain outcomes of messages and sends.
-var (
-	ErrNotEligible       = errors.New("message is not eligible for a coupon list")
-	ErrNoCouponList      = errors.New("message has no coupon list")
-	ErrMessageRequired   = errors.New("message_id is required to open a send")
-	ErrSendMismatch      = errors.New("message_id differs from the send's message")
-	ErrSendClosed        = errors.New("send is closed")
-	ErrListInUse         = errors.New("list is assigned to a message and not empty")
-	ErrAssignmentsFull   = errors.New("the node holds the most assignments it can index")
-	errInsufficientCodes = errors.New("insufficient codes")
 )
 
 // InsufficientError refuses an allocation or hold that needs more codes
