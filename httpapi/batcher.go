@@ -7,12 +7,19 @@ import (
 )
 
 // Group commit of small commands. Concurrent requests queue their encoded
-// commands; one goroutine packs whatever is queued into one Batch entry
-// while at most batchInflight entries wait in Raft, so under load every
-// fsync and every log entry carries many requests, and an idle node adds no
-// delay (a lone command goes out at once, unwrapped).
+// commands; one goroutine packs whatever is queued into one Batch entry, so
+// under load every fsync and every log entry carries many requests, and an
+// idle node adds no delay (a lone command goes out at once, unwrapped).
+//
+// Only batchInflight entries are in Raft at once, and the next batch is
+// packed only when a slot frees. With one slot, a batch gathers everything
+// that arrived while the previous one was written and applied. With more,
+// a slot frees just after the next batch went out, so the batches alternate
+// between many commands and one or two, and Raft's leader loop may write
+// such a small batch before it commits the big one: measured on 2 cores,
+// 32 one-recipient clients did ~16k req/s with 3 in flight and ~19k with 1.
 const (
-	batchInflight  = 2
+	batchInflight  = 1
 	batchMaxCmds   = 512
 	batchMaxBytes  = 256 << 10
 	smallCmdBytes  = 64 << 10 // larger commands go to Raft on their own
@@ -37,13 +44,15 @@ type batchInFlight struct {
 type batcher struct {
 	raft     Consensus
 	queue    chan *pendingCmd
+	slots    chan struct{} // one token per entry in Raft
 	inflight chan batchInFlight
 	done     chan struct{}
 }
 
 func newBatcher(r Consensus) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
-		inflight: make(chan batchInFlight, batchInflight), done: make(chan struct{})}
+		slots: make(chan struct{}, batchInflight), inflight: make(chan batchInFlight, batchInflight),
+		done: make(chan struct{})}
 	go b.pack()
 	go b.deliver()
 	return b
@@ -78,6 +87,9 @@ func (b *batcher) pack() {
 				return
 			}
 		}
+		// Wait for a slot before draining, so the batch takes in everything
+		// that queued up meanwhile.
+		b.slots <- struct{}{}
 		cmds := []*pendingCmd{p}
 		size := len(p.cmd)
 	drain:
@@ -98,7 +110,6 @@ func (b *batcher) pack() {
 			}
 			entry = raftfsm.Encode(enc)
 		}
-		// Blocks while batchInflight entries wait: requests pile up meanwhile.
 		b.inflight <- batchInFlight{f: b.raft.Apply(entry, applyTimeout), cmds: cmds}
 	}
 }
@@ -106,6 +117,7 @@ func (b *batcher) pack() {
 func (b *batcher) deliver() {
 	for bf := range b.inflight {
 		err := bf.f.Error()
+		<-b.slots
 		var resps []*raftfsm.Response
 		if err == nil {
 			resp, _ := bf.f.Response().(*raftfsm.Response)

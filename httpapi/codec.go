@@ -86,14 +86,18 @@ func (i *idleReader) Read(p []byte) (int, error) {
 // readBody reads a whole body of at most limit bytes (413 past it) into
 // one buffer, sized by Content-Length when the client sent one.
 func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, *apiError) {
-	size := int64(512)
-	if cl := ctx.Request.Header.ContentLength(); cl > 0 {
+	if cl := ctx.Request.Header.ContentLength(); cl >= 0 {
 		if int64(cl) > limit {
 			return nil, errTooLarge
 		}
-		size = int64(cl) + 1
+		// The length is known: one buffer of exactly that size, no growing.
+		buf := make([]byte, cl)
+		if _, err := io.ReadFull(bodyStream(ctx), buf); err != nil {
+			return nil, badRequest("cannot read the request body")
+		}
+		return buf, nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
+	buf := bytes.NewBuffer(make([]byte, 0, 512))
 	if _, err := buf.ReadFrom(io.LimitReader(bodyStream(ctx), limit+1)); err != nil {
 		return nil, badRequest("cannot read the request body")
 	}

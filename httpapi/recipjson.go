@@ -112,7 +112,9 @@ func (p *jsonScanner) strArray(max int) ([][]byte, error) {
 	if !p.consume('[') {
 		return nil, p.fail("recipients must be an array of strings")
 	}
-	out := make([][]byte, 0, 1024)
+	// Each recipient takes at least 3 bytes ("x",), so the rest of the body
+	// bounds the count: one-recipient requests do not pay for a big slice.
+	out := make([][]byte, 0, min(1024, (len(p.b)-p.i)/3+1))
 	if p.consume(']') {
 		return out, nil
 	}
