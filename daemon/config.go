@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/hashicorp/raft"
 )
 
 // Config is the whole configuration of one node. ParseConfig is the one place
@@ -23,9 +25,30 @@ type Config struct {
 	MaxBody   int64
 	TLSCert   string
 	TLSKey    string
+	TLSCA     string // CA of the peers: turns on mutual TLS between nodes
 	LogLevel  string
 	LogFormat string // "json" or "console"
+
+	// Raft log compaction: a snapshot every SnapshotEntries entries or
+	// SnapshotBytes bytes of commands, whichever comes first, keeping
+	// TrailingEntries entries after it for followers that lag a little.
+	SnapshotEntries uint64
+	SnapshotBytes   int64
+	TrailingEntries uint64
+
+	// RaftLayer, when set, carries Raft instead of a TCP listener on
+	// RaftAddr (tests inject faults with it); its Addr must be RaftAddr.
+	RaftLayer raft.StreamLayer
 }
+
+// Defaults of the Raft log compaction. Imports write entries of about
+// 1 MiB, so the byte trigger bounds the log; allocations write small
+// batched entries, so the entry count does.
+const (
+	DefaultSnapshotEntries = 1024
+	DefaultSnapshotBytes   = 256 << 20
+	DefaultTrailingEntries = 512
+)
 
 // DefaultMaxBody is the request body limit when none is given (SPEC §3).
 const DefaultMaxBody = 1 << 30
@@ -34,7 +57,7 @@ const DefaultMaxBody = 1 << 30
 // environment variable when set (getenv is os.Getenv in production).
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
-	var maxBody string
+	var maxBody, snapEntries, snapBytes, trailing string
 	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	str := func(p *string, name, def, usage string) {
@@ -52,6 +75,10 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&maxBody, "max-body", strconv.Itoa(DefaultMaxBody), "request body limit in bytes (suffixes KiB, MiB, GiB allowed)")
 	str(&c.TLSCert, "tls-cert", "", "TLS certificate file: serve HTTPS")
 	str(&c.TLSKey, "tls-key", "", "TLS key file")
+	str(&c.TLSCA, "tls-ca", "", "CA certificate file of the cluster: Raft and forwarded calls use mutual TLS verified against it (needs --tls-cert and --tls-key)")
+	str(&snapEntries, "raft-snapshot-entries", strconv.Itoa(DefaultSnapshotEntries), "Raft entries between snapshots")
+	str(&snapBytes, "raft-snapshot-bytes", "256MiB", "bytes of Raft entries between snapshots (suffixes KiB, MiB, GiB allowed)")
+	str(&trailing, "raft-trailing-entries", strconv.Itoa(DefaultTrailingEntries), "Raft entries kept after a snapshot, for followers that lag")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
 	if err := fs.Parse(args); err != nil {
@@ -65,6 +92,20 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return Config{}, fmt.Errorf("--max-body: %w", err)
 	}
 	c.MaxBody = n
+	if c.SnapshotBytes, err = parseBytes(snapBytes); err != nil {
+		return Config{}, fmt.Errorf("--raft-snapshot-bytes: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		s    string
+		p    *uint64
+	}{{"--raft-snapshot-entries", snapEntries, &c.SnapshotEntries}, {"--raft-trailing-entries", trailing, &c.TrailingEntries}} {
+		v, err := strconv.ParseUint(strings.TrimSpace(f.s), 10, 64)
+		if err != nil || v == 0 {
+			return Config{}, fmt.Errorf("%s: must be a positive number", f.name)
+		}
+		*f.p = v
+	}
 	return c, c.Validate()
 }
 
@@ -98,6 +139,15 @@ func (c *Config) Validate() error {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if c.TrailingEntries == 0 {
+		c.TrailingEntries = DefaultTrailingEntries
+	}
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
 		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -113,6 +163,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--log-format must be json or console, not %q", c.LogFormat)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
+	case c.TLSCA != "" && c.TLSCert == "":
+		return errors.New("--tls-ca needs --tls-cert and --tls-key: the nodes prove who they are with them")
 	case c.Join != "" && c.TokenFile == "":
 		return errors.New("--join needs --token-file with an operator token")
 	}

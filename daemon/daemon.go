@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,12 +52,14 @@ type Node struct {
 	fsm       *raftfsm.FSM
 	logStore  *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	peerTLS   *tls.Config
 	raft      *raft.Raft
 	api       *httpapi.Server
 	http      *fasthttp.Server
 	ln        net.Listener
 	served    chan error
-	done      chan struct{} // closed when Close starts
+	done      chan struct{}  // closed when Close starts
+	workers   sync.WaitGroup // the background loops, stopped by done
 }
 
 // Start opens the node's state, joins or bootstraps Raft and serves HTTP.
@@ -64,9 +68,6 @@ type Node struct {
 func Start(cfg Config, log zerolog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.Join != "" {
-		return nil, errors.New("--join is not available in this release: nodes run as single-node clusters")
 	}
 	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{})}
 	if err := n.start(); err != nil {
@@ -78,14 +79,28 @@ func Start(cfg Config, log zerolog.Logger) (*Node, error) {
 	return n, nil
 }
 
+// background runs loops that stop when done is closed; Close waits for
+// them before it closes the stores they use.
+func (n *Node) background(loops ...func()) {
+	for _, loop := range loops {
+		n.workers.Add(1)
+		go func() {
+			defer n.workers.Done()
+			loop()
+		}()
+	}
+}
+
 // abort undoes a failed start.
 func (n *Node) abort() {
+	close(n.done)
 	if n.ln != nil {
 		n.ln.Close()
 	}
 	if n.raft != nil {
 		n.raft.Shutdown().Error()
 	}
+	n.workers.Wait()
 	n.closeStores()
 }
 
@@ -94,6 +109,17 @@ func (n *Node) start() error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create data folder: %w", err)
 	}
+	tc, err := peerTLS(cfg)
+	if err != nil {
+		return err
+	}
+	n.peerTLS = tc
+	var joinToken string
+	if cfg.Join != "" {
+		if joinToken, err = readOperatorToken(cfg.TokenFile); err != nil {
+			return err
+		}
+	}
 	if err := n.openState(); err != nil {
 		return err
 	}
@@ -101,13 +127,21 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	if err := n.ensureBootstrapTokens(fresh); err != nil {
+	joining := fresh && cfg.Join != ""
+	if cfg.Join != "" && !fresh {
+		n.log.Info().Msg("this node has state: --join is ignored, it restarts as the member it was")
+	}
+	if err := n.ensureBootstrapTokens(fresh && !joining); err != nil {
 		return err
 	}
 	if err := n.serveHTTP(); err != nil {
 		return err
 	}
-	go n.onLeadership()
+	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize)
+	if joining {
+		n.background(func() { n.join(joinToken) })
+		return nil // ready once added and caught up; Start does not wait for that
+	}
 	// A restarted node may still replay its log; callers of Start (and the
 	// first clients) expect a node that answers.
 	if err := n.waitReady(leaderWait); err != nil {
@@ -166,12 +200,24 @@ func (n *Node) startRaft() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("cannot resolve --raft %q: %w", cfg.RaftAddr, err)
 		}
+		if a.IP == nil || a.IP.IsUnspecified() {
+			return false, fmt.Errorf("--raft %q: peers dial this address, so it must name a host, not all interfaces", cfg.RaftAddr)
+		}
 		advertise = a
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hlog)
-	if err != nil {
-		return false, fmt.Errorf("cannot listen for Raft on %s: %w", cfg.RaftAddr, err)
+	layer := cfg.RaftLayer
+	if layer == nil {
+		var err error
+		if n.peerTLS != nil && cfg.TLSCA != "" {
+			layer, err = newTLSLayer(cfg.RaftAddr, advertise, n.peerTLS)
+		} else {
+			layer, err = newTCPLayer(cfg.RaftAddr, advertise)
+		}
+		if err != nil {
+			return false, fmt.Errorf("cannot listen for Raft on %s: %w", cfg.RaftAddr, err)
+		}
 	}
+	trans := raft.NewNetworkTransportWithLogger(layer, 3, 10*time.Second, hlog)
 	n.transport = trans
 
 	rc := raft.DefaultConfig()
@@ -185,8 +231,8 @@ func (n *Node) startRaft() (bool, error) {
 	// The state machine keeps its own durable state in Pebble; Raft replays
 	// only the entries after the last snapshot (see catchUpWithSnapshot).
 	rc.NoSnapshotRestoreOnStart = true
-	rc.SnapshotThreshold = 1024
-	rc.TrailingLogs = 512
+	rc.SnapshotThreshold = cfg.SnapshotEntries
+	rc.TrailingLogs = cfg.TrailingEntries
 	rc.SnapshotInterval = 60 * time.Second
 
 	fresh, err := raft.HasExistingState(logStore, logStore, snaps)
@@ -199,7 +245,7 @@ func (n *Node) startRaft() (bool, error) {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}
 	n.raft = r
-	if fresh {
+	if fresh && cfg.Join == "" {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
 		if err := f.Error(); err != nil {
 			return false, fmt.Errorf("cannot bootstrap cluster: %w", err)
@@ -276,7 +322,7 @@ func (n *Node) serveHTTP() error {
 	n.ln = ln
 	n.api = httpapi.New(httpapi.Config{
 		NodeID: n.cfg.NodeID, HTTPAddr: ln.Addr().String(), MaxBody: n.cfg.MaxBody,
-		Log: n.log.With().Str("component", "http").Logger(),
+		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS,
 	}, n.raft, n.fsm)
 	n.http = &fasthttp.Server{
 		Handler:      n.api.Handler,
@@ -338,6 +384,7 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("cannot stop Raft: %w", err))
 		}
 	}
+	n.workers.Wait()
 	if err := n.closeStores(); err != nil {
 		errs = append(errs, err)
 	}
@@ -401,7 +448,9 @@ func (n *Node) onLeadership() {
 		if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
 			return // not leader any more, or shutting down
 		}
-		n.api.MarkCaughtUp()
+		if err := n.leaderDuties(); err != nil {
+			n.log.Warn().Err(err).Msg("leader duties not done")
+		}
 		ids, err := n.fsm.PendingUploads()
 		if err != nil {
 			n.log.Error().Err(err).Msg("cannot list pending uploads")

@@ -751,9 +751,23 @@ func TestOperatorsAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("MembershipChangesAnswer501", func(t *testing.T) {
-		wantError(t, n.do(t, "POST", "/v1/cluster/nodes", n.operator, map[string]string{"id": "node2", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}), http.StatusNotImplemented, "not_implemented")
-		wantError(t, n.do(t, "DELETE", "/v1/cluster/nodes/node2", n.operator, nil), http.StatusNotImplemented, "not_implemented")
+	t.Run("MembershipChangesCheckTheirInput", func(t *testing.T) {
+		// A node that does not answer is never added: it would cost a
+		// single node its quorum.
+		wantError(t, n.do(t, "POST", "/v1/cluster/nodes", n.operator, map[string]string{"id": "node2", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}), http.StatusUnprocessableEntity, "node_unreachable")
+		for _, body := range []map[string]string{
+			{"raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"},
+			{"id": "node2", "raft_addr": "nohost", "http_addr": "127.0.0.1:2"},
+			{"id": "node2", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1"},
+		} {
+			wantError(t, n.do(t, "POST", "/v1/cluster/nodes", n.operator, body), http.StatusBadRequest, "invalid_request")
+		}
+		wantError(t, n.do(t, "POST", "/v1/cluster/nodes", n.operator, map[string]string{"id": "node2", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2", "extra": "x"}), http.StatusBadRequest, "invalid_json")
+		wantError(t, n.do(t, "DELETE", "/v1/cluster/nodes/node2", n.operator, nil), http.StatusNotFound, "not_found")
+		r := n.do(t, "GET", "/v1/cluster", n.operator, nil)
+		if r.status != http.StatusOK || strings.Count(string(r.body), `"suffrage"`) != 1 {
+			t.Fatalf("the cluster changed: %d %s", r.status, r.body)
+		}
 	})
 
 	t.Run("WrongMethodIs405WithAllow", func(t *testing.T) {

@@ -124,7 +124,7 @@ func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 		E401 = http.StatusUnauthorized
 		E403 = http.StatusForbidden
 		E404 = http.StatusNotFound
-		E501 = http.StatusNotImplemented
+		E422 = http.StatusUnprocessableEntity
 	)
 	// want: operator, admin A, sender A, admin B, no token, garbage, revoked.
 	matrix := []struct {
@@ -204,10 +204,10 @@ func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 		}, [numCols]int{OK, E403, E403, E403, E401, E401, E401}},
 		{"POST /v1/cluster/nodes", func(t *testing.T) call {
 			return call{"POST", "/v1/cluster/nodes", map[string]any{"id": "n2", "raft_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}, nil}
-		}, [numCols]int{E501, E403, E403, E403, E401, E401, E401}},
+		}, [numCols]int{E422, E403, E403, E403, E401, E401, E401}},
 		{"DELETE /v1/cluster/nodes/{id}", func(t *testing.T) call {
 			return call{"DELETE", "/v1/cluster/nodes/n2", nil, nil}
-		}, [numCols]int{E501, E403, E403, E403, E401, E401, E401}},
+		}, [numCols]int{E404, E403, E403, E403, E401, E401, E401}},
 		{"GET /healthz", func(t *testing.T) call { return call{"GET", "/healthz", nil, nil} },
 			[numCols]int{OK, OK, OK, OK, OK, OK, OK}},
 		{"GET /readyz", func(t *testing.T) call { return call{"GET", "/readyz", nil, nil} },
@@ -229,7 +229,7 @@ func TestRoleMatrixOfListsAndOperatorsCalls(t *testing.T) {
 				if r.status != want {
 					t.Fatalf("%s %s as %s: %s, want %d", c.method, c.path, colNames[col], r, want)
 				}
-				code := map[int]string{E401: "unauthorized", E403: "forbidden", E404: "not_found", E501: "not_implemented"}[want]
+				code := map[int]string{E401: "unauthorized", E403: "forbidden", E404: "not_found", E422: "node_unreachable"}[want]
 				if code != "" {
 					wantError(t, r, want, code)
 					if c.unchanged != nil {

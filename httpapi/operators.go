@@ -154,50 +154,6 @@ func (s *Server) readyz(r *request) *apiError {
 	return nil
 }
 
-type nodeJSON struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr"`
-	Suffrage string `json:"suffrage"`
-	State    string `json:"state"`
-}
-
-func (s *Server) getCluster(r *request) *apiError {
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return fromApply(err)
-	}
-	_, leader := s.raft.LeaderWithID()
-	nodes := []nodeJSON{}
-	for _, srv := range f.Configuration().Servers {
-		n := nodeJSON{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String()), State: "unknown"}
-		switch {
-		case string(srv.ID) == s.cfg.NodeID:
-			n.HTTPAddr = s.cfg.HTTPAddr
-			n.State = strings.ToLower(s.raft.State().String())
-		case srv.ID == leader:
-			n.State = "leader"
-		}
-		nodes = append(nodes, n)
-	}
-	var leaderID any
-	if leader != "" {
-		leaderID = string(leader)
-	}
-	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{
-		"leader": leaderID, "nodes": nodes, "term": s.raft.CurrentTerm(),
-		"commit_index": s.raft.CommitIndex(), "applied_index": s.raft.AppliedIndex(),
-	})
-	return nil
-}
-
-// changeMembership is refused until the cluster release: adding a voter
-// that never starts would cost a single node its quorum.
-func (s *Server) changeMembership(r *request) *apiError {
-	return newError(fasthttp.StatusNotImplemented, "not_implemented",
-		"membership changes are not available in this release; this node runs as a single-node cluster")
-}
-
 // metrics writes a small Prometheus text exposition of the node's state.
 func (s *Server) metrics(r *request) *apiError {
 	var b strings.Builder

@@ -6,6 +6,7 @@ package httpapi
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"sync"
@@ -28,6 +29,9 @@ type Consensus interface {
 	CommitIndex() uint64
 	AppliedIndex() uint64
 	GetConfiguration() raft.ConfigurationFuture
+	VerifyLeader() raft.Future
+	AddVoter(id raft.ServerID, addr raft.ServerAddress, prevIndex uint64, timeout time.Duration) raft.IndexFuture
+	RemoveServer(id raft.ServerID, prevIndex uint64, timeout time.Duration) raft.IndexFuture
 }
 
 // Config holds what the API needs from the daemon's configuration.
@@ -36,6 +40,9 @@ type Config struct {
 	HTTPAddr string
 	MaxBody  int64 // request body limit in bytes
 	Log      zerolog.Logger
+	// PeerTLS, when set, is how this node calls the other nodes' HTTPS
+	// API (forwarding, probes); nil means plain HTTP.
+	PeerTLS *tls.Config
 }
 
 // Limits of the API. Each is tested at the boundary and one past it.
@@ -64,15 +71,18 @@ type Server struct {
 	log  zerolog.Logger
 	now  func() time.Time
 
-	batch   *batcher
-	sends   *sendLocks
-	ready   atomic.Bool // see caughtUp
-	uploads sync.Map    // UploadID -> struct{}: imports this node is streaming now
+	batch      *batcher
+	sends      *sendLocks
+	fwd        *fasthttp.Client
+	ready      atomic.Bool   // see caughtUp
+	leaderTerm atomic.Uint64 // the term in which this node, as leader, applied all earlier entries
+	uploads    sync.Map      // UploadID -> struct{}: imports this node is streaming now
 }
 
 // New returns the API of one node.
 func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r), sends: newSendLocks()}
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r),
+		sends: newSendLocks(), fwd: newForwardClient(cfg)}
 }
 
 // Close stops the API's background work; call it after the HTTP server stopped.
@@ -163,10 +173,12 @@ func match(method string, seg []string) (route, *apiError) {
 		m = methods{"DELETE": {"tokens.revoke", operatorOnly, (*Server).revokeToken}}
 	case n == 2 && seg[1] == "cluster":
 		m = methods{"GET": {"cluster.get", operatorOnly, (*Server).getCluster}}
+	case n == 3 && seg[1] == "cluster" && seg[2] == "digest":
+		m = methods{"GET": {"cluster.digest", operatorOnly, (*Server).getDigest}}
 	case n == 3 && seg[1] == "cluster" && seg[2] == "nodes":
-		m = methods{"POST": {"cluster.add", operatorOnly, (*Server).changeMembership}}
+		m = methods{"POST": {"cluster.add", operatorOnly, (*Server).addNode}}
 	case n == 4 && seg[1] == "cluster" && seg[2] == "nodes":
-		m = methods{"DELETE": {"cluster.remove", operatorOnly, (*Server).changeMembership}}
+		m = methods{"DELETE": {"cluster.remove", operatorOnly, (*Server).removeNode}}
 	default:
 		return route{name: "unknown"}, errNotFound
 	}
@@ -200,6 +212,10 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 			ctx.Response.Header.Set("Allow", allow)
 		}
 		writeError(ctx, aerr)
+		drainBody(ctx)
+		return rt.name
+	}
+	if s.toLeader(ctx, rt) {
 		drainBody(ctx)
 		return rt.name
 	}
@@ -242,6 +258,9 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, rt route) (*raftfsm.Token, *api
 // it started: until then a restarted node may still be replaying, and an
 // answer (even a 401 for a token not replayed yet) could be wrong.
 func (s *Server) caughtUp() bool { return s.ready.Load() }
+
+// CaughtUp reports whether MarkCaughtUp was called.
+func (s *Server) CaughtUp() bool { return s.caughtUp() }
 
 // MarkCaughtUp is called by the daemon once a barrier of this node's term
 // has been applied: everything committed before it is in the state.

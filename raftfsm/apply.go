@@ -33,6 +33,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		if l.Type == raft.LogCommand {
 			out[i] = a.apply(l.Data)
+			f.bytesApplied.Add(uint64(len(l.Data)))
 		}
 		last = l.Index
 	}
@@ -111,6 +112,12 @@ func (a *applier) apply(data []byte) *Response {
 		err = a.reserve(c)
 	case *CloseSend:
 		v, err = a.closeSend(c)
+	case *SetNode:
+		err = a.setNode(c)
+	case *RemoveNode:
+		err = a.removeNode(c)
+	case *SetClusterKey:
+		err = a.setClusterKey(c)
 	case *Batch:
 		out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
 		for i, sub := range c.Commands {

@@ -126,6 +126,12 @@ func Decode(data []byte) (Command, error) {
 		c = &CloseSend{}
 	case CmdBatch:
 		c = &Batch{}
+	case CmdSetNode:
+		c = &SetNode{}
+	case CmdRemoveNode:
+		c = &RemoveNode{}
+	case CmdSetClusterKey:
+		c = &SetClusterKey{}
 	default:
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
 	}

@@ -61,6 +61,10 @@ type FSM struct {
 	sends    map[string]*Send    // by scopedKey(tenant, id)
 	sendKeys []string            // scopedKey of send number i+1
 	takeLog  map[uint64][]takeEntry
+	nodes    map[string]*NodeInfo
+	// clusterKey signs calls the nodes forward to each other; nil until the
+	// first leader sets it.
+	clusterKey *[ClusterKeyLen]byte
 
 	hist *history // assignments by recipient; lock-free for readers
 
@@ -68,6 +72,9 @@ type FSM struct {
 	scratch allocScratch
 
 	applied atomic.Uint64 // index of the last entry applied (durable or about to be)
+	// bytesApplied counts command bytes applied since the process started,
+	// for the daemon's byte-based snapshot trigger.
+	bytesApplied atomic.Uint64
 }
 
 // New opens the state kept in db and rebuilds the in-memory pools from it.
@@ -81,6 +88,9 @@ func New(db *pebble.DB) (*FSM, error) {
 
 // AppliedIndex is the Raft index of the last applied entry.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// BytesApplied is the size of the commands applied since the process started.
+func (f *FSM) BytesApplied() uint64 { return f.bytesApplied.Load() }
 
 // Pools exposes the code pools to readers.
 func (f *FSM) Pools() *pool.Pools { return f.pools }
@@ -186,6 +196,11 @@ func (f *FSM) load() error {
 			return nil
 		})
 	}
+	var nodes map[string]*NodeInfo
+	var clusterKey *[ClusterKeyLen]byte
+	if err == nil {
+		nodes, clusterKey, err = f.loadCluster()
+	}
 	if err != nil {
 		return fmt.Errorf("cannot load state: %w", err)
 	}
@@ -203,6 +218,7 @@ func (f *FSM) load() error {
 	f.mu.Lock()
 	f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
 	f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, sendKeys, takeLog, hist
+	f.nodes, f.clusterKey = nodes, clusterKey
 	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
 	f.mu.Unlock()
 	f.applied.Store(applied)

@@ -17,6 +17,7 @@ const (
 	prefixMessage  = 'g' // g + tenant + 0 + message id -> messageRecord
 	prefixSend     = 's' // s + tenant + 0 + send id -> sendRecord
 	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
+	prefixNode     = 'n' // n + node id -> NodeInfo
 )
 
 // tenantScoped keys an object of a tenant; tenant ids hold no 0 byte.

@@ -1,0 +1,212 @@
+package httpapi
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// probeTimeout bounds the readiness probe of each peer in GET /v1/cluster.
+const probeTimeout = 300 * time.Millisecond
+
+type nodeJSON struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Suffrage string `json:"suffrage"`
+	State    string `json:"state"`
+}
+
+// getCluster answers this node's view of the cluster. The state of a peer
+// is probed on its /readyz: "leader" or "follower" when it answers ready,
+// "catching_up" when it answers not ready, "unreachable" otherwise.
+func (s *Server) getCluster(r *request) *apiError {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fromApply(err)
+	}
+	_, leader := s.raft.LeaderWithID()
+	servers := f.Configuration().Servers
+	nodes := make([]nodeJSON, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		n := nodeJSON{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String())}
+		if info, ok := s.fsm.Node(n.ID); ok {
+			n.HTTPAddr = info.HTTPAddr
+		}
+		switch {
+		case n.ID == s.cfg.NodeID:
+			n.HTTPAddr = s.cfg.HTTPAddr
+			n.State = strings.ToLower(s.raft.State().String())
+		case n.HTTPAddr == "":
+			n.State = "unknown"
+		}
+		nodes[i] = n
+		if n.State == "" {
+			wg.Add(1)
+			go func(n *nodeJSON, leader bool) {
+				defer wg.Done()
+				n.State = s.probe(n.HTTPAddr, leader)
+			}(&nodes[i], srv.ID == leader)
+		}
+	}
+	wg.Wait()
+	var leaderID any
+	if leader != "" {
+		leaderID = string(leader)
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{
+		"leader": leaderID, "nodes": nodes, "term": s.raft.CurrentTerm(),
+		"commit_index": s.raft.CommitIndex(), "applied_index": s.raft.AppliedIndex(),
+	})
+	return nil
+}
+
+func (s *Server) probe(addr string, leader bool) string {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(s.scheme() + "://" + addr + "/readyz")
+	if err := s.fwd.DoTimeout(req, resp, probeTimeout); err != nil {
+		return "unreachable"
+	}
+	switch {
+	case resp.StatusCode() != fasthttp.StatusOK:
+		return "catching_up"
+	case leader:
+		return "leader"
+	}
+	return "follower"
+}
+
+// getDigest answers the digest of this node's state with the index it was
+// taken at, for comparing replicas; it retries while entries are applied.
+func (s *Server) getDigest(r *request) *apiError {
+	for range 10 {
+		before := s.fsm.AppliedIndex()
+		d := s.fsm.Digest()
+		if s.fsm.AppliedIndex() == before {
+			writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"node": s.cfg.NodeID, "applied_index": before, "digest": d})
+			return nil
+		}
+	}
+	return unavailable("the state kept changing while it was hashed; retry")
+}
+
+func validHostPort(field, addr string) *apiError {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" || port == "0" || len(addr) > 255 {
+		return badRequest(field + " must be host:port")
+	}
+	return nil
+}
+
+// addNode adds a voter (SPEC §2), on the leader. Adding a node that is a
+// member already with the same addresses changes nothing and answers 200,
+// so a joining node may retry.
+func (s *Server) addNode(r *request) *apiError {
+	var in struct {
+		ID       *string `json:"id"`
+		RaftAddr *string `json:"raft_addr"`
+		HTTPAddr *string `json:"http_addr"`
+	}
+	if e := s.decodeJSON(r.ctx, &in); e != nil {
+		return e
+	}
+	if in.ID == nil || in.RaftAddr == nil || in.HTTPAddr == nil {
+		return badRequest("id, raft_addr and http_addr are required")
+	}
+	if e := validID("id", *in.ID); e != nil {
+		return e
+	}
+	if e := validHostPort("raft_addr", *in.RaftAddr); e != nil {
+		return e
+	}
+	if e := validHostPort("http_addr", *in.HTTPAddr); e != nil {
+		return e
+	}
+	node := raftfsm.NodeInfo{ID: *in.ID, RaftAddr: *in.RaftAddr, HTTPAddr: *in.HTTPAddr}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fromApply(err)
+	}
+	existing := false
+	for _, srv := range f.Configuration().Servers {
+		switch {
+		case string(srv.ID) == node.ID:
+			existing = string(srv.Address) == node.RaftAddr && srv.Suffrage == raft.Voter
+		case string(srv.Address) == node.RaftAddr:
+			return newError(fasthttp.StatusConflict, "address_in_use", "another node has this raft_addr")
+		}
+	}
+	known, _ := s.fsm.Node(node.ID)
+	if existing && known == node {
+		writeJSON(r.ctx, fasthttp.StatusOK, toNodeInfoJSON(node))
+		return nil
+	}
+	if s.probe(node.HTTPAddr, false) == "unreachable" {
+		return newError(fasthttp.StatusUnprocessableEntity, "node_unreachable",
+			"the node does not answer on http_addr; start it first (with --join, it asks to be added itself)")
+	}
+	// The directory first: once a voter, the node may be elected, and the
+	// others must know where to forward to.
+	if _, e := s.apply(&raftfsm.SetNode{Node: node}); e != nil {
+		return e
+	}
+	if err := s.raft.AddVoter(raft.ServerID(node.ID), raft.ServerAddress(node.RaftAddr), 0, applyTimeout).Error(); err != nil {
+		return fromApply(err)
+	}
+	s.log.Info().Str("node", node.ID).Str("raft_addr", node.RaftAddr).Str("http_addr", node.HTTPAddr).Msg("node added")
+	status := fasthttp.StatusCreated
+	if existing {
+		status = fasthttp.StatusOK
+	}
+	writeJSON(r.ctx, status, toNodeInfoJSON(node))
+	return nil
+}
+
+func toNodeInfoJSON(n raftfsm.NodeInfo) map[string]string {
+	return map[string]string{"id": n.ID, "raft_addr": n.RaftAddr, "http_addr": n.HTTPAddr}
+}
+
+// removeNode removes a member (SPEC §2), on the leader; removing the leader
+// itself makes it step down once the change is committed.
+func (s *Server) removeNode(r *request) *apiError {
+	id := r.seg[3]
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fromApply(err)
+	}
+	member := false
+	for _, srv := range f.Configuration().Servers {
+		member = member || string(srv.ID) == id
+	}
+	if !member {
+		return errNotFound
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
+		return fromApply(err)
+	}
+	// A stale directory entry of a removed node is harmless (it can never
+	// lead again), so a failure here does not undo the removal.
+	if _, e := s.apply(&raftfsm.RemoveNode{ID: id}); e != nil && e.status != fasthttp.StatusNotFound {
+		s.log.Warn().Str("node", id).Str("error", e.message).Msg("node removed; its directory entry stays")
+	}
+	s.log.Info().Str("node", id).Msg("node removed")
+	r.ctx.SetStatusCode(fasthttp.StatusNoContent)
+	return nil
+}
+
+// MarkLeader is called by the daemon when this node, as leader of term,
+// has applied every earlier entry: strong reads may be served from then on.
+func (s *Server) MarkLeader(term uint64) {
+	s.leaderTerm.Store(term)
+	s.MarkCaughtUp()
+}

@@ -1,0 +1,240 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// Forwarding: any node answers any call (SPEC §2). A follower passes writes
+// and strong reads to the leader's HTTP API as they came, with the caller's
+// Authorization header, so the leader checks the caller's token and role
+// itself; the follower signs the call with the cluster key, so the leader
+// knows another node sent it and never forwards it again.
+
+// Headers of a forwarded call.
+const (
+	hdrForwardedBy = "X-Coupond-Forwarded-By"
+	hdrForwardTime = "X-Coupond-Forward-Time"
+	hdrForwardSig  = "X-Coupond-Forward-Signature"
+)
+
+// Bounds of forwarding.
+const (
+	// forwardClockSkew is how far a forwarded call's time may be from the
+	// leader's clock; it bounds the replay of a captured signature.
+	forwardClockSkew = 60 * time.Second
+	// forwardWriteTimeout bounds sending a request to the leader: an import
+	// of --max-body streams through it.
+	forwardWriteTimeout = 10 * time.Minute
+	// forwardReadTimeout bounds the leader's answer once the request is sent.
+	forwardReadTimeout = 2 * time.Minute
+	forwardDialTimeout = 3 * time.Second
+	forwardMaxConns    = 1024
+)
+
+var errNoLeader = newError(fasthttp.StatusServiceUnavailable, "no_leader", "the cluster has no leader right now; retry")
+
+func newForwardClient(cfg Config) *fasthttp.Client {
+	return &fasthttp.Client{
+		Name:                     "coupond-forward",
+		TLSConfig:                cfg.PeerTLS,
+		ReadTimeout:              forwardReadTimeout,
+		WriteTimeout:             forwardWriteTimeout,
+		MaxConnsPerHost:          forwardMaxConns,
+		DisablePathNormalizing:   true, // routing needs the raw path
+		NoDefaultUserAgentHeader: true,
+		Dial: func(addr string) (net.Conn, error) {
+			return fasthttp.DialTimeout(addr, forwardDialTimeout)
+		},
+	}
+}
+
+// needsLeader reports whether a call must be answered by the leader: every
+// write, and reads asked with ?consistency=strong. The node's own views
+// (cluster state, digest, health) are always local.
+func needsLeader(rt route, ctx *fasthttp.RequestCtx) bool {
+	if rt.roles == nil || rt.name == "cluster.get" || rt.name == "cluster.digest" {
+		return false // no token, or a view of this node itself
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		return true
+	}
+	return bytes.Equal(ctx.QueryArgs().Peek("consistency"), []byte("strong"))
+}
+
+// toLeader sends the call on to the leader when this node must not answer
+// it, and holds a strong read on the leader until it may answer; it
+// reports whether it answered the call itself.
+func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) bool {
+	if rt.roles == nil {
+		return false
+	}
+	fail := func(e *apiError) bool {
+		writeError(ctx, e)
+		return true
+	}
+	if e := checkConsistency(ctx); e != nil {
+		return fail(e)
+	}
+	peer, e := s.fromPeer(ctx)
+	if e != nil {
+		return fail(e)
+	}
+	if !needsLeader(rt, ctx) {
+		return false
+	}
+	if s.raft.State() == raft.Leader {
+		if ctx.IsGet() || ctx.IsHead() {
+			if e := s.readBarrier(); e != nil {
+				return fail(e)
+			}
+		}
+		return false
+	}
+	if peer {
+		// Forwarded once already: the leader moved on meanwhile.
+		return fail(unavailable("this node is not the leader any more; retry"))
+	}
+	if e := s.forward(ctx); e != nil {
+		return fail(e)
+	}
+	return true
+}
+
+// checkConsistency validates ?consistency= on a read.
+func checkConsistency(ctx *fasthttp.RequestCtx) *apiError {
+	switch string(ctx.QueryArgs().Peek("consistency")) {
+	case "", "local", "strong":
+		return nil
+	}
+	return badRequest(`consistency must be "local" (the default) or "strong"`)
+}
+
+// forwardSignature signs what identifies a forwarded call.
+func forwardSignature(key [raftfsm.ClusterKeyLen]byte, node, at string, method, uri []byte) []byte {
+	m := hmac.New(sha256.New, key[:])
+	for _, p := range [][]byte{[]byte(node), []byte(at), method, uri} {
+		m.Write(p)
+		m.Write([]byte{0})
+	}
+	sum := m.Sum(nil)
+	return hex.AppendEncode(nil, sum)
+}
+
+// fromPeer reports whether a call was forwarded by another node. A call
+// that claims so with a bad signature is refused.
+func (s *Server) fromPeer(ctx *fasthttp.RequestCtx) (bool, *apiError) {
+	node := ctx.Request.Header.Peek(hdrForwardedBy)
+	if node == nil {
+		return false, nil
+	}
+	bad := newError(fasthttp.StatusUnauthorized, "unauthorized", "the forwarding signature is not valid")
+	key, ok := s.fsm.ClusterKey()
+	if !ok {
+		return true, errNotReady
+	}
+	at := ctx.Request.Header.Peek(hdrForwardTime)
+	sec, err := strconv.ParseInt(string(at), 10, 64)
+	if err != nil {
+		return true, bad
+	}
+	if d := s.now().Sub(time.Unix(sec, 0)); d > forwardClockSkew || d < -forwardClockSkew {
+		return true, bad
+	}
+	want := forwardSignature(key, string(node), string(at), ctx.Method(), ctx.Request.Header.RequestURI())
+	if !hmac.Equal(want, ctx.Request.Header.Peek(hdrForwardSig)) {
+		return true, bad
+	}
+	return true, nil
+}
+
+// forward passes the call to the leader and its answer back. When the
+// leader cannot be reached after the request may have reached it, the
+// outcome is unknown: the caller retries, which every write allows.
+func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
+	_, leader := s.raft.LeaderWithID()
+	if leader == "" || string(leader) == s.cfg.NodeID {
+		return errNoLeader
+	}
+	node, ok := s.fsm.Node(string(leader))
+	key, hasKey := s.fsm.ClusterKey()
+	if !ok || node.HTTPAddr == "" || !hasKey {
+		return errNoLeader
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+
+	ctx.Request.Header.CopyTo(&req.Header)
+	uri := ctx.Request.Header.RequestURI()
+	req.SetRequestURI(s.scheme() + "://" + node.HTTPAddr + string(uri))
+	req.URI().DisablePathNormalizing = true
+	req.Header.SetHost(node.HTTPAddr)
+	at := strconv.FormatInt(s.now().Unix(), 10)
+	req.Header.Set(hdrForwardedBy, s.cfg.NodeID)
+	req.Header.Set(hdrForwardTime, at)
+	req.Header.SetBytesV(hdrForwardSig, forwardSignature(key, s.cfg.NodeID, at, ctx.Method(), uri))
+	req.Header.Set("X-Forwarded-For", ctx.RemoteIP().String())
+	if !ctx.IsGet() && !ctx.IsHead() {
+		req.SetBodyStream(bodyStream(ctx), ctx.Request.Header.ContentLength())
+	}
+	if err := s.fwd.Do(req, resp); err != nil {
+		s.log.Warn().Str("leader", string(leader)).Err(err).Msg("cannot forward to the leader")
+		if errors.Is(err, fasthttp.ErrDialTimeout) || isDialError(err) {
+			return errNoLeader // nothing reached the leader
+		}
+		return unavailable("the leader did not answer; the outcome is unknown: retry (retries are safe)")
+	}
+	resp.Header.CopyTo(&ctx.Response.Header)
+	ctx.Response.Header.ResetConnectionClose()
+	ctx.SetStatusCode(resp.StatusCode())
+	ctx.SetBody(resp.Body())
+	return nil
+}
+
+// readBarrier makes a read on the leader linearizable: it waits until the
+// state machine has applied everything committed when the read began, after
+// checking with a quorum that this node still leads.
+func (s *Server) readBarrier() *apiError {
+	if s.raft.State() != raft.Leader || s.leaderTerm.Load() != s.raft.CurrentTerm() {
+		return unavailable("the leader is still taking office; retry")
+	}
+	index := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return fromApply(err)
+	}
+	deadline := time.Now().Add(applyTimeout)
+	for s.raft.AppliedIndex() < index {
+		if time.Now().After(deadline) {
+			return unavailable("the state machine is behind; retry")
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return nil
+}
+
+// isDialError tells a connection that was never made (the request did not
+// reach the leader) from one that broke later.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (s *Server) scheme() string {
+	if s.cfg.PeerTLS != nil {
+		return "https"
+	}
+	return "http"
+}

@@ -1,0 +1,176 @@
+package raftfsm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The node directory and the cluster key (issue 4). Raft knows each
+// server's id and Raft address; the API also needs each node's HTTP
+// address, to forward calls to the leader, and a key shared by the nodes
+// alone, to sign the calls they forward to each other. Both travel through
+// the log like any other state, so a node that joins learns them by
+// replication.
+
+// Commands of the cluster. Appended after CmdBatch.
+const (
+	CmdSetNode       CmdType = 18
+	CmdRemoveNode    CmdType = 19
+	CmdSetClusterKey CmdType = 20
+)
+
+// ClusterKeyLen is the length of the key that signs forwarded calls.
+const ClusterKeyLen = 32
+
+// NodeInfo is one node of the directory.
+type NodeInfo struct {
+	ID, RaftAddr, HTTPAddr string
+}
+
+func (n *NodeInfo) marshal() []byte {
+	b := []byte{recordVersion}
+	b = appendString(b, n.ID)
+	b = appendString(b, n.RaftAddr)
+	return appendString(b, n.HTTPAddr)
+}
+
+func unmarshalNode(v []byte) (*NodeInfo, error) {
+	d := recordDecoder(v)
+	n := &NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
+	return n, d.done()
+}
+
+// SetNode records (or updates) a node's addresses.
+type SetNode struct{ Node NodeInfo }
+
+func (*SetNode) Type() CmdType { return CmdSetNode }
+func (c *SetNode) appendBody(b []byte) []byte {
+	b = appendString(b, c.Node.ID)
+	b = appendString(b, c.Node.RaftAddr)
+	return appendString(b, c.Node.HTTPAddr)
+}
+func (c *SetNode) decodeBody(d *decoder) {
+	c.Node = NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
+}
+
+// RemoveNode drops a node from the directory.
+type RemoveNode struct{ ID string }
+
+func (*RemoveNode) Type() CmdType                { return CmdRemoveNode }
+func (c *RemoveNode) appendBody(b []byte) []byte { return appendString(b, c.ID) }
+func (c *RemoveNode) decodeBody(d *decoder)      { c.ID = d.string() }
+
+// SetClusterKey sets the key that signs forwarded calls, once: a second
+// one is refused with ErrExists, so two leaders racing at bootstrap agree.
+type SetClusterKey struct{ Key [ClusterKeyLen]byte }
+
+func (*SetClusterKey) Type() CmdType                { return CmdSetClusterKey }
+func (c *SetClusterKey) appendBody(b []byte) []byte { return append(b, c.Key[:]...) }
+func (c *SetClusterKey) decodeBody(d *decoder)      { copy(c.Key[:], d.fixed(ClusterKeyLen)) }
+
+var keyClusterKey = []byte{prefixMeta, 'c'}
+
+func nodeKey(id string) []byte { return append([]byte{prefixNode}, id...) }
+
+func (a *applier) setNode(c *SetNode) error {
+	a.set(nodeKey(c.Node.ID), c.Node.marshal())
+	n := c.Node
+	a.f.mu.Lock()
+	a.f.nodes[n.ID] = &n
+	a.f.mu.Unlock()
+	return nil
+}
+
+func (a *applier) removeNode(c *RemoveNode) error {
+	a.f.mu.RLock()
+	_, ok := a.f.nodes[c.ID]
+	a.f.mu.RUnlock()
+	if !ok {
+		return ErrNotFound
+	}
+	a.del(nodeKey(c.ID))
+	a.f.mu.Lock()
+	delete(a.f.nodes, c.ID)
+	a.f.mu.Unlock()
+	return nil
+}
+
+func (a *applier) setClusterKey(c *SetClusterKey) error {
+	a.f.mu.RLock()
+	has := a.f.clusterKey != nil
+	a.f.mu.RUnlock()
+	if has {
+		return ErrExists
+	}
+	a.set(keyClusterKey, c.Key[:])
+	k := c.Key
+	a.f.mu.Lock()
+	a.f.clusterKey = &k
+	a.f.mu.Unlock()
+	return nil
+}
+
+// loadCluster reads the directory and the key for load.
+func (f *FSM) loadCluster() (map[string]*NodeInfo, *[ClusterKeyLen]byte, error) {
+	nodes := map[string]*NodeInfo{}
+	err := f.scan([]byte{prefixNode}, func(k, v []byte) error {
+		n, err := unmarshalNode(v)
+		if err == nil {
+			nodes[n.ID] = n
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	v, closer, err := f.db.Get(keyClusterKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nodes, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closer.Close()
+	if len(v) != ClusterKeyLen {
+		return nil, nil, fmt.Errorf("cluster key of %d bytes: %w", len(v), errCorrupt)
+	}
+	var key [ClusterKeyLen]byte
+	copy(key[:], v)
+	return nodes, &key, nil
+}
+
+// Node returns a node of the directory.
+func (f *FSM) Node(id string) (NodeInfo, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.nodes[id]
+	if !ok {
+		return NodeInfo{}, false
+	}
+	return *n, true
+}
+
+// Nodes returns the directory sorted by id.
+func (f *FSM) Nodes() []NodeInfo {
+	f.mu.RLock()
+	out := make([]NodeInfo, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		out = append(out, *n)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ClusterKey returns the key that signs forwarded calls, if one is set yet.
+func (f *FSM) ClusterKey() ([ClusterKeyLen]byte, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.clusterKey == nil {
+		return [ClusterKeyLen]byte{}, false
+	}
+	return *f.clusterKey, true
+}
