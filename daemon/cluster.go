@@ -103,11 +103,10 @@ func (n *Node) watchCaughtUp() {
 }
 
 // leaderDuties runs once a new leader has applied every earlier entry: the
-// API may answer strong reads, and the cluster key and this node's entry
+// API may answer from then on, and the cluster key and this node's entry
 // of the directory are made right.
 func (n *Node) leaderDuties() error {
-	term := n.raft.CurrentTerm()
-	defer n.api.MarkLeader(term)
+	defer n.api.MarkCaughtUp()
 	apply := func(c raftfsm.Command) error {
 		f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
 		if err := f.Error(); err != nil {

@@ -203,10 +203,3 @@ func (s *Server) removeNode(r *request) *apiError {
 	r.ctx.SetStatusCode(fasthttp.StatusNoContent)
 	return nil
 }
-
-// MarkLeader is called by the daemon when this node, as leader of term,
-// has applied every earlier entry: strong reads may be served from then on.
-func (s *Server) MarkLeader(term uint64) {
-	s.leaderTerm.Store(term)
-	s.MarkCaughtUp()
-}

@@ -27,6 +27,10 @@ const (
 	hdrForwardedBy = "X-Coupond-Forwarded-By"
 	hdrForwardTime = "X-Coupond-Forward-Time"
 	hdrForwardSig  = "X-Coupond-Forward-Signature"
+	// hdrAppliedIndex on the leader's answer to a forwarded call is the
+	// state machine's applied index after the call: a follower's local
+	// reads wait for it, so a client sees its own writes on any one node.
+	hdrAppliedIndex = "X-Coupond-Applied-Index"
 )
 
 // Bounds of forwarding.
@@ -41,6 +45,9 @@ const (
 	forwardReadTimeout = 2 * time.Minute
 	forwardDialTimeout = 3 * time.Second
 	forwardMaxConns    = 1024
+	// readFloorWait bounds how long a local read waits for the writes this
+	// node forwarded; past it the read goes to the leader.
+	readFloorWait = time.Second
 )
 
 var errNoLeader = newError(fasthttp.StatusServiceUnavailable, "no_leader", "the cluster has no leader right now; retry")
@@ -75,14 +82,15 @@ func needsLeader(rt route, ctx *fasthttp.RequestCtx) bool {
 
 // toLeader sends the call on to the leader when this node must not answer
 // it, and holds a strong read on the leader until it may answer; it
-// reports whether it answered the call itself.
-func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) bool {
+// reports whether it answered the call itself, and whether another node
+// forwarded the call.
+func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) (handled, peer bool) {
 	if rt.roles == nil {
-		return false
+		return false, false
 	}
-	fail := func(e *apiError) bool {
+	fail := func(e *apiError) (bool, bool) {
 		writeError(ctx, e)
-		return true
+		return true, peer
 	}
 	if e := checkConsistency(ctx); e != nil {
 		return fail(e)
@@ -92,7 +100,13 @@ func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) bool {
 		return fail(e)
 	}
 	if !needsLeader(rt, ctx) {
-		return false
+		if !peer && !s.localReadCurrent() {
+			if e := s.forward(ctx); e != nil {
+				return fail(e)
+			}
+			return true, false
+		}
+		return false, peer
 	}
 	if s.raft.State() == raft.Leader {
 		if ctx.IsGet() || ctx.IsHead() {
@@ -100,7 +114,7 @@ func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) bool {
 				return fail(e)
 			}
 		}
-		return false
+		return false, peer
 	}
 	if peer {
 		// Forwarded once already: the leader moved on meanwhile.
@@ -109,7 +123,7 @@ func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) bool {
 	if e := s.forward(ctx); e != nil {
 		return fail(e)
 	}
-	return true
+	return true, false
 }
 
 // checkConsistency validates ?consistency= on a read.
@@ -197,6 +211,11 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
 		}
 		return unavailable("the leader did not answer; the outcome is unknown: retry (retries are safe)")
 	}
+	if idx, err := strconv.ParseUint(string(resp.Header.Peek(hdrAppliedIndex)), 10, 64); err == nil {
+		for cur := s.readFloor.Load(); idx > cur && !s.readFloor.CompareAndSwap(cur, idx); cur = s.readFloor.Load() {
+		}
+	}
+	resp.Header.Del(hdrAppliedIndex)
 	resp.Header.CopyTo(&ctx.Response.Header)
 	ctx.Response.Header.ResetConnectionClose()
 	ctx.SetStatusCode(resp.StatusCode())
@@ -204,25 +223,34 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
 	return nil
 }
 
-// readBarrier makes a read on the leader linearizable: it waits until the
-// state machine has applied everything committed when the read began, after
-// checking with a quorum that this node still leads.
+// readBarrier makes a read on the leader linearizable. A Raft barrier
+// commits in this term only with a quorum, so this node still leads, and
+// it resolves only after the state machine has applied every entry before
+// it. (Raft's AppliedIndex counts entries handed to the state machine, not
+// applied yet, so waiting for it would not do.) Concurrent barriers share
+// one log write.
 func (s *Server) readBarrier() *apiError {
-	if s.raft.State() != raft.Leader || s.leaderTerm.Load() != s.raft.CurrentTerm() {
-		return unavailable("the leader is still taking office; retry")
-	}
-	index := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
 		return fromApply(err)
 	}
-	deadline := time.Now().Add(applyTimeout)
-	for s.raft.AppliedIndex() < index {
+	return nil
+}
+
+// localReadCurrent waits, briefly, until this node's state holds every
+// write it forwarded so far; false means it is still behind.
+func (s *Server) localReadCurrent() bool {
+	floor := s.readFloor.Load()
+	if s.fsm.AppliedIndex() >= floor {
+		return true
+	}
+	deadline := time.Now().Add(readFloorWait)
+	for s.fsm.AppliedIndex() < floor {
 		if time.Now().After(deadline) {
-			return unavailable("the state machine is behind; retry")
+			return false
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	return nil
+	return true
 }
 
 // isDialError tells a connection that was never made (the request did not

@@ -134,16 +134,15 @@ func (s *Server) healthz(r *request) *apiError {
 	return nil
 }
 
-// Ready reports a node that has caught up with its log since it started,
-// knows a leader, and has applied every committed entry. Raft's applied
-// index counts entries that never reach the state machine (no-ops,
-// barriers), so it is the one to compare with the commit index.
+// Ready reports a node that has caught up with its log since it started
+// and knows a leader now. (Entries in flight are normal on a busy node:
+// comparing applied and commit indexes here would make the probe flap.)
 func (s *Server) Ready() bool {
 	if !s.caughtUp() {
 		return false
 	}
 	_, leader := s.raft.LeaderWithID()
-	return leader != "" && s.raft.AppliedIndex() >= s.raft.CommitIndex()
+	return leader != ""
 }
 
 func (s *Server) readyz(r *request) *apiError {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,7 @@ type Consensus interface {
 	CommitIndex() uint64
 	AppliedIndex() uint64
 	GetConfiguration() raft.ConfigurationFuture
-	VerifyLeader() raft.Future
+	Barrier(timeout time.Duration) raft.Future
 	AddVoter(id raft.ServerID, addr raft.ServerAddress, prevIndex uint64, timeout time.Duration) raft.IndexFuture
 	RemoveServer(id raft.ServerID, prevIndex uint64, timeout time.Duration) raft.IndexFuture
 }
@@ -71,12 +72,12 @@ type Server struct {
 	log  zerolog.Logger
 	now  func() time.Time
 
-	batch      *batcher
-	sends      *sendLocks
-	fwd        *fasthttp.Client
-	ready      atomic.Bool   // see caughtUp
-	leaderTerm atomic.Uint64 // the term in which this node, as leader, applied all earlier entries
-	uploads    sync.Map      // UploadID -> struct{}: imports this node is streaming now
+	batch     *batcher
+	sends     *sendLocks
+	fwd       *fasthttp.Client
+	ready     atomic.Bool   // see caughtUp
+	readFloor atomic.Uint64 // applied index the leader reported after the last write this node forwarded
+	uploads   sync.Map      // UploadID -> struct{}: imports this node is streaming now
 }
 
 // New returns the API of one node.
@@ -215,9 +216,15 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 		drainBody(ctx)
 		return rt.name
 	}
-	if s.toLeader(ctx, rt) {
+	handled, peer := s.toLeader(ctx, rt)
+	if handled {
 		drainBody(ctx)
 		return rt.name
+	}
+	if peer {
+		defer func() {
+			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.fsm.AppliedIndex(), 10))
+		}()
 	}
 	r := &request{ctx: ctx, seg: seg}
 	if rt.roles != nil {
