@@ -6,7 +6,7 @@ BIN     := bin
 # deadline exceeded" (a known go test -fuzz behaviour), which is no finding.
 FUZZRUNS ?= 200000x
 
-.PHONY: all build run test test-race check bench deps fuzz clean
+.PHONY: all build run cluster test test-race check bench deps fuzz clean
 
 all: build
 
@@ -20,6 +20,12 @@ build: deps
 # One node on the defaults of SPEC §3 (data in ./data, HTTP on 127.0.0.1:8080).
 run: build
 	./$(BIN)/coupond
+
+# Three local nodes (bench/cluster.sh): n1..n3, data in data/n1..n3, HTTP on
+# 127.0.0.1:8080/8090/8100; run again to restart the same cluster. Ctrl-C
+# stops all three.
+cluster: build
+	BIN=$(BIN) ./bench/cluster.sh
 
 # The whole suite, with the race detector on (every package has concurrency
 # or drives a concurrent server), then a short fuzz run of the CSV reader.

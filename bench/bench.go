@@ -21,8 +21,10 @@ type Config struct {
 	TokenFile string // bearer token file (ignored with Spawn)
 
 	Spawn        bool   // start a fresh node from Bin in a temporary folder
-	Bin          string // coupond binary for Spawn
-	SpawnCluster int    // nodes to spawn (only 1 is built)
+	Bin          string // coupond binary for Spawn and SpawnCluster
+	SpawnCluster int    // start a fresh cluster of this many nodes (0: none)
+	Target       string // with SpawnCluster: TargetLeader, TargetFollower or TargetAll
+	Keep         bool   // leave the spawned nodes' folders (data, logs) in place
 	ServerPID    int    // measure this process's memory (0: none)
 	JSON         bool   // print one JSON line per scenario on Stdout
 
@@ -54,6 +56,7 @@ func DefaultConfig() Config {
 		Addr:       "127.0.0.1:8080",
 		TokenFile:  "./data/admin.token",
 		Bin:        "bin/coupond",
+		Target:     TargetLeader,
 		Codes:      1_000_000,
 		CodeLen:    12,
 		Recipients: 1_000_000,
@@ -89,13 +92,30 @@ func (e *CheckError) Error() string {
 	return fmt.Sprintf("%s: verification failed:\n  - %s", e.Scenario, strings.Join(e.Problems, "\n  - "))
 }
 
+// Proc is a server process whose memory and CPU are measured.
+type Proc struct {
+	Name string // node id
+	PID  int
+}
+
 // Env is what a scenario runs against.
 type Env struct {
-	Cfg    *Config
-	Client *Client
-	Node   *Node // the spawned node, nil when driving an external one
-	PID    int   // process whose memory is measured, 0 when none
-	Log    io.Writer
+	Cfg     *Config
+	Client  *Client   // the target node: setup, admin, checks
+	Clients []*Client // the targeted nodes (Client first): allocation connections go round-robin over them
+	Node    *Node     // the spawned single node, nil otherwise
+	Cluster *Cluster  // the spawned cluster, nil otherwise
+	Procs   []Proc    // processes whose memory and CPU are measured (none: not measured)
+	Log     io.Writer
+}
+
+// connClient is the client of allocation connection i: round-robin over
+// the targeted nodes.
+func (e *Env) connClient(i int) *Client {
+	if len(e.Clients) == 0 {
+		return e.Client
+	}
+	return e.Clients[i%len(e.Clients)]
 }
 
 func (e *Env) logf(format string, a ...any) {
@@ -149,23 +169,35 @@ func (c *Config) Validate() error {
 	if sc.Run == nil {
 		return &NotBuiltError{"scenario " + sc.Name}
 	}
-	if c.SpawnCluster > 1 {
-		return &NotBuiltError{fmt.Sprintf("--spawn-cluster %d", c.SpawnCluster)}
-	}
 	if c.SpawnCluster < 0 {
 		return &UsageError{"--spawn-cluster must be >= 1"}
 	}
-	if c.Spawn && c.ServerPID != 0 {
-		return &UsageError{"--spawn and --server-pid exclude each other (a spawned node is measured anyway)"}
+	spawn := c.Spawn || c.SpawnCluster > 0
+	if spawn && c.ServerPID != 0 {
+		return &UsageError{"--spawn/--spawn-cluster and --server-pid exclude each other (a spawned node is measured anyway)"}
 	}
 	if c.ServerPID < 0 {
 		return &UsageError{"--server-pid must be a process id"}
 	}
-	if c.Restart && !c.Spawn {
-		return &UsageError{"--restart needs --spawn (the harness must own the server to restart it)"}
+	if c.Restart && (!c.Spawn || c.SpawnCluster > 0) {
+		return &UsageError{"--restart needs --spawn, without --spawn-cluster (the harness must own the one server to restart it)"}
 	}
 	if c.Restart && c.Scenario != "import" {
 		return &UsageError{"--restart is for the import scenario only"}
+	}
+	switch c.Target {
+	case TargetLeader, TargetFollower, TargetAll:
+	default:
+		return &UsageError{fmt.Sprintf("--target %q: want %s, %s or %s", c.Target, TargetLeader, TargetFollower, TargetAll)}
+	}
+	if c.Target != TargetLeader && c.SpawnCluster == 0 {
+		return &UsageError{"--target " + c.Target + " needs --spawn-cluster"}
+	}
+	if c.Target == TargetFollower && c.SpawnCluster < 2 {
+		return &UsageError{"--target follower needs --spawn-cluster 2 or more"}
+	}
+	if c.Keep && !spawn {
+		return &UsageError{"--keep needs --spawn or --spawn-cluster"}
 	}
 	if c.Codes < 1 {
 		return &UsageError{"--codes must be >= 1"}
@@ -225,25 +257,69 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
 	}
+	if cfg.Target == "" {
+		cfg.Target = TargetLeader
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	sc, _ := Lookup(cfg.Scenario)
-	env := &Env{Cfg: &cfg, Log: cfg.Stderr, PID: cfg.ServerPID}
+	env := &Env{Cfg: &cfg, Log: cfg.Stderr}
+	if cfg.ServerPID != 0 {
+		env.Procs = []Proc{{Name: "coupond", PID: cfg.ServerPID}}
+	}
 
-	addr := cfg.Addr
+	addrs := []string{cfg.Addr}
 	var token string
-	if cfg.Spawn {
+	switch {
+	case cfg.SpawnCluster > 0:
+		cl, err := NewCluster(cfg.Bin, cfg.SpawnCluster)
+		if err != nil {
+			return err
+		}
+		cl.SetKeep(cfg.Keep)
+		defer func() {
+			if cerr := cl.Close(); cerr != nil {
+				fmt.Fprintf(cfg.Stderr, "couponbench: stopping the cluster: %v\n", cerr)
+				if err == nil {
+					err = cerr
+				}
+			}
+			if cfg.Keep {
+				for _, n := range cl.Nodes {
+					env.logf("couponbench: kept %s: %s (log %s)", n.ID, n.DataDir, n.LogPath)
+				}
+			}
+		}()
+		t0 := time.Now()
+		env.logf("couponbench: spawning a cluster of %d nodes from %s", cfg.SpawnCluster, cl.Nodes[0].Bin)
+		if err := cl.Start(ctx); err != nil {
+			return err
+		}
+		addrs = addrs[:0]
+		var ids []string
+		for _, i := range targetNodes(cfg.Target, len(cl.Nodes), cl.Leader) {
+			addrs = append(addrs, cl.Nodes[i].HTTPAddr)
+			ids = append(ids, cl.Nodes[i].ID)
+		}
+		env.logf("couponbench: cluster of %d formed in %.2fs: %s; driving %s (--target %s)",
+			len(cl.Nodes), time.Since(t0).Seconds(), cl.describe(), strings.Join(ids, ", "), cfg.Target)
+		token, env.Cluster, env.Procs = cl.AdminToken, cl, cl.Procs()
+	case cfg.Spawn:
 		node, err := NewNode(cfg.Bin)
 		if err != nil {
 			return err
 		}
+		node.Keep = cfg.Keep
 		defer func() {
 			if cerr := node.Close(); cerr != nil {
 				fmt.Fprintf(cfg.Stderr, "couponbench: stopping coupond: %v\n", cerr)
 				if err == nil {
 					err = cerr
 				}
+			}
+			if cfg.Keep {
+				env.logf("couponbench: kept %s (log %s)", node.DataDir, node.LogPath)
 			}
 		}()
 		t0 := time.Now()
@@ -259,21 +335,26 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		env.logf("couponbench: spawned %s pid %d on %s (raft %s, data %s), ready in %.2fs",
 			node.Bin, node.PID(), node.HTTPAddr, node.RaftAddr, node.DataDir, time.Since(t0).Seconds())
 		env.Node = node
-		env.PID = node.PID()
-		addr = node.HTTPAddr
-	} else {
+		env.Procs = []Proc{{Name: node.ID, PID: node.PID()}}
+		addrs[0] = node.HTTPAddr
+	default:
 		if token, err = ReadToken(cfg.TokenFile); err != nil {
 			return fmt.Errorf("%w (pass --token-file, or --spawn to start a node)", err)
 		}
 	}
-	if env.PID != 0 {
-		if _, err := ReadMem(env.PID); err != nil {
-			return fmt.Errorf("cannot read the memory of server pid %d: %w", env.PID, err)
+	for _, p := range env.Procs {
+		if _, err := ReadMem(p.PID); err != nil {
+			return fmt.Errorf("cannot read the memory of server pid %d: %w", p.PID, err)
 		}
 	}
-	env.Client = NewClient(addr, token, max(cfg.Conc, cfg.Parallel)+4)
-	env.Client.NetHTTP = cfg.NetHTTP
-	defer env.Client.CloseIdle()
+	for _, a := range addrs {
+		c := NewClient(a, token, max(cfg.Conc, cfg.Parallel)+4)
+		c.NetHTTP = cfg.NetHTTP
+		c.Strong = true // the checks must see the run's own writes, on a follower too
+		defer c.CloseIdle()
+		env.Clients = append(env.Clients, c)
+	}
+	env.Client = env.Clients[0]
 
 	res, err := sc.Run(ctx, env)
 	if res != nil {

@@ -158,7 +158,7 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 			id: fmt.Sprintf("bench-%s-big-%d", run.runID, p),
 			rg: bigRcpt(cfg, fmt.Sprintf("u%02d.", p)),
 			n:  total / par,
-			a:  newAllocator(run, c),
+			a:  newAllocator(run, env.connClient(int(p))),
 		}
 		if p < total%par {
 			s.n++
@@ -191,14 +191,14 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	}
 
 	env.logf("big-send: %d recipients in %d send(s), requests of %d, %d at once", total, par, chunk, par)
-	mem, err := startMemWatch(env.PID)
+	mem, err := startMemWatch(env.Procs)
 	if err != nil {
 		return nil, err
 	}
 	var stop atomic.Bool
 	errs := make([]error, par)
 	var wg sync.WaitGroup
-	cpu0 := takeCPU(env.PID)
+	cpu0 := takeCPU(env.Procs)
 	t0 := time.Now()
 	for p, s := range sends {
 		wg.Add(1)
@@ -225,7 +225,7 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
-	cpu := cpuBetween(cpu0, takeCPU(env.PID))
+	cpu := cpuBetween(cpu0, takeCPU(env.Procs))
 	memErr := mem.stop(ctx, true)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -282,6 +282,8 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	} else {
 		problems = append(problems, listProblems(l, codes, assigned)...)
 	}
+	rep := env.checkReplicas(ctx)
+	problems = append(problems, rep.problems...)
 
 	var hist *Latencies
 	if len(problems) == 0 && cfg.History > 0 {
@@ -297,8 +299,8 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	if cfg.Reserve {
 		sum.WriteString(" | reserved first")
 	}
-	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d used=%d available=%d} => %s | %s",
-		led, retryOK, l.Added, l.Used, l.Available, okWord(len(problems) == 0), cpu)
+	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d used=%d available=%d}%s => %s | %s",
+		led, retryOK, l.Added, l.Used, l.Available, rep.word(), okWord(len(problems) == 0), cpu)
 	res.Extra = append(res.Extra,
 		Field{Key: "max_ms", Value: durMS(lat.Max()), Prec: 3},
 		Field{Key: "chunk", Value: chunk},
@@ -310,6 +312,7 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	}
 	res.Extra = append(res.Extra, cpu.fields()...)
 	mem.apply(res, &sum, assigned)
+	rep.apply(res, &sum, cfg.Target)
 	res.Summary = sum.String()
 	if len(problems) > 0 {
 		return res, &CheckError{Scenario: "big-send", Problems: problems}

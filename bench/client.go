@@ -24,6 +24,11 @@ type Client struct {
 	// through net/http too (by default they use rawConn on http:// URLs).
 	NetHTTP bool
 
+	// Strong makes every GET of the API ask ?consistency=strong: a follower
+	// of a cluster then has the leader answer (its own reads may lag
+	// behind the writes it forwarded).
+	Strong bool
+
 	mu  sync.Mutex
 	raw []*rawConn // every raw connection made, closed by CloseIdle
 }
@@ -119,6 +124,13 @@ func apiError(req *http.Request, resp *http.Response) *APIError {
 // newRequest builds an authenticated request. A body with size >= 0 is sent
 // with that Content-Length; size < 0 means chunked.
 func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader, size int64, contentType string) (*http.Request, error) {
+	if c.Strong && method == http.MethodGet && strings.HasPrefix(path, "/v1/") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "consistency=strong"
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, err

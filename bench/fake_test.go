@@ -205,11 +205,16 @@ func fakeNodeMain(args []string) int {
 	fs := flag.NewFlagSet("fake-coupond", flag.ContinueOnError)
 	data := fs.String("data", "./data", "")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "")
-	fs.String("raft", "127.0.0.1:8081", "")
-	fs.String("id", "node1", "")
+	raftAddr := fs.String("raft", "127.0.0.1:8081", "")
+	id := fs.String("id", "node1", "")
+	join := fs.String("join", "", "")
+	joinToken := fs.String("token-file", "", "")
 	fs.String("log-format", "json", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *join != "" {
+		return fakeJoinerMain(*id, *httpAddr, *raftAddr, *join, *joinToken)
 	}
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -223,6 +228,10 @@ func fakeNodeMain(args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	if err := os.WriteFile(filepath.Join(*data, "operator.token"), []byte(fakeOperatorToken+"\n"), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	api := newFakeAPI(strings.TrimSpace(string(tok)), 0)
 	api.state = filepath.Join(*data, "lists.json")
@@ -240,7 +249,12 @@ func fakeNodeMain(args []string) int {
 		}
 		api.ServeHTTP(w, r)
 	})
-	ln, err := net.Listen("tcp", *httpAddr)
+	return serveFake(*httpAddr, newFakeLeader(*id, *raftAddr, *httpAddr, h))
+}
+
+// serveFake serves h on addr until SIGTERM or SIGINT.
+func serveFake(addr string, h http.Handler) int {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -256,7 +270,7 @@ func fakeNodeMain(args []string) int {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}()
-	fmt.Fprintf(os.Stderr, `{"level":"info","message":"fake coupond on %s"}`+"\n", *httpAddr)
+	fmt.Fprintf(os.Stderr, `{"level":"info","message":"fake coupond on %s"}`+"\n", addr)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -69,48 +69,23 @@ func RunImport(ctx context.Context, env *Env) (*Result, error) {
 		return nil, fmt.Errorf("GET /v1/lists before the import: %w", err)
 	}
 
-	var before, hwm, sampled, after int64
-	var peakReset bool
-	var sampler *PeakSampler
-	if env.PID != 0 {
-		m, err := ReadMem(env.PID)
-		if err != nil {
-			return nil, fmt.Errorf("server memory: %w", err)
-		}
-		before = m.RSS
-		peakReset = ResetPeak(env.PID) == nil
-		sampler = StartPeakSampler(env.PID, sampleEvery)
+	mem, err := startMemWatch(env.Procs)
+	if err != nil {
+		return nil, err
 	}
-
 	name := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	g, _ := NewCodeGen(cfg.CodeLen)
 	size := CSVSize(g, uint64(codes))
 	env.logf("import: streaming %d codes of %d chars (%.1f MiB) as list %q to %s",
 		codes, cfg.CodeLen, MiB(size), name, c.base)
 	reply, elapsed, err := ImportUpload(ctx, c, name, codes, cfg.CodeLen)
-	if sampler != nil {
-		sampled = sampler.Stop()
-	}
 	if err != nil {
+		mem.stopSamplers()
 		return nil, fmt.Errorf("import upload: %w", err)
 	}
-
-	if env.PID != 0 {
-		m, err := ReadMem(env.PID)
-		if err != nil {
-			return nil, fmt.Errorf("server memory after the import: %w", err)
-		}
-		hwm = m.HWM
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(settleDelay):
-		}
-		if after, err = MinRSS(env.PID, settleWindow, settleEvery); err != nil {
-			return nil, fmt.Errorf("server memory after the import: %w", err)
-		}
+	if err := mem.stop(ctx, true); err != nil {
+		return nil, fmt.Errorf("after the import: %w", err)
 	}
-
 	var problems []string
 	var readBack *List
 	if reply.List.ID != "" {
@@ -122,6 +97,8 @@ func RunImport(ctx context.Context, env *Env) (*Result, error) {
 		}
 	}
 	problems = append(problems, CheckImport(codes, reply, readBack)...)
+	rep := env.checkReplicas(ctx)
+	problems = append(problems, rep.problems...)
 
 	lat := &Latencies{}
 	lat.Add(elapsed)
@@ -137,23 +114,16 @@ func RunImport(ctx context.Context, env *Env) (*Result, error) {
 	fmt.Fprintf(&sum, "import: %d codes in %.2fs = %s codes/s (%.1f MiB/s)", codes, elapsed.Seconds(), humanRate(rate), MiB(size)/elapsed.Seconds())
 
 	var memExtra []Field // the raw readings, after the other extras
-	if env.PID != 0 {
-		peak := max(hwm, sampled)
-		growth := float64(after-before) / float64(codes)
-		res.PeakRSS, res.HasPeakRSS = peak, true
+	if mem != nil {
+		growth := float64(mem.after-mem.before) / float64(codes)
+		res.PeakRSS, res.HasPeakRSS = mem.peak, true
 		res.Extra = append(res.Extra, Field{Key: "server_rss_growth_bytes_per_code", Value: growth, Prec: 2})
-		peakNote := ""
-		if !peakReset {
-			peakNote = ", VmHWM since start"
-		}
-		fmt.Fprintf(&sum, " | server RSS %.0f MiB -> %.0f MiB (peak %.0f MiB%s), %+.1f B/code",
-			MiB(before), MiB(after), MiB(peak), peakNote, growth)
+		fmt.Fprintf(&sum, "%s, %+.1f B/code", mem.summary(), growth)
 		memExtra = []Field{
-			{Key: "server_rss_before_mib", Value: MiB(before), Prec: 1},
-			{Key: "server_rss_after_mib", Value: MiB(after), Prec: 1},
+			{Key: "server_rss_before_mib", Value: MiB(mem.before), Prec: 1},
+			{Key: "server_rss_after_mib", Value: MiB(mem.after), Prec: 1},
 		}
 	}
-
 	if cfg.Restart && env.Node != nil && len(problems) == 0 {
 		rs, err := restartAndCheck(ctx, env, reply.List.ID, codes)
 		if err != nil {
@@ -174,6 +144,10 @@ func RunImport(ctx context.Context, env *Env) (*Result, error) {
 		env.logf("import: restart skipped: the import did not verify")
 	}
 	res.Extra = append(res.Extra, memExtra...)
+	if rep.nodes > 0 {
+		fmt.Fprintf(&sum, " | verify:%s", rep.word())
+	}
+	rep.apply(res, &sum, cfg.Target)
 	res.Summary = sum.String()
 	if len(problems) > 0 {
 		return res, &CheckError{Scenario: "import", Problems: problems}
@@ -202,7 +176,7 @@ func restartAndCheck(ctx context.Context, env *Env, listID string, codes int64) 
 	if err := n.Start(); err != nil {
 		return st, fmt.Errorf("restart: %w", err)
 	}
-	env.PID = n.PID()
+	env.Procs = []Proc{{Name: n.ID, PID: n.PID()}}
 	if err := n.WaitReady(ctx, ReadyTimeout); err != nil {
 		return st, fmt.Errorf("restart: %w", err)
 	}

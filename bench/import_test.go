@@ -171,7 +171,7 @@ func TestValidate(t *testing.T) {
 		{"send-per", func(c *Config) { c.Scenario, c.SendPer = "small-sends", "minute" }, false},
 		{"small default codes too many", func(c *Config) { c.Scenario, c.CodeLen = "small-sends", 4 }, false},
 		{"zero duration", func(c *Config) { c.Scenario, c.Duration = "mixed", 0 }, false},
-		{"cluster", func(c *Config) { c.Spawn, c.SpawnCluster = true, 3 }, true},
+		{"cluster and restart", func(c *Config) { c.Spawn, c.SpawnCluster, c.Restart = true, 3, true }, false},
 	}
 	for _, c := range cases {
 		cfg := base

@@ -12,18 +12,20 @@ import (
 )
 
 // cpuSnap is a reading of the CPU time used by the machine, by this
-// process (the harness) and by the server process (when its pid is known).
+// process (the harness) and by the server processes (when their pids are
+// known; a cluster's nodes are summed).
 type cpuSnap struct {
 	t           time.Time
 	busy, total float64 // /proc/stat ticks, all CPUs
 	self        float64 // seconds
-	server      float64 // seconds (-1: unknown)
+	server      float64 // seconds, all server processes (-1: unknown)
+	servers     int     // how many server processes
 }
 
 const clockTicks = 100.0 // USER_HZ on Linux
 
-func takeCPU(pid int) cpuSnap {
-	s := cpuSnap{t: time.Now(), server: -1}
+func takeCPU(procs []Proc) cpuSnap {
+	s := cpuSnap{t: time.Now(), server: -1, servers: len(procs)}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
 		f := strings.Fields(line)
@@ -39,20 +41,38 @@ func takeCPU(pid int) cpuSnap {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		s.self = float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 	}
-	if pid != 0 {
-		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-			st := string(b)
-			if r := strings.LastIndexByte(st, ')'); r >= 0 {
-				f := strings.Fields(st[r+1:]) // f[11] utime, f[12] stime
-				if len(f) > 12 {
-					u, _ := strconv.ParseFloat(f[11], 64)
-					k, _ := strconv.ParseFloat(f[12], 64)
-					s.server = (u + k) / clockTicks
-				}
-			}
+	if len(procs) > 0 {
+		s.server = 0
+	}
+	for _, p := range procs {
+		t, ok := procCPU(p.PID)
+		if !ok {
+			s.server = -1
+			break
 		}
+		s.server += t
 	}
 	return s
+}
+
+// procCPU reads the user + system CPU seconds of a process.
+func procCPU(pid int) (float64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	st := string(b)
+	r := strings.LastIndexByte(st, ')')
+	if r < 0 {
+		return 0, false
+	}
+	f := strings.Fields(st[r+1:]) // f[11] utime, f[12] stime
+	if len(f) <= 12 {
+		return 0, false
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / clockTicks, true
 }
 
 // cpuUse is the CPU used between two snaps, in cores (CPU seconds per
@@ -60,12 +80,13 @@ func takeCPU(pid int) cpuSnap {
 type cpuUse struct {
 	cores            int
 	machine, harness float64
-	server           float64
+	server           float64 // summed over the nodes of a cluster
 	haveServer       bool
+	servers          int
 }
 
 func cpuBetween(a, b cpuSnap) cpuUse {
-	u := cpuUse{cores: runtime.NumCPU()}
+	u := cpuUse{cores: runtime.NumCPU(), servers: b.servers}
 	wall := b.t.Sub(a.t).Seconds()
 	if wall <= 0 {
 		return u
@@ -83,7 +104,11 @@ func cpuBetween(a, b cpuSnap) cpuUse {
 func (u cpuUse) String() string {
 	s := fmt.Sprintf("cpu: %.2f/%d cores busy = couponbench %.2f", u.machine, u.cores, u.harness)
 	if u.haveServer {
-		s += fmt.Sprintf(" + coupond %.2f + other %.2f", u.server, u.machine-u.harness-u.server)
+		name := "coupond"
+		if u.servers > 1 {
+			name = fmt.Sprintf("coupond (%d nodes)", u.servers)
+		}
+		s += fmt.Sprintf(" + %s %.2f + other %.2f", name, u.server, u.machine-u.harness-u.server)
 	}
 	return s
 }
@@ -99,54 +124,109 @@ func (u cpuUse) fields() []Field {
 	return f
 }
 
-// memWatch follows the server's memory over a timed phase.
+// memWatch follows the memory of the server processes over a timed phase.
+// With several (a cluster) every figure is the sum over the nodes: before
+// and after are summed RSS, peak the sum of each node's own peak.
 type memWatch struct {
-	pid     int
-	before  int64
-	reset   bool
-	sampler *PeakSampler
-	peak    int64
-	after   int64
+	procs    []Proc
+	before   int64
+	reset    bool // every node's VmHWM could be reset
+	samplers []*PeakSampler
+	peaks    []int64 // per node
+	peak     int64
+	after    int64
 }
 
-func startMemWatch(pid int) (*memWatch, error) {
-	if pid == 0 {
+func startMemWatch(procs []Proc) (*memWatch, error) {
+	if len(procs) == 0 {
 		return nil, nil
 	}
-	m, err := ReadMem(pid)
-	if err != nil {
-		return nil, fmt.Errorf("server memory: %w", err)
+	w := &memWatch{procs: procs, reset: true}
+	for _, p := range procs {
+		m, err := ReadMem(p.PID)
+		if err != nil {
+			w.stopSamplers()
+			return nil, fmt.Errorf("server memory: %w", err)
+		}
+		w.before += m.RSS
+		w.reset = ResetPeak(p.PID) == nil && w.reset
+		w.samplers = append(w.samplers, StartPeakSampler(p.PID, sampleEvery))
 	}
-	w := &memWatch{pid: pid, before: m.RSS}
-	w.reset = ResetPeak(pid) == nil
-	w.sampler = StartPeakSampler(pid, sampleEvery)
 	return w, nil
 }
 
-// stop ends the sampling and reads the peak; with settle it then waits and
+func (w *memWatch) stopSamplers() {
+	if w == nil {
+		return
+	}
+	w.peaks = w.peaks[:0]
+	for _, s := range w.samplers {
+		w.peaks = append(w.peaks, s.Stop())
+	}
+}
+
+// stop ends the sampling and reads the peaks; with settle it then waits and
 // reads the settled RSS (see import).
 func (w *memWatch) stop(ctx context.Context, settle bool) error {
 	if w == nil {
 		return nil
 	}
-	w.peak = w.sampler.Stop()
-	m, err := ReadMem(w.pid)
-	if err != nil {
-		return fmt.Errorf("server memory: %w", err)
+	w.stopSamplers()
+	w.peak, w.after = 0, 0
+	for i, p := range w.procs {
+		m, err := ReadMem(p.PID)
+		if err != nil {
+			return fmt.Errorf("server memory: %w", err)
+		}
+		w.peaks[i] = max(w.peaks[i], m.HWM)
+		w.peak += w.peaks[i]
+		w.after += m.RSS
 	}
-	w.peak = max(w.peak, m.HWM)
-	w.after = m.RSS
 	if settle {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(settleDelay):
 		}
-		if w.after, err = MinRSS(w.pid, settleWindow, settleEvery); err != nil {
+		var err error
+		if w.after, err = MinRSS(w.pids(), settleWindow, settleEvery); err != nil {
 			return fmt.Errorf("server memory: %w", err)
 		}
 	}
 	return nil
+}
+
+func (w *memWatch) pids() []int {
+	var p []int
+	for _, pr := range w.procs {
+		p = append(p, pr.PID)
+	}
+	return p
+}
+
+// summary is " | server RSS before -> after (peak ...)", with each node's
+// peak for a cluster.
+func (w *memWatch) summary() string {
+	var b strings.Builder
+	b.WriteString(" | server RSS ")
+	if len(w.procs) > 1 {
+		fmt.Fprintf(&b, "(%d nodes, summed) ", len(w.procs))
+	}
+	fmt.Fprintf(&b, "%.0f MiB -> %.0f MiB (peak %.0f MiB", MiB(w.before), MiB(w.after), MiB(w.peak))
+	if len(w.procs) > 1 {
+		for i, p := range w.procs {
+			sep := " + "
+			if i == 0 {
+				sep = " = "
+			}
+			fmt.Fprintf(&b, "%s%s %.0f", sep, p.Name, MiB(w.peaks[i]))
+		}
+	}
+	if !w.reset {
+		b.WriteString(", VmHWM since start")
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 // apply puts the readings into res and the summary; perUnit, when > 0, is
@@ -156,11 +236,7 @@ func (w *memWatch) apply(res *Result, sum *strings.Builder, perUnit int64) {
 		return
 	}
 	res.PeakRSS, res.HasPeakRSS = w.peak, true
-	note := ""
-	if !w.reset {
-		note = ", VmHWM since start"
-	}
-	fmt.Fprintf(sum, " | server RSS %.0f MiB -> %.0f MiB (peak %.0f MiB%s)", MiB(w.before), MiB(w.after), MiB(w.peak), note)
+	sum.WriteString(w.summary())
 	if perUnit > 0 {
 		g := float64(w.after-w.before) / float64(perUnit)
 		fmt.Fprintf(sum, ", %+.1f B/assignment", g)

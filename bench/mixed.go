@@ -131,23 +131,23 @@ func RunMixed(ctx context.Context, env *Env) (*Result, error) {
 		every = time.Second
 	}
 	perConn := cfg.SendPer == SendPerConn
-	big := &mixedBig{a: newAllocator(run, c)}
+	big := &mixedBig{a: newAllocator(run, env.connClient(0))}
 	ws := make([]*smallWorker, cfg.Conc)
 	for w := range ws {
-		ws[w] = newSmallWorker(run, c, "ms", w, perConn)
+		ws[w] = newSmallWorker(run, env.connClient(w+1), "ms", w, perConn)
 	}
 	admin := &mixedAdmin{}
 	env.logf("mixed: %s of big sends (%d recipients, requests of %d) on 1 connection, small sends on %d, a top-up every %s",
 		cfg.Duration, cfg.Recipients, cfg.Chunk, cfg.Conc, every)
 
-	mem, err := startMemWatch(env.PID)
+	mem, err := startMemWatch(env.Procs)
 	if err != nil {
 		return nil, err
 	}
 	var stop atomic.Bool
 	var dry atomic.Int64 // unused: mixed waits for top-ups instead
 	var wg sync.WaitGroup
-	cpu0 := takeCPU(env.PID)
+	cpu0 := takeCPU(env.Procs)
 	t0 := time.Now()
 	deadline := t0.Add(cfg.Duration)
 	wg.Add(1)
@@ -171,7 +171,7 @@ func RunMixed(ctx context.Context, env *Env) (*Result, error) {
 	elapsed := time.Since(t0)
 	stop.Store(true)
 	<-adminDone
-	cpu := cpuBetween(cpu0, takeCPU(env.PID))
+	cpu := cpuBetween(cpu0, takeCPU(env.Procs))
 	memErr := mem.stop(ctx, false)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -236,6 +236,8 @@ func RunMixed(ctx context.Context, env *Env) (*Result, error) {
 	} else {
 		problems = append(problems, listProblems(l, run.imported, assigned)...)
 	}
+	rep := env.checkReplicas(ctx)
+	problems = append(problems, rep.problems...)
 
 	res := &Result{Scenario: "mixed", Codes: assigned, Requests: requests, Elapsed: elapsed, Lat: all}
 	var sum strings.Builder
@@ -244,8 +246,8 @@ func RunMixed(ctx context.Context, env *Env) (*Result, error) {
 		big.a.assigned, big.a.requests, humanRate(perSecond(big.a.assigned, elapsed)), latSummary(&big.a.lat),
 		cfg.Conc, smallReq, humanRate(perSecond(smallReq, elapsed)), latSummary(smallLat),
 		admin.topups, admin.topupCodes, latSummary(&admin.topupLat), admin.readLat.Len(), latSummary(&admin.readLat), dryWaits)
-	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d available=%d reserved=%d used=%d withdrawn=%d} => %s | %s",
-		led, retryOK, l.Added, l.Available, l.Reserved, l.Used, l.Withdrawn, okWord(len(problems) == 0), cpu)
+	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d available=%d reserved=%d used=%d withdrawn=%d}%s => %s | %s",
+		led, retryOK, l.Added, l.Available, l.Reserved, l.Used, l.Withdrawn, rep.word(), okWord(len(problems) == 0), cpu)
 	res.Extra = append(res.Extra,
 		Field{Key: "big_codes", Value: big.a.assigned},
 		Field{Key: "big_requests", Value: big.a.requests},
@@ -267,6 +269,7 @@ func RunMixed(ctx context.Context, env *Env) (*Result, error) {
 		Field{Key: "send_per", Value: cfg.SendPer})
 	res.Extra = append(res.Extra, cpu.fields()...)
 	mem.apply(res, &sum, 0)
+	rep.apply(res, &sum, cfg.Target)
 	res.Summary = sum.String()
 	if len(problems) > 0 {
 		return res, &CheckError{Scenario: "mixed", Problems: problems}

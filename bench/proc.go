@@ -80,18 +80,23 @@ func ResetPeak(pid int) error {
 	return err
 }
 
-// MinRSS reads VmRSS every interval for the given duration and returns the
-// smallest value seen (RSS settles after the Go GC returns memory).
-func MinRSS(pid int, over, every time.Duration) (int64, error) {
+// MinRSS reads VmRSS of the processes every interval for the given duration
+// and returns the smallest sum seen (RSS settles after the Go GC returns
+// memory).
+func MinRSS(pids []int, over, every time.Duration) (int64, error) {
 	var best int64 = -1
 	deadline := time.Now().Add(over)
 	for {
-		m, err := ReadMem(pid)
-		if err != nil {
-			return 0, err
+		var sum int64
+		for _, pid := range pids {
+			m, err := ReadMem(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += m.RSS
 		}
-		if best < 0 || m.RSS < best {
-			best = m.RSS
+		if best < 0 || sum < best {
+			best = sum
 		}
 		if time.Now().Add(every).After(deadline) {
 			return best, nil

@@ -151,19 +151,19 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	perConn := cfg.SendPer == SendPerConn
 	ws := make([]*smallWorker, cfg.Conc)
 	for w := range ws {
-		ws[w] = newSmallWorker(run, c, "s", w, perConn)
+		ws[w] = newSmallWorker(run, env.connClient(w), "s", w, perConn)
 		ws[w].a.log.idx = make([]uint32, 0, 1<<14)
 	}
 	env.logf("small-sends: %d connections for %s, one recipient per request, a send per %s", cfg.Conc, cfg.Duration, cfg.SendPer)
 
-	mem, err := startMemWatch(env.PID)
+	mem, err := startMemWatch(env.Procs)
 	if err != nil {
 		return nil, err
 	}
 	var stop atomic.Bool
 	var dry atomic.Int64
 	var wg sync.WaitGroup
-	cpu0 := takeCPU(env.PID)
+	cpu0 := takeCPU(env.Procs)
 	t0 := time.Now()
 	deadline := t0.Add(cfg.Duration)
 	for _, w := range ws {
@@ -175,7 +175,7 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
-	cpu := cpuBetween(cpu0, takeCPU(env.PID))
+	cpu := cpuBetween(cpu0, takeCPU(env.Procs))
 	memErr := mem.stop(ctx, true)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -215,6 +215,8 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	} else {
 		problems = append(problems, listProblems(l, codes, requests)...)
 	}
+	rep := env.checkReplicas(ctx)
+	problems = append(problems, rep.problems...)
 
 	res := &Result{Scenario: "small-sends", Codes: requests, Requests: requests, Elapsed: elapsed, Lat: lat}
 	var sum strings.Builder
@@ -225,8 +227,8 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 			time.Unix(0, at).Sub(t0).Seconds(), codes)
 		env.logf("small-sends: the list of %d codes ran dry after %.1fs: the run stopped early (raise --codes)", codes, time.Unix(0, at).Sub(t0).Seconds())
 	}
-	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d used=%d available=%d} => %s | %s",
-		led, retryOK, l.Added, l.Used, l.Available, okWord(len(problems) == 0), cpu)
+	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d used=%d available=%d}%s => %s | %s",
+		led, retryOK, l.Added, l.Used, l.Available, rep.word(), okWord(len(problems) == 0), cpu)
 	res.Extra = append(res.Extra,
 		Field{Key: "max_ms", Value: durMS(lat.Max()), Prec: 3},
 		Field{Key: "conc", Value: cfg.Conc},
@@ -234,6 +236,7 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 		Field{Key: "ran_dry", Value: dry.Load() != 0})
 	res.Extra = append(res.Extra, cpu.fields()...)
 	mem.apply(res, &sum, requests)
+	rep.apply(res, &sum, cfg.Target)
 	res.Summary = sum.String()
 	if len(problems) > 0 {
 		return res, &CheckError{Scenario: "small-sends", Problems: problems}

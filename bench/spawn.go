@@ -30,6 +30,9 @@ type Node struct {
 	HTTPAddr string
 	RaftAddr string
 	ID       string
+	Join     string // HTTP address of a node to join (--join), "" to bootstrap
+	JoinWith string // operator token file for --join (--token-file)
+	Keep     bool   // Close leaves Root in place
 
 	cmd   *exec.Cmd
 	done  chan struct{} // closed when cmd has exited
@@ -62,6 +65,15 @@ func FreePorts(n int) ([]int, error) {
 // NewNode prepares (but does not start) a fresh single node from bin in a
 // new temporary folder.
 func NewNode(bin string) (*Node, error) {
+	ports, err := FreePorts(2)
+	if err != nil {
+		return nil, fmt.Errorf("picking ports: %w", err)
+	}
+	return newNode(bin, ports[0], ports[1])
+}
+
+// newNode prepares a node with the given HTTP and Raft ports.
+func newNode(bin string, httpPort, raftPort int) (*Node, error) {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, err
@@ -73,10 +85,6 @@ func NewNode(bin string) (*Node, error) {
 	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("coupond binary %s is not an executable file", abs)
 	}
-	ports, err := FreePorts(2)
-	if err != nil {
-		return nil, fmt.Errorf("picking ports: %w", err)
-	}
 	root, err := os.MkdirTemp("", "couponbench-")
 	if err != nil {
 		return nil, err
@@ -86,8 +94,8 @@ func NewNode(bin string) (*Node, error) {
 		Root:     root,
 		DataDir:  filepath.Join(root, "data"),
 		LogPath:  filepath.Join(root, "coupond.log"),
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
+		RaftAddr: fmt.Sprintf("127.0.0.1:%d", raftPort),
 		ID:       "node1",
 	}
 	n.probe = NewClient(n.HTTPAddr, "", 2)
@@ -96,11 +104,18 @@ func NewNode(bin string) (*Node, error) {
 
 // Args are the command-line arguments of the node.
 func (n *Node) Args() []string {
-	return []string{"--data", n.DataDir, "--http", n.HTTPAddr, "--raft", n.RaftAddr, "--id", n.ID, "--log-format", "json"}
+	a := []string{"--data", n.DataDir, "--http", n.HTTPAddr, "--raft", n.RaftAddr, "--id", n.ID, "--log-format", "json"}
+	if n.Join != "" {
+		a = append(a, "--join", n.Join, "--token-file", n.JoinWith)
+	}
+	return a
 }
 
 // TokenFile is the admin token the node writes on its first start.
 func (n *Node) TokenFile() string { return filepath.Join(n.DataDir, "admin.token") }
+
+// OperatorTokenFile is the operator token a bootstrapping node writes.
+func (n *Node) OperatorTokenFile() string { return filepath.Join(n.DataDir, "operator.token") }
 
 // PID is the process id of the running node (0 when not running).
 func (n *Node) PID() int {
@@ -194,10 +209,14 @@ func (n *Node) Stop(grace time.Duration) (time.Duration, error) {
 	return time.Since(t0), fmt.Errorf("coupond did not stop within %s of SIGTERM; killed", grace)
 }
 
-// Close stops the node if it runs and removes its temporary folder.
+// Close stops the node if it runs and removes its temporary folder (unless
+// Keep).
 func (n *Node) Close() error {
 	n.probe.CloseIdle()
 	_, err := n.Stop(StopGrace)
+	if n.Keep {
+		return err
+	}
 	if rerr := os.RemoveAll(n.Root); err == nil {
 		err = rerr
 	}
@@ -206,9 +225,14 @@ func (n *Node) Close() error {
 
 // WaitToken waits (up to timeout) for the admin token file and reads it.
 func (n *Node) WaitToken(timeout time.Duration) (string, error) {
+	return waitTokenFile(n.TokenFile(), timeout)
+}
+
+// waitTokenFile waits (up to timeout) for a token file and reads it.
+func waitTokenFile(path string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		tok, err := ReadToken(n.TokenFile())
+		tok, err := ReadToken(path)
 		if err == nil {
 			return tok, nil
 		}
