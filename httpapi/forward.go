@@ -41,8 +41,10 @@ const (
 	// forwardWriteTimeout bounds sending a request to the leader: an import
 	// of --max-body streams through it.
 	forwardWriteTimeout = 10 * time.Minute
-	// forwardReadTimeout bounds the leader's answer once the request is sent.
-	forwardReadTimeout = 2 * time.Minute
+	// forwardReadTimeout bounds the leader's answer once the request is
+	// sent: the leader answers within its own apply timeout, or a paused
+	// leader would hold the caller for long.
+	forwardReadTimeout = applyTimeout + 5*time.Second
 	forwardDialTimeout = 3 * time.Second
 	forwardMaxConns    = 1024
 	// readFloorWait bounds how long a local read waits for the writes this
