@@ -38,7 +38,10 @@ type Config struct {
 	Chunk      int           // big-send, mixed: recipients per request
 	Parallel   int           // big-send: sends at once
 	Reserve    bool          // big-send: PUT each send with expected_recipients first
-	Conc       int           // small-sends, mixed: connections making small sends
+	Conc       int           // small-sends, mixed, failover: connections making small sends
+	ConcSet    bool          // Conc was given (else failover uses DefaultFailoverConc)
+	ChunkSet   bool          // Chunk was given (else failover sends 1 recipient a request)
+	Kills      int           // failover: how many times the leader is killed
 	Duration   time.Duration // small-sends, mixed
 	SendPer    string        // small sends: a new send per "request" or per "conn"
 	TopUpEvery time.Duration // mixed: admin interval (0: 1s)
@@ -63,6 +66,7 @@ func DefaultConfig() Config {
 		Chunk:      10_000,
 		Parallel:   1,
 		Conc:       32,
+		Kills:      DefaultKills,
 		Duration:   20 * time.Second,
 		SendPer:    SendPerRequest,
 		TopUpEvery: time.Second,
@@ -136,6 +140,7 @@ func Scenarios() []Scenario {
 		{Name: "big-send", Desc: "import enough codes (untimed), then one send of --recipients in requests of --chunk (--parallel sends at once, sharing them)", Run: RunBigSend},
 		{Name: "small-sends", Desc: "one recipient per request from --conc connections for --duration", Run: RunSmallSends},
 		{Name: "mixed", Desc: "small and big sends while admins top up and read counts, for --duration", Run: RunMixed},
+		{Name: "failover", Desc: "with --spawn-cluster 3+: steady small sends over the live nodes while the leader is killed (kill -9) --kills times; times each kill to the next acknowledged allocation", Run: RunFailover},
 	}
 }
 
@@ -232,7 +237,18 @@ func (c *Config) Validate() error {
 			return &UsageError{fmt.Sprintf("--recipients %d: more codes than the harness can generate or track", c.Recipients)}
 		}
 	}
-	if def := map[string]int64{"small-sends": DefaultSmallCodes, "mixed": DefaultMixedCodes}[c.Scenario]; def > 0 && !c.CodesSet && uint64(def) > g.Capacity() {
+	if c.Scenario == "failover" {
+		if c.SpawnCluster < 3 {
+			return &UsageError{"failover needs --spawn-cluster 3 or more: it kills the leader, and the other nodes must still be a majority"}
+		}
+		if c.Kills < 1 {
+			return &UsageError{"--kills must be >= 1"}
+		}
+		if c.Target == TargetFollower {
+			return &UsageError{"failover spreads its load over every live node: --target follower does not apply"}
+		}
+	}
+	if def := map[string]int64{"small-sends": DefaultSmallCodes, "mixed": DefaultMixedCodes, "failover": DefaultFailoverCodes}[c.Scenario]; def > 0 && !c.CodesSet && uint64(def) > g.Capacity() {
 		return &UsageError{fmt.Sprintf("%s imports %d codes by default, more than exist at --code-len %d: pass --codes", c.Scenario, def, c.CodeLen)}
 	}
 	if c.Scenario != "import" && c.Codes > MaxRunCodes {
@@ -298,12 +314,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		addrs = addrs[:0]
 		var ids []string
-		for _, i := range targetNodes(cfg.Target, len(cl.Nodes), cl.Leader) {
+		target := cfg.Target
+		if cfg.Scenario == "failover" {
+			target = TargetAll // its load goes to every live node; setup and checks to n1
+		}
+		for _, i := range targetNodes(target, len(cl.Nodes), cl.Leader) {
 			addrs = append(addrs, cl.Nodes[i].HTTPAddr)
 			ids = append(ids, cl.Nodes[i].ID)
 		}
 		env.logf("couponbench: cluster of %d formed in %.2fs: %s; driving %s (--target %s)",
-			len(cl.Nodes), time.Since(t0).Seconds(), cl.describe(), strings.Join(ids, ", "), cfg.Target)
+			len(cl.Nodes), time.Since(t0).Seconds(), cl.describe(), strings.Join(ids, ", "), target)
 		token, env.Cluster, env.Procs = cl.AdminToken, cl, cl.Procs()
 	case cfg.Spawn:
 		node, err := NewNode(cfg.Bin)

@@ -209,6 +209,19 @@ func (n *Node) Stop(grace time.Duration) (time.Duration, error) {
 	return time.Since(t0), fmt.Errorf("coupond did not stop within %s of SIGTERM; killed", grace)
 }
 
+// Kill sends SIGKILL (kill -9: no shutdown of any kind) and waits until
+// the process is reaped. Start may then start it again on the same data.
+func (n *Node) Kill() error {
+	if !n.Running() {
+		return errors.New("node not running")
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-n.done
+	return nil
+}
+
 // Close stops the node if it runs and removes its temporary folder (unless
 // Keep).
 func (n *Node) Close() error {

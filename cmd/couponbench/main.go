@@ -2,7 +2,7 @@
 //
 //	couponbench SCENARIO [flags]
 //
-// Scenarios: import, big-send, small-sends, mixed.
+// Scenarios: import, big-send, small-sends, mixed, failover.
 // Exit status: 0 ok, 1 failure (server error or failed verification),
 // 2 usage error or a scenario that is not built yet.
 package main
@@ -60,12 +60,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CodeLen, "code-len", cfg.CodeLen, "length of the generated codes, [0-9A-Z]")
 	fs.BoolVar(&cfg.Restart, "restart", false, "import with --spawn: restart the node afterwards and time it until the list reads back")
 	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in all (shared by the --parallel sends); mixed: recipients of each big send")
-	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send, mixed: recipients per allocation request")
+	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send, mixed: recipients per allocation request (failover: 1 unless given)")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")
 	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as anchor (a)) instead of u00.0000000@example.com (23 bytes)")
 	fs.BoolVar(&cfg.Reserve, "reserve", false, "big-send: open each send with expected_recipients first (not timed)")
 	fs.IntVar(&cfg.History, "history-lookups", 0, "big-send: then time this many GET /v1/recipients/{r}/assignments of random recipients")
-	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests")
+	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests (failover: 8 unless given)")
+	fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "failover: `N` times the leader is killed (kill -9), timed, and restarted")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "small-sends, mixed: how long to run")
 	fs.BoolVar(&cfg.NetHTTP, "net-http", false, "send scenarios: make the allocation requests with net/http instead of the lighter built-in HTTP/1.1 client")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of couponbench itself to `FILE`")
@@ -101,8 +102,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "codes" {
+		switch f.Name {
+		case "codes":
 			cfg.CodesSet = true
+		case "conc":
+			cfg.ConcSet = true
+		case "chunk":
+			cfg.ChunkSet = true
 		}
 	})
 
