@@ -225,7 +225,9 @@ func (n *Node) startRaft() (bool, error) {
 	rc.Logger = hlog
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	// A lease as long as the heartbeat: with a shorter one a busy 2-core
+	// machine saw its leader step down under load.
+	rc.LeaderLeaseTimeout = 500 * time.Millisecond
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	// The state machine keeps its own durable state in Pebble; Raft replays
@@ -233,7 +235,9 @@ func (n *Node) startRaft() (bool, error) {
 	rc.NoSnapshotRestoreOnStart = true
 	rc.SnapshotThreshold = cfg.SnapshotEntries
 	rc.TrailingLogs = cfg.TrailingEntries
-	rc.SnapshotInterval = 60 * time.Second
+	// How often Raft checks --raft-snapshot-entries (it adds up to as much
+	// again of jitter); the check is cheap, the snapshot is not.
+	rc.SnapshotInterval = 5 * time.Second
 
 	fresh, err := raft.HasExistingState(logStore, logStore, snaps)
 	if err != nil {

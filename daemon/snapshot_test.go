@@ -91,8 +91,10 @@ func tailString(s string, n int) string {
 }
 
 func (tn *testNode) config() daemon.Config {
+	// 512 trailing entries: the tests write a few hundred entries and want
+	// snapshots to compact the log past them.
 	return daemon.Config{DataDir: tn.dir, HTTPAddr: "127.0.0.1:0", RaftAddr: tn.raftAddr,
-		NodeID: "node1", LogFormat: "json", LogLevel: "warn"}
+		NodeID: "node1", LogFormat: "json", LogLevel: "warn", TrailingEntries: 512}
 }
 
 // start runs the node and waits until it leads and has applied every entry

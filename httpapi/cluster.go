@@ -24,8 +24,9 @@ type nodeJSON struct {
 }
 
 // getCluster answers this node's view of the cluster. The state of a peer
-// is probed on its /readyz: "leader" or "follower" when it answers ready,
-// "catching_up" when it answers not ready, "unreachable" otherwise.
+// is probed on its /readyz: "leader" or "follower" when it answers ready
+// ("ready" when this node knows no leader to tell which), "catching_up"
+// when it answers not ready, "unreachable" otherwise.
 func (s *Server) getCluster(r *request) *apiError {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -50,9 +51,12 @@ func (s *Server) getCluster(r *request) *apiError {
 		nodes[i] = n
 		if n.State == "" {
 			wg.Add(1)
-			go func(n *nodeJSON, leader bool) {
+			go func(n *nodeJSON, isLeader bool) {
 				defer wg.Done()
-				n.State = s.probe(n.HTTPAddr, leader)
+				n.State = s.probe(n.HTTPAddr, isLeader)
+				if n.State == "follower" && leader == "" {
+					n.State = "ready"
+				}
 			}(&nodes[i], srv.ID == leader)
 		}
 	}

@@ -248,7 +248,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 
 // admit checks that the node serves API calls yet, then the token and its role.
 func (s *Server) admit(ctx *fasthttp.RequestCtx, rt route) (*raftfsm.Token, *apiError) {
-	if !s.caughtUp() {
+	// A node that knows no leader (partitioned, removed, electing) may
+	// hold state of any age: it answers nothing until it hears from one.
+	if _, leader := s.raft.LeaderWithID(); !s.caughtUp() || leader == "" {
 		return nil, errNotReady
 	}
 	tok, ok := s.authenticate(ctx)
