@@ -41,7 +41,7 @@ func readOperatorToken(path string) (string, error) {
 // idempotent on the leader, so retrying after an unknown outcome is safe.
 func (n *Node) join(token string) {
 	body, _ := json.Marshal(map[string]string{
-		"id": n.cfg.NodeID, "raft_addr": string(n.transport.LocalAddr()), "http_addr": n.HTTPAddr(),
+		"id": n.cfg.NodeID, "raft_addr": string(n.transport.LocalAddr()), "http_addr": n.advertisedHTTPAddr(),
 	})
 	scheme := "http"
 	if n.peerTLS != nil {
@@ -124,7 +124,7 @@ func (n *Node) leaderDuties() error {
 			return fmt.Errorf("cannot set the cluster key: %w", err)
 		}
 	}
-	self := raftfsm.NodeInfo{ID: n.cfg.NodeID, RaftAddr: string(n.transport.LocalAddr()), HTTPAddr: n.HTTPAddr()}
+	self := raftfsm.NodeInfo{ID: n.cfg.NodeID, RaftAddr: string(n.transport.LocalAddr()), HTTPAddr: n.advertisedHTTPAddr()}
 	if known, ok := n.fsm.Node(self.ID); !ok || known != self {
 		if err := apply(&raftfsm.SetNode{Node: self}); err != nil {
 			return fmt.Errorf("cannot record this node's addresses: %w", err)

@@ -30,7 +30,8 @@ import (
 type faultNet struct {
 	mu      sync.Mutex
 	byAddr  map[string]string // Raft address -> node id
-	cut     map[string]bool
+	cut     map[string]bool   // no new connection to or from the node
+	sealed  map[string]bool   // and every old one closed: Cut has returned
 	conns   map[*faultConn]struct{}
 	layers  []*faultLayer
 	refused map[string]int // node id -> connections refused because of a cut
@@ -40,7 +41,7 @@ type faultNet struct {
 var errCut = errors.New("faultnet: node is cut off")
 
 func newFaultNet(t *testing.T) *faultNet {
-	fn := &faultNet{byAddr: map[string]string{}, cut: map[string]bool{},
+	fn := &faultNet{byAddr: map[string]string{}, cut: map[string]bool{}, sealed: map[string]bool{},
 		conns: map[*faultConn]struct{}{}, refused: map[string]int{}}
 	// Registered before any node, so it runs after every node closed.
 	t.Cleanup(fn.close)
@@ -78,19 +79,26 @@ func (fn *faultNet) Cut(id string) {
 	for _, c := range doomed {
 		c.Conn.Close()
 	}
+	fn.mu.Lock()
+	fn.sealed[id] = true
+	fn.mu.Unlock()
 }
 
 // Heal lets node id talk to the others again.
 func (fn *faultNet) Heal(id string) {
 	fn.mu.Lock()
 	delete(fn.cut, id)
+	delete(fn.sealed, id)
 	fn.mu.Unlock()
 }
 
+// isCut reports whether node id is cut off and Cut has returned: until
+// then, connections it had may still carry a few bytes (a write sent to it
+// just before may still be acknowledged).
 func (fn *faultNet) isCut(id string) bool {
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
-	return fn.cut[id]
+	return fn.sealed[id]
 }
 
 func (fn *faultNet) refusedOf(id string) int {
@@ -269,7 +277,10 @@ func startClusterNode(t *testing.T, cfg daemon.Config, client *http.Client) *clu
 		cn.scheme = "https"
 	}
 	if client == nil {
-		cn.client = &http.Client{Timeout: 15 * time.Second}
+		// Its own transport, so close can drop its idle connections: the
+		// HTTP server's shutdown waits for a connection that net/http
+		// dialled but never used, until the client closes it.
+		cn.client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{}}
 	}
 	n, err := daemon.Start(cfg, daemon.NewLogger(cfg, cn.logs))
 	if err != nil {
@@ -287,11 +298,11 @@ func startClusterNode(t *testing.T, cfg daemon.Config, client *http.Client) *clu
 
 func (cn *clusterNode) close() {
 	cn.once.Do(func() {
-		if err := cn.n.Close(); err != nil {
-			cn.t.Errorf("close %s: %v", cn.id, err)
-		}
 		if tr, ok := cn.client.Transport.(*http.Transport); ok {
 			tr.CloseIdleConnections()
+		}
+		if err := cn.n.Close(); err != nil {
+			cn.t.Errorf("close %s: %v", cn.id, err)
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -186,6 +187,9 @@ func (n *Node) startRaft() (bool, error) {
 	}
 	n.logStore = logStore
 	hlog := raftLogger(n.log)
+	if err := removeTempSnapshots(filepath.Join(cfg.DataDir, snapshotsDir)); err != nil {
+		return false, err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotsDir), 2, hlog)
 	if err != nil {
 		return false, fmt.Errorf("cannot open snapshot store: %w", err)
@@ -259,6 +263,22 @@ func (n *Node) startRaft() (bool, error) {
 	return fresh, nil
 }
 
+// removeTempSnapshots drops the folders of snapshots that a crash cut off
+// while they were written: Raft skips them but never deletes them, and
+// each holds up to a whole copy of the state.
+func removeTempSnapshots(dir string) error {
+	tmps, err := filepath.Glob(filepath.Join(dir, "*.tmp"))
+	if err != nil {
+		return err
+	}
+	for _, t := range tmps {
+		if err := os.RemoveAll(t); err != nil {
+			return fmt.Errorf("cannot remove an unfinished snapshot: %w", err)
+		}
+	}
+	return nil
+}
+
 // catchUpWithSnapshot covers the gap that an unsynced state machine can
 // leave: if a crash lost Pebble writes below the newest snapshot's index,
 // Raft will not replay them (they may be compacted away), so the state is
@@ -325,7 +345,7 @@ func (n *Node) serveHTTP() error {
 	}
 	n.ln = ln
 	n.api = httpapi.New(httpapi.Config{
-		NodeID: n.cfg.NodeID, HTTPAddr: ln.Addr().String(), MaxBody: n.cfg.MaxBody,
+		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS,
 	}, n.raft, n.fsm)
 	n.http = &fasthttp.Server{
@@ -363,6 +383,22 @@ func (l fasthttpLogger) Printf(format string, args ...interface{}) {
 
 // HTTPAddr is the address the API listens on (useful with port 0).
 func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
+
+// advertisedHTTPAddr is where peers reach this node's API (the node
+// directory, --join): the listening address, or, when --http listens on
+// every interface, the host of --raft (which peers dial already) with the
+// HTTP port. An unspecified host would make a peer dial itself.
+func (n *Node) advertisedHTTPAddr() string {
+	addr, ok := n.ln.Addr().(*net.TCPAddr)
+	if !ok || !addr.IP.IsUnspecified() {
+		return n.ln.Addr().String()
+	}
+	host, _, err := net.SplitHostPort(string(n.transport.LocalAddr()))
+	if err != nil {
+		return n.ln.Addr().String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
 
 // Raft exposes the node's Raft, for tests and tools.
 func (n *Node) Raft() *raft.Raft { return n.raft }

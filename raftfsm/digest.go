@@ -8,7 +8,10 @@ import (
 )
 
 // Digest is a hash of the logical state: tenants, tokens, lists with their
-// metadata, and every code of every list in position order with its state.
+// metadata, every code of every list in position order with its state,
+// messages, sends, assignments and the cluster key. The node directory is
+// left out: a node that restarts on another HTTP port updates its entry,
+// and the digest compares ledgers across restarts too.
 // Two replicas (or a node before and after a restart) with equal state have
 // equal digests; the applied index is left out on purpose.
 func (f *FSM) Digest() string {
@@ -44,6 +47,9 @@ func (f *FSM) Digest() string {
 			b = append(b, p.Code(pos)...)
 			h.Write(b)
 		}
+	}
+	if key, ok := f.ClusterKey(); ok {
+		h.Write(key[:])
 	}
 	// Messages, sends and assignment batches are hashed as stored: their
 	// bytes are deterministic.
