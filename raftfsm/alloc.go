@@ -37,16 +37,17 @@ func (a *applier) putMessage(m *Message) {
 func (a *applier) putSend(s *Send) {
 	a.set(tenantScoped(prefixSend, s.Tenant, s.ID), s.marshal())
 	a.f.mu.Lock()
-	k := scopedKey(s.Tenant, s.ID)
-	if _, ok := a.f.sends[k]; !ok {
-		if int(s.Num) != len(a.f.sendKeys)+1 {
-			a.f.mu.Unlock()
-			panic("BUG: send numbers out of order")
-		}
-		a.f.sendKeys = append(a.f.sendKeys, k)
+	defer a.f.mu.Unlock()
+	if int(s.Num) <= len(a.f.sendKeys) {
+		a.f.sends[a.f.sendKeys[s.Num-1]] = s // a copy of a known send shares its strings
+		return
 	}
+	if int(s.Num) != len(a.f.sendKeys)+1 {
+		panic("BUG: send numbers out of order")
+	}
+	k := compactSend(s, a.f.tenants, a.f.messages)
+	a.f.sendKeys = append(a.f.sendKeys, k)
 	a.f.sends[k] = s
-	a.f.mu.Unlock()
 }
 
 // UpsertResult says whether an upsert created the message.

@@ -164,11 +164,12 @@ func (f *FSM) load() error {
 			if err != nil {
 				return err
 			}
-			sends[scopedKey(s.Tenant, s.ID)] = s
+			key := compactSend(s, tenants, messages)
+			sends[key] = s
 			for len(sendKeys) < int(s.Num) {
 				sendKeys = append(sendKeys, "")
 			}
-			sendKeys[s.Num-1] = scopedKey(s.Tenant, s.ID)
+			sendKeys[s.Num-1] = key
 			return nil
 		})
 	}

@@ -98,6 +98,22 @@ func unmarshalSend(v []byte) (*Send, error) {
 
 func scopedKey(tenant, id string) string { return tenant + "\x00" + id }
 
+// compactSend makes a send's strings share storage, since a node keeps
+// every send in memory and the collector visits each object: the map key
+// is one allocation with the id as its suffix, and the tenant and message
+// are the strings their own records hold. It returns the key.
+func compactSend(s *Send, tenants map[string]*Tenant, messages map[string]*Message) string {
+	key := scopedKey(s.Tenant, s.ID)
+	s.ID = key[len(s.Tenant)+1:]
+	if m, ok := messages[key[:len(s.Tenant)+1]+s.Message]; ok {
+		s.Message = m.ID
+	}
+	if t, ok := tenants[s.Tenant]; ok {
+		s.Tenant = t.ID
+	}
+	return key
+}
+
 // Message returns a tenant's message.
 func (f *FSM) Message(tenant, id string) (*Message, bool) {
 	f.mu.RLock()
