@@ -107,26 +107,16 @@ func (n *Node) watchCaughtUp() {
 // of the directory are made right.
 func (n *Node) leaderDuties() error {
 	defer n.api.MarkCaughtUp()
-	apply := func(c raftfsm.Command) error {
-		f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
-		if err := f.Error(); err != nil {
-			return err
-		}
-		if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {
-			return resp.Err
-		}
-		return nil
-	}
 	if _, ok := n.fsm.ClusterKey(); !ok {
 		var c raftfsm.SetClusterKey
 		rand.Read(c.Key[:])
-		if err := apply(&c); err != nil {
+		if err := n.applyOnce(&c); err != nil {
 			return fmt.Errorf("cannot set the cluster key: %w", err)
 		}
 	}
 	self := raftfsm.NodeInfo{ID: n.cfg.NodeID, RaftAddr: string(n.transport.LocalAddr()), HTTPAddr: n.advertisedHTTPAddr()}
 	if known, ok := n.fsm.Node(self.ID); !ok || known != self {
-		if err := apply(&raftfsm.SetNode{Node: self}); err != nil {
+		if err := n.applyOnce(&raftfsm.SetNode{Node: self}); err != nil {
 			return fmt.Errorf("cannot record this node's addresses: %w", err)
 		}
 	}

@@ -211,12 +211,12 @@ func (n *Node) startRaft() (bool, error) {
 	}
 	layer := cfg.RaftLayer
 	if layer == nil {
-		var err error
-		if n.peerTLS != nil && cfg.TLSCA != "" {
-			layer, err = newTLSLayer(cfg.RaftAddr, advertise, n.peerTLS)
-		} else {
-			layer, err = newTCPLayer(cfg.RaftAddr, advertise)
+		var tc *tls.Config // mutual TLS only with the cluster's CA
+		if cfg.TLSCA != "" {
+			tc = n.peerTLS
 		}
+		var err error
+		layer, err = newStreamLayer(cfg.RaftAddr, advertise, tc)
 		if err != nil {
 			return false, fmt.Errorf("cannot listen for Raft on %s: %w", cfg.RaftAddr, err)
 		}

@@ -41,15 +41,17 @@ func peerTLS(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
-// tlsLayer carries Raft over mutual TLS: a peer is accepted, and dialled,
-// only with a certificate signed by the cluster's CA.
-type tlsLayer struct {
+// streamLayer carries Raft over TCP, or over mutual TLS when tls is set:
+// then a peer is accepted, and dialled, only with a certificate signed by
+// the cluster's CA. It advertises the address of --raft (raft's own TCP
+// transport would refuse an unspecified one).
+type streamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
-	client    *tls.Config
+	tls       *tls.Config
 }
 
-func newTLSLayer(bind string, advertise net.Addr, tc *tls.Config) (*tlsLayer, error) {
+func newStreamLayer(bind string, advertise net.Addr, tc *tls.Config) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -57,49 +59,26 @@ func newTLSLayer(bind string, advertise net.Addr, tc *tls.Config) (*tlsLayer, er
 	if advertise == nil {
 		advertise = ln.Addr()
 	}
-	return &tlsLayer{ln: tls.NewListener(ln, tc), advertise: advertise, client: tc}, nil
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	return &streamLayer{ln: ln, advertise: advertise, tls: tc}, nil
 }
 
-func (l *tlsLayer) Accept() (net.Conn, error) { return l.ln.Accept() }
-func (l *tlsLayer) Close() error              { return l.ln.Close() }
-func (l *tlsLayer) Addr() net.Addr            { return l.advertise }
+func (l *streamLayer) Accept() (net.Conn, error) { return l.ln.Accept() }
+func (l *streamLayer) Close() error              { return l.ln.Close() }
+func (l *streamLayer) Addr() net.Addr            { return l.advertise }
 
-func (l *tlsLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	if l.tls == nil {
+		return d.Dial("tcp", string(addr))
+	}
 	host, _, err := net.SplitHostPort(string(addr))
 	if err != nil {
 		return nil, err
 	}
-	c := l.client.Clone()
+	c := l.tls.Clone()
 	c.ServerName = host
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", string(addr), c)
-	if err != nil {
-		return nil, err
-	}
-	return conn, nil
-}
-
-// tcpLayer is Raft's plain TCP stream layer, with the advertised address
-// of --raft (raft's own TCP transport would refuse an unspecified one).
-type tcpLayer struct {
-	ln        net.Listener
-	advertise net.Addr
-}
-
-func newTCPLayer(bind string, advertise net.Addr) (*tcpLayer, error) {
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, err
-	}
-	if advertise == nil {
-		advertise = ln.Addr()
-	}
-	return &tcpLayer{ln: ln, advertise: advertise}, nil
-}
-
-func (l *tcpLayer) Accept() (net.Conn, error) { return l.ln.Accept() }
-func (l *tcpLayer) Close() error              { return l.ln.Close() }
-func (l *tcpLayer) Addr() net.Addr            { return l.advertise }
-
-func (l *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
+	return tls.DialWithDialer(d, "tcp", string(addr), c)
 }

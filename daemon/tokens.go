@@ -35,18 +35,8 @@ func (n *Node) ensureBootstrapTokens(fresh bool) error {
 	if err := n.waitLeader(leaderWait); err != nil {
 		return err
 	}
-	apply := func(c raftfsm.Command) error {
-		f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
-		if err := f.Error(); err != nil {
-			return err
-		}
-		if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {
-			return resp.Err
-		}
-		return nil
-	}
 	now := time.Now().UnixNano()
-	if err := apply(&raftfsm.CreateTenant{ID: defaultTenant, Name: "Default tenant", At: now}); err != nil {
+	if err := n.applyOnce(&raftfsm.CreateTenant{ID: defaultTenant, Name: "Default tenant", At: now}); err != nil {
 		return fmt.Errorf("cannot create the default tenant: %w", err)
 	}
 	for _, t := range []struct {
@@ -59,13 +49,26 @@ func (n *Node) ensureBootstrapTokens(fresh bool) error {
 			continue
 		}
 		secret, hash, id := httpapi.NewSecret()
-		if err := apply(&raftfsm.CreateToken{ID: id, Tenant: t.tenant, Role: t.role, Name: t.name, Hash: hash, At: now}); err != nil {
+		if err := n.applyOnce(&raftfsm.CreateToken{ID: id, Tenant: t.tenant, Role: t.role, Name: t.name, Hash: hash, At: now}); err != nil {
 			return fmt.Errorf("cannot create the %s token: %w", t.role, err)
 		}
 		if err := writeSecretFile(t.path, secret); err != nil {
 			return err
 		}
 		n.log.Info().Str("path", t.path).Str("role", t.role.String()).Str("token_id", id).Msg("wrote token file")
+	}
+	return nil
+}
+
+// applyOnce applies a command the daemon itself issues, where "it exists
+// already" means an earlier run or leader did it: that is success.
+func (n *Node) applyOnce(c raftfsm.Command) error {
+	f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {
+		return resp.Err
 	}
 	return nil
 }

@@ -101,24 +101,20 @@ func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) (handled, peer boo
 	if e != nil {
 		return fail(e)
 	}
-	if !needsLeader(rt, ctx) {
-		if !peer && !s.localReadCurrent() {
-			if e := s.forward(ctx); e != nil {
-				return fail(e)
-			}
-			return true, false
+	switch {
+	case !needsLeader(rt, ctx):
+		if peer || s.localReadCurrent() {
+			return false, peer
 		}
-		return false, peer
-	}
-	if s.raft.State() == raft.Leader {
+		// Still behind the writes this node forwarded: the leader answers.
+	case s.raft.State() == raft.Leader:
 		if ctx.IsGet() || ctx.IsHead() {
 			if e := s.readBarrier(); e != nil {
 				return fail(e)
 			}
 		}
 		return false, peer
-	}
-	if peer {
+	case peer:
 		// Forwarded once already: the leader moved on meanwhile.
 		return fail(unavailable("this node is not the leader any more; retry"))
 	}

@@ -138,7 +138,7 @@ func (s *Server) healthz(r *request) *apiError {
 // and knows a leader now. (Entries in flight are normal on a busy node:
 // comparing applied and commit indexes here would make the probe flap.)
 func (s *Server) Ready() bool {
-	if !s.caughtUp() {
+	if !s.CaughtUp() {
 		return false
 	}
 	_, leader := s.raft.LeaderWithID()

@@ -250,7 +250,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 func (s *Server) admit(ctx *fasthttp.RequestCtx, rt route) (*raftfsm.Token, *apiError) {
 	// A node that knows no leader (partitioned, removed, electing) may
 	// hold state of any age: it answers nothing until it hears from one.
-	if _, leader := s.raft.LeaderWithID(); !s.caughtUp() || leader == "" {
+	if !s.Ready() {
 		return nil, errNotReady
 	}
 	tok, ok := s.authenticate(ctx)
@@ -263,13 +263,10 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx, rt route) (*raftfsm.Token, *api
 	return tok, nil
 }
 
-// caughtUp reports whether the node has caught up with its log once since
+// CaughtUp reports whether the node has caught up with its log once since
 // it started: until then a restarted node may still be replaying, and an
 // answer (even a 401 for a token not replayed yet) could be wrong.
-func (s *Server) caughtUp() bool { return s.ready.Load() }
-
-// CaughtUp reports whether MarkCaughtUp was called.
-func (s *Server) CaughtUp() bool { return s.caughtUp() }
+func (s *Server) CaughtUp() bool { return s.ready.Load() }
 
 // MarkCaughtUp is called by the daemon once a barrier of this node's term
 // has been applied: everything committed before it is in the state.

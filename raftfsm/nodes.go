@@ -30,31 +30,31 @@ type NodeInfo struct {
 	ID, RaftAddr, HTTPAddr string
 }
 
-func (n *NodeInfo) marshal() []byte {
-	b := []byte{recordVersion}
+// The record and the command body hold the same fields.
+func appendNodeInfo(b []byte, n NodeInfo) []byte {
 	b = appendString(b, n.ID)
 	b = appendString(b, n.RaftAddr)
 	return appendString(b, n.HTTPAddr)
 }
 
+func decodeNodeInfo(d *decoder) NodeInfo {
+	return NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
+}
+
+func (n *NodeInfo) marshal() []byte { return appendNodeInfo([]byte{recordVersion}, *n) }
+
 func unmarshalNode(v []byte) (*NodeInfo, error) {
 	d := recordDecoder(v)
-	n := &NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
-	return n, d.done()
+	n := decodeNodeInfo(d)
+	return &n, d.done()
 }
 
 // SetNode records (or updates) a node's addresses.
 type SetNode struct{ Node NodeInfo }
 
-func (*SetNode) Type() CmdType { return CmdSetNode }
-func (c *SetNode) appendBody(b []byte) []byte {
-	b = appendString(b, c.Node.ID)
-	b = appendString(b, c.Node.RaftAddr)
-	return appendString(b, c.Node.HTTPAddr)
-}
-func (c *SetNode) decodeBody(d *decoder) {
-	c.Node = NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
-}
+func (*SetNode) Type() CmdType                { return CmdSetNode }
+func (c *SetNode) appendBody(b []byte) []byte { return appendNodeInfo(b, c.Node) }
+func (c *SetNode) decodeBody(d *decoder)      { c.Node = decodeNodeInfo(d) }
 
 // RemoveNode drops a node from the directory.
 type RemoveNode struct{ ID string }
