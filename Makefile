@@ -6,7 +6,7 @@ BIN     := bin
 # deadline exceeded" (a known go test -fuzz behaviour), which is no finding.
 FUZZRUNS ?= 200000x
 
-.PHONY: all build run cluster test test-race check bench deps fuzz clean chaos
+.PHONY: all build run cluster test test-race check bench deps fuzz clean chaos demo
 
 all: build
 
@@ -40,9 +40,16 @@ test-race: test
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 5m ./httpapi/codecsv
 
+# gofmt, vet, then `promtool check metrics` on a live node's /metrics
+# (bench/check-metrics.sh; it installs Debian's prometheus package for
+# promtool when it is missing), and Redocly's lint of docs/openapi.yaml
+# (npx fetches the pinned CLI from npm; 2.x runs on Node 20.19+ and 22.12+).
+REDOCLY ?= npx --yes @redocly/cli@2.77.0
 check: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(REDOCLY) lint --config docs/redocly.yaml docs/openapi.yaml
+	GO=$(GO) ./bench/check-metrics.sh
 
 # Micro-benchmarks (BenchmarkLedger10M builds 10M assignments: disk bytes
 # per assignment and history lookup latency), then every scenario against
@@ -66,6 +73,12 @@ bench: build
 COUPOND_CHAOS_DURATION ?= 3m
 chaos: deps
 	COUPOND_CHAOS_DURATION=$(COUPOND_CHAOS_DURATION) $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/coupond
+
+# A tour of couponctl (bench/demo.sh): a throwaway node on a temporary data
+# folder and free ports, 100,000 codes imported, a send of 10,000
+# recipients, the counts and one recipient's history; then the node stops.
+demo: build
+	BIN=$(BIN) ./bench/demo.sh
 
 clean:
 	rm -rf $(BIN)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -36,6 +38,19 @@ type Config struct {
 	SnapshotBytes   int64
 	TrailingEntries uint64
 
+	// The low-stock webhook (webhook.go): the leader POSTs each alert of
+	// the outbox to WebhookURL, signed with WebhookSecret. The secret is
+	// never logged; WebhookSecretFile, when set, is read by Validate and
+	// replaces it. WebhookTimeout bounds one attempt; failed attempts are
+	// retried after WebhookRetryMin, doubling up to WebhookRetryMax (no
+	// flags: tests shorten them).
+	WebhookURL        string
+	WebhookSecret     string
+	WebhookSecretFile string
+	WebhookTimeout    time.Duration
+	WebhookRetryMin   time.Duration
+	WebhookRetryMax   time.Duration
+
 	// RaftLayer, when set, carries Raft instead of a TCP listener on
 	// RaftAddr (tests inject faults with it); its Addr must be RaftAddr.
 	RaftLayer raft.StreamLayer
@@ -61,7 +76,7 @@ const DefaultMaxBody = 1 << 30
 // environment variable when set (getenv is os.Getenv in production).
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
-	var maxBody, snapEntries, snapBytes, trailing string
+	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout string
 	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	str := func(p *string, name, def, usage string) {
@@ -85,9 +100,27 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&trailing, "raft-trailing-entries", strconv.Itoa(DefaultTrailingEntries), "Raft entries kept after a snapshot, for followers that lag")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
+	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs low-stock alerts to")
+	str(&c.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret")
+	str(&webhookTimeout, "webhook-timeout", DefaultWebhookTimeout.String(), "time limit of one webhook delivery attempt")
+	// The secret's environment variable is read after parsing, never used
+	// as the flag's default: usage text prints defaults.
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret that signs webhook deliveries (visible to ps: prefer env "+
+		envName("webhook-secret")+" or --webhook-secret-file)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	if c.WebhookSecret == "" {
+		c.WebhookSecret = getenv(envName("webhook-secret"))
+	}
+	if c.WebhookSecret != "" && c.WebhookSecretFile != "" {
+		return Config{}, errors.New("--webhook-secret (or " + envName("webhook-secret") + ") and --webhook-secret-file exclude each other")
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(webhookTimeout))
+	if err != nil || d <= 0 {
+		return Config{}, errors.New("--webhook-timeout: must be a positive duration such as 10s")
+	}
+	c.WebhookTimeout = d
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
@@ -179,6 +212,47 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	return c.validateWebhook()
+}
+
+// validateWebhook checks the webhook settings, reads --webhook-secret-file
+// and fills the delivery defaults. No message quotes the secret.
+func (c *Config) validateWebhook() error {
+	if c.WebhookSecretFile != "" {
+		b, err := os.ReadFile(c.WebhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("cannot read --webhook-secret-file: %w", err)
+		}
+		c.WebhookSecret = strings.TrimSpace(string(b))
+		if c.WebhookSecret == "" {
+			return errors.New("--webhook-secret-file is empty")
+		}
+	}
+	if c.WebhookURL == "" {
+		if c.WebhookSecret != "" {
+			return errors.New("a webhook secret is set but --webhook-url is not")
+		}
+		return nil
+	}
+	u, err := url.Parse(c.WebhookURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("--webhook-url must be an absolute http:// or https:// URL")
+	}
+	if c.WebhookSecret == "" {
+		return errors.New("--webhook-url needs a secret: " + envName("webhook-secret") + ", --webhook-secret-file or --webhook-secret")
+	}
+	if c.WebhookTimeout <= 0 {
+		c.WebhookTimeout = DefaultWebhookTimeout
+	}
+	if c.WebhookRetryMin <= 0 {
+		c.WebhookRetryMin = DefaultWebhookRetryMin
+	}
+	if c.WebhookRetryMax <= 0 {
+		c.WebhookRetryMax = DefaultWebhookRetryMax
+	}
+	if c.WebhookRetryMax < c.WebhookRetryMin {
+		return errors.New("the webhook's longest retry wait is shorter than its first")
 	}
 	return nil
 }

@@ -56,10 +56,12 @@ type Node struct {
 	peerTLS   *tls.Config
 	raft      *raft.Raft
 	api       *httpapi.Server
+	metrics   *httpapi.Metrics // made before Raft, which applies entries from its start
 	http      *fasthttp.Server
 	ln        net.Listener
 	served    chan error
 	done      chan struct{}  // closed when Close starts
+	webhook   *webhook       // nil without --webhook-url
 	workers   sync.WaitGroup // the background loops, stopped by done
 }
 
@@ -70,7 +72,7 @@ func Start(cfg Config, log zerolog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{}), metrics: httpapi.NewMetrics()}
 	if err := n.start(); err != nil {
 		n.abort()
 		return nil, err
@@ -137,6 +139,9 @@ func (n *Node) start() error {
 	}
 	if err := n.serveHTTP(); err != nil {
 		return err
+	}
+	if cfg.WebhookURL != "" {
+		n.webhook = newWebhook(cfg, n.fsm, n.ackAlerts, n.log.With().Str("component", "webhook").Logger())
 	}
 	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize)
 	if joining {
@@ -248,7 +253,7 @@ func (n *Node) startRaft() (bool, error) {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics}, logStore, logStore, snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}
@@ -346,7 +351,7 @@ func (n *Node) serveHTTP() error {
 	n.ln = ln
 	n.api = httpapi.New(httpapi.Config{
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
-		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS,
+		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
 	}, n.raft, n.fsm)
 	n.http = &fasthttp.Server{
 		Handler:      n.api.Handler,
@@ -482,8 +487,11 @@ func Run(cfg Config, log zerolog.Logger) error {
 // new term tells when every earlier entry is applied: then the API may
 // answer, and the staged chunks of uploads that no handler will ever commit
 // (staged under an earlier leader, or before a crash) are dropped. Uploads
-// this node is streaming itself are left alone.
+// this node is streaming itself are left alone. The low-stock alerts of
+// the outbox are delivered from the barrier until the leadership ends.
 func (n *Node) onLeadership() {
+	var alerts alertDelivery
+	defer alerts.stop()
 	check := func() {
 		if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
 			return // not leader any more, or shutting down
@@ -491,6 +499,7 @@ func (n *Node) onLeadership() {
 		if err := n.leaderDuties(); err != nil {
 			n.log.Warn().Err(err).Msg("leader duties not done")
 		}
+		alerts.start(n.webhook)
 		ids, err := n.fsm.PendingUploads()
 		if err != nil {
 			n.log.Error().Err(err).Msg("cannot list pending uploads")
@@ -517,6 +526,7 @@ func (n *Node) onLeadership() {
 	for {
 		select {
 		case isLeader := <-n.raft.LeaderCh():
+			alerts.stop()
 			if isLeader {
 				check()
 			}

@@ -93,7 +93,7 @@ func fromApply(err error) *apiError {
 	case errors.Is(err, raftfsm.ErrListInUse):
 		return newError(fasthttp.StatusConflict, "list_in_use", "the list is assigned to a message or held by a send and still has codes")
 	case errors.Is(err, raftfsm.ErrAssignmentsFull):
-		return newError(fasthttp.StatusInsufficientStorage, "assignments_full", err.Error())
+		return newError(fasthttp.StatusConflict, "assignments_full", err.Error())
 	case errors.Is(err, raftfsm.ErrUploadReused):
 		return newError(fasthttp.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for an upload to another list")
 	case errors.Is(err, raftfsm.ErrExists):

@@ -34,6 +34,9 @@ type testNode struct {
 	operator string // bootstrap operator token (DATA/operator.token)
 	admin    string // bootstrap admin token of the "default" tenant (DATA/admin.token)
 	client   *http.Client
+	// t started the node; it fails for answers of doRaw that
+	// docs/openapi.yaml does not allow (doRaw has no test of its own).
+	t testing.TB
 
 	closeOnce sync.Once
 	closeErr  error
@@ -62,7 +65,7 @@ func startNode(t testing.TB, o nodeOpts) *testNode {
 		t.Fatalf("cannot start node: %v", err)
 	}
 	tn := &testNode{
-		node: n, dir: dir, base: "http://" + n.HTTPAddr(),
+		node: n, dir: dir, base: "http://" + n.HTTPAddr(), t: t,
 		client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: 16, DisableCompression: true,
 		}},
@@ -145,15 +148,24 @@ type req struct {
 
 func (n *testNode) send(t testing.TB, q req) response {
 	t.Helper()
-	r := n.doRaw(q)
+	r := n.exchange(q)
 	if r.err != nil {
 		t.Fatalf("%s %s: %v", q.method, q.path, r.err)
 	}
+	checkOpenAPI(t, q.method, q.path, r)
 	return r
 }
 
 // doRaw sends a request and reports transport errors instead of failing.
+// An answer docs/openapi.yaml does not allow fails the node's test.
 func (n *testNode) doRaw(q req) response {
+	r := n.exchange(q)
+	checkOpenAPI(n.t, q.method, q.path, r)
+	return r
+}
+
+// exchange sends a request and answers what came back, unchecked.
+func (n *testNode) exchange(q req) response {
 	// The path goes on the request line exactly as written (Opaque), so
 	// tests can send escapes that net/url would refuse or rewrite.
 	u, err := url.Parse(n.base)
@@ -556,7 +568,9 @@ func (n *testNode) rawExchange(t testing.TB, method, path, token string, headers
 	if err != nil {
 		t.Fatalf("%s %s: cannot read the answer body: %v", method, path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: rb}
+	r := response{status: resp.StatusCode, header: resp.Header, body: rb}
+	checkOpenAPI(t, method, path, r)
+	return r
 }
 
 // chunked frames data as chunks of at most 64 KiB, without the final

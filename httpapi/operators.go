@@ -5,10 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
-	"strings"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -150,25 +147,5 @@ func (s *Server) readyz(r *request) *apiError {
 		return errNotReady
 	}
 	writeJSON(r.ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
-	return nil
-}
-
-// metrics writes a small Prometheus text exposition of the node's state.
-func (s *Server) metrics(r *request) *apiError {
-	var b strings.Builder
-	gauge := func(name, help string, v uint64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	isLeader := uint64(0)
-	if s.raft.State() == raft.Leader {
-		isLeader = 1
-	}
-	gauge("coupond_raft_leader", "1 when this node is the Raft leader.", isLeader)
-	gauge("coupond_raft_term", "Current Raft term.", s.raft.CurrentTerm())
-	gauge("coupond_raft_commit_index", "Raft commit index.", s.raft.CommitIndex())
-	gauge("coupond_fsm_applied_index", "Index of the last entry applied to the state machine.", s.fsm.AppliedIndex())
-	r.ctx.SetStatusCode(fasthttp.StatusOK)
-	r.ctx.SetContentType("text/plain; version=0.0.4")
-	r.ctx.SetBodyString(b.String())
 	return nil
 }

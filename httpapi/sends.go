@@ -413,8 +413,10 @@ func (s *Server) sendAssignments(r *request) *apiError {
 	}
 	r.ctx.SetStatusCode(fasthttp.StatusOK)
 	fsm := s.fsm
+	conn, log := r.ctx.Conn(), s.log
 	r.ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		var b []byte
+		var writeErr error
 		if !csv {
 			w.WriteString(`{"assignments":[`)
 		}
@@ -433,11 +435,18 @@ func (s *Server) sendAssignments(r *request) *apiError {
 				first = false
 				b = appendAssignmentJSON(b, a, false)
 			}
-			_, err := w.Write(b)
-			return err
+			_, writeErr = w.Write(b)
+			return writeErr
 		})
 		if err != nil {
-			return // the client sees a cut stream; the status was sent already
+			if writeErr == nil {
+				// The status went out already. Ending the chunked body
+				// normally would make a cut CSV export look complete, so
+				// the connection is dropped before the last chunk.
+				log.Error().Err(err).Str("send", send).Msg("cannot read a send's assignments; export cut")
+				conn.Close()
+			}
+			return
 		}
 		if !csv {
 			w.WriteString("]}\n")

@@ -259,7 +259,9 @@ func (n *testNode) sendAccept(t testing.TB, q req, accept string) response {
 	if err != nil {
 		t.Fatalf("%s %s: %v", q.method, q.path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	r := response{status: resp.StatusCode, header: resp.Header, body: b}
+	checkOpenAPI(t, q.method, q.path, r)
+	return r
 }
 
 // parseCSVPairs reads "recipient,code" lines.

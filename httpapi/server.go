@@ -29,6 +29,7 @@ type Consensus interface {
 	CurrentTerm() uint64
 	CommitIndex() uint64
 	AppliedIndex() uint64
+	LastContact() time.Time
 	GetConfiguration() raft.ConfigurationFuture
 	Barrier(timeout time.Duration) raft.Future
 	AddVoter(id raft.ServerID, addr raft.ServerAddress, prevIndex uint64, timeout time.Duration) raft.IndexFuture
@@ -44,6 +45,8 @@ type Config struct {
 	// PeerTLS, when set, is how this node calls the other nodes' HTTPS
 	// API (forwarding, probes); nil means plain HTTP.
 	PeerTLS *tls.Config
+	// Metrics is the node's registry (metrics.go); nil makes a fresh one.
+	Metrics *Metrics
 }
 
 // Limits of the API. Each is tested at the boundary and one past it.
@@ -71,6 +74,7 @@ type Server struct {
 	fsm  *raftfsm.FSM
 	log  zerolog.Logger
 	now  func() time.Time
+	prom *Metrics
 
 	batch     *batcher
 	sends     *sendLocks
@@ -82,7 +86,12 @@ type Server struct {
 
 // New returns the API of one node.
 func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, batch: newBatcher(r),
+	m := cfg.Metrics
+	if m == nil {
+		m = NewMetrics()
+	}
+	m.registerNode(r, fsm)
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, prom: m, batch: newBatcher(r),
 		sends: newSendLocks(), fwd: newForwardClient(cfg)}
 }
 
@@ -93,9 +102,11 @@ func (s *Server) Close() { s.batch.close() }
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	route := s.serve(ctx)
+	took := time.Since(start)
+	s.prom.observeRequest(route, ctx.Response.StatusCode(), took)
 	if ev := s.log.Debug(); ev.Enabled() { // skip the arguments' cost when off
 		ev.Str("method", string(ctx.Method())).Str("route", route).
-			Int("status", ctx.Response.StatusCode()).Dur("took", time.Since(start)).Msg("request")
+			Int("status", ctx.Response.StatusCode()).Dur("took", took).Msg("request")
 	}
 }
 
@@ -119,87 +130,7 @@ var operatorOnly = []raftfsm.Role{raftfsm.RoleOperator}
 var adminOnly = []raftfsm.Role{raftfsm.RoleAdmin}
 var adminOrSender = []raftfsm.Role{raftfsm.RoleAdmin, raftfsm.RoleSender}
 
-// match finds the route for a method and path; it answers the route's name
-// for logs, and 404/405 errors for paths and methods it does not know.
-func match(method string, seg []string) (route, *apiError) {
-	type methods map[string]route
-	var m methods
-	n := len(seg)
-	switch {
-	case n == 1 && seg[0] == "healthz":
-		m = methods{"GET": {"healthz", nil, (*Server).healthz}}
-	case n == 1 && seg[0] == "readyz":
-		m = methods{"GET": {"readyz", nil, (*Server).readyz}}
-	case n == 1 && seg[0] == "metrics":
-		m = methods{"GET": {"metrics", nil, (*Server).metrics}}
-	case n < 2 || seg[0] != "v1":
-		return route{name: "unknown"}, errNotFound
-	case n == 2 && seg[1] == "lists":
-		m = methods{"GET": {"lists.list", adminOnly, (*Server).listLists},
-			"POST": {"lists.create", adminOnly, (*Server).createList}}
-	case n == 3 && seg[1] == "lists":
-		m = methods{"GET": {"lists.get", adminOnly, (*Server).getList},
-			"PATCH":  {"lists.update", adminOnly, (*Server).updateList},
-			"DELETE": {"lists.delete", adminOnly, (*Server).deleteList}}
-	case n == 4 && seg[1] == "lists" && seg[3] == "codes":
-		m = methods{"POST": {"lists.topup", adminOnly, (*Server).topUp}}
-	case n == 5 && seg[1] == "lists" && seg[3] == "codes" && seg[4] == "withdraw":
-		m = methods{"POST": {"lists.withdraw", adminOnly, (*Server).withdraw},
-			"GET": {"lists.code", adminOnly, (*Server).getCode}}
-	case n == 5 && seg[1] == "lists" && seg[3] == "codes":
-		m = methods{"GET": {"lists.code", adminOnly, (*Server).getCode}}
-	case n == 3 && seg[1] == "messages":
-		m = methods{"PUT": {"messages.put", adminOrSender, (*Server).putMessage},
-			"GET": {"messages.get", adminOrSender, (*Server).getMessage}}
-	case n == 4 && seg[1] == "messages" && seg[3] == "coupon-list":
-		m = methods{"PUT": {"messages.assign", adminOnly, (*Server).assignList},
-			"DELETE": {"messages.unassign", adminOnly, (*Server).unassignList}}
-	case n == 3 && seg[1] == "sends":
-		m = methods{"PUT": {"sends.open", adminOrSender, (*Server).openSend},
-			"GET": {"sends.get", adminOrSender, (*Server).getSend}}
-	case n == 4 && seg[1] == "sends" && seg[3] == "codes":
-		m = methods{"POST": {"sends.allocate", adminOrSender, (*Server).allocate}}
-	case n == 4 && seg[1] == "sends" && seg[3] == "close":
-		m = methods{"POST": {"sends.close", adminOrSender, (*Server).closeSend}}
-	case n == 4 && seg[1] == "sends" && seg[3] == "assignments":
-		m = methods{"GET": {"sends.assignments", adminOrSender, (*Server).sendAssignments}}
-	case n == 4 && seg[1] == "recipients" && seg[3] == "assignments":
-		m = methods{"GET": {"recipients.history", adminOnly, (*Server).recipientHistory}}
-	case n == 2 && seg[1] == "tenants":
-		m = methods{"GET": {"tenants.list", operatorOnly, (*Server).listTenants},
-			"POST": {"tenants.create", operatorOnly, (*Server).createTenant}}
-	case n == 4 && seg[1] == "tenants" && seg[3] == "tokens":
-		m = methods{"POST": {"tokens.create", operatorOnly, (*Server).createToken}}
-	case n == 3 && seg[1] == "tokens":
-		m = methods{"DELETE": {"tokens.revoke", operatorOnly, (*Server).revokeToken}}
-	case n == 2 && seg[1] == "cluster":
-		m = methods{"GET": {"cluster.get", operatorOnly, (*Server).getCluster}}
-	case n == 3 && seg[1] == "cluster" && seg[2] == "digest":
-		m = methods{"GET": {"cluster.digest", operatorOnly, (*Server).getDigest}}
-	case n == 3 && seg[1] == "cluster" && seg[2] == "nodes":
-		m = methods{"POST": {"cluster.add", operatorOnly, (*Server).addNode}}
-	case n == 4 && seg[1] == "cluster" && seg[2] == "nodes":
-		m = methods{"DELETE": {"cluster.remove", operatorOnly, (*Server).removeNode}}
-	default:
-		return route{name: "unknown"}, errNotFound
-	}
-	if r, ok := m[method]; ok {
-		return r, nil
-	}
-	if method == "HEAD" {
-		if r, ok := m["GET"]; ok {
-			return r, nil
-		}
-	}
-	allow := ""
-	for k := range m {
-		if allow != "" {
-			allow += ", "
-		}
-		allow += k
-	}
-	return route{name: "unknown"}, newError(fasthttp.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here").with("allow", allow)
-}
+// match, the routing table, lives in routes.go.
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 	seg, err := splitPath(ctx.Request.Header.RequestURI())

@@ -348,6 +348,7 @@ func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
 	l.Cursor = p.Cursor()
 	a.putList(l)
 	res.New = n
+	a.f.stats.codesAllocated.Add(uint64(n))
 }
 
 func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int) {

@@ -32,6 +32,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			continue
 		}
 		if l.Type == raft.LogCommand {
+			a.entryAt = 0
+			if !l.AppendedAt.IsZero() {
+				a.entryAt = l.AppendedAt.UnixNano()
+			}
 			out[i] = a.apply(l.Data)
 			f.bytesApplied.Add(uint64(len(l.Data)))
 		}
@@ -63,6 +67,12 @@ var errAlreadyApplied = errors.New("entry already applied")
 type applier struct {
 	f *FSM
 	b *pebble.Batch
+	// entryAt is the time the leader appended the entry being applied
+	// (raft.Log.AppendedAt, replicated with the entry; 0 when unset), and
+	// at the leader-stamped time of the command being applied: its own At,
+	// or entryAt for the commands that carry none (Withdraw, UpdateList).
+	// Both come from the log, so every replica records the same alerts.
+	entryAt, at int64
 }
 
 // ApplyCommand applies one encoded command outside Raft, for tests and tools
@@ -78,6 +88,7 @@ func (a *applier) apply(data []byte) *Response {
 		// from the other replicas.
 		panic(fmt.Sprintf("BUG: cannot apply log entry: %v", err))
 	}
+	a.at = commandTime(c, a.entryAt)
 	var v any
 	switch c := c.(type) {
 	case *CreateTenant:
@@ -118,6 +129,8 @@ func (a *applier) apply(data []byte) *Response {
 		err = a.removeNode(c)
 	case *SetClusterKey:
 		err = a.setClusterKey(c)
+	case *AckAlerts:
+		v, err = a.ackAlerts(c)
 	case *Batch:
 		out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
 		for i, sub := range c.Commands {
@@ -128,6 +141,34 @@ func (a *applier) apply(data []byte) *Response {
 		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
 	}
 	return &Response{Value: v, Err: err}
+}
+
+// commandTime is the leader's time of a command: the At it carries, or,
+// for a command without one, the time its entry was appended.
+func commandTime(c Command, entryAt int64) int64 {
+	switch c := c.(type) {
+	case *CreateTenant:
+		return c.At
+	case *CreateToken:
+		return c.At
+	case *CreateList:
+		return c.At
+	case *ImportChunk:
+		return c.At
+	case *ImportCommit:
+		return c.At
+	case *UpsertMessage:
+		return c.At
+	case *OpenSend:
+		return c.At
+	case *Allocate:
+		return c.At
+	case *Reserve:
+		return c.At
+	case *CloseSend:
+		return c.At
+	}
+	return entryAt
 }
 
 func (a *applier) set(k, v []byte) {
@@ -231,8 +272,10 @@ func (a *applier) putList(l *ListMeta) {
 	}
 	a.set(listKey(l.ID), l.marshal())
 	a.f.mu.Lock()
+	old := a.f.lists[l.ID]
 	a.f.lists[l.ID] = l
 	a.f.mu.Unlock()
+	a.checkLowStock(old, l)
 }
 
 func (a *applier) createList(c *CreateList) (*ListMeta, error) {
@@ -397,6 +440,7 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	if err != nil {
 		panic(fmt.Sprintf("cannot read staged chunks: %v", err))
 	}
+	a.f.stats.codesImported.Add(uint64(res.Imported))
 	nl := *l
 	nl.Batches++
 	// An upload that added nothing is not recorded as a batch: it leaves the list unchanged.

@@ -132,6 +132,8 @@ func Decode(data []byte) (Command, error) {
 		c = &RemoveNode{}
 	case CmdSetClusterKey:
 		c = &SetClusterKey{}
+	case CmdAckAlerts:
+		c = &AckAlerts{}
 	default:
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
 	}

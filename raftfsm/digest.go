@@ -9,9 +9,9 @@ import (
 
 // Digest is a hash of the logical state: tenants, tokens, lists with their
 // metadata, every code of every list in position order with its state,
-// messages, sends, assignments and the cluster key. The node directory is
-// left out: a node that restarts on another HTTP port updates its entry,
-// and the digest compares ledgers across restarts too.
+// messages, sends, assignments, the cluster key and the low-stock outbox.
+// The node directory is left out: a node that restarts on another HTTP
+// port updates its entry, and the digest compares ledgers across restarts too.
 // Two replicas (or a node before and after a restart) with equal state have
 // equal digests; the applied index is left out on purpose.
 func (f *FSM) Digest() string {
@@ -51,9 +51,13 @@ func (f *FSM) Digest() string {
 	if key, ok := f.ClusterKey(); ok {
 		h.Write(key[:])
 	}
+	if seq := f.LastAlertID(); seq > 0 {
+		h.Write(binary.BigEndian.AppendUint64(b[:0], seq))
+	}
 	// Messages, sends and assignment batches are hashed as stored: their
 	// bytes are deterministic.
-	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign} {
+	// So are the low-stock outbox and the last alert id.
+	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign, prefixAlert} {
 		f.scan([]byte{p}, func(k, v []byte) error {
 			h.Write(k)
 			h.Write(v)

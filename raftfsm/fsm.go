@@ -65,6 +65,11 @@ type FSM struct {
 	// clusterKey signs calls the nodes forward to each other; nil until the
 	// first leader sets it.
 	clusterKey *[ClusterKeyLen]byte
+	// alerts is the low-stock outbox in id order; the slice is replaced,
+	// never changed, once published. alertSeq is the last id recorded.
+	alerts        []*Alert
+	alertSeq      uint64
+	alertsChanged chan struct{} // capacity 1: a coalesced wake-up for the delivery loop
 
 	hist *history // assignments by recipient; lock-free for readers
 
@@ -75,11 +80,12 @@ type FSM struct {
 	// bytesApplied counts command bytes applied since the process started,
 	// for the daemon's byte-based snapshot trigger.
 	bytesApplied atomic.Uint64
+	stats        applyStats // totals for metrics (stats.go)
 }
 
 // New opens the state kept in db and rebuilds the in-memory pools from it.
 func New(db *pebble.DB) (*FSM, error) {
-	f := &FSM{db: db}
+	f := &FSM{db: db, alertsChanged: make(chan struct{}, 1)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -202,6 +208,11 @@ func (f *FSM) load() error {
 	if err == nil {
 		nodes, clusterKey, err = f.loadCluster()
 	}
+	var alerts []*Alert
+	var alertSeq uint64
+	if err == nil {
+		alerts, alertSeq, err = f.loadAlerts()
+	}
 	if err != nil {
 		return fmt.Errorf("cannot load state: %w", err)
 	}
@@ -220,9 +231,13 @@ func (f *FSM) load() error {
 	f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
 	f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, sendKeys, takeLog, hist
 	f.nodes, f.clusterKey = nodes, clusterKey
+	f.alerts, f.alertSeq = alerts, alertSeq
 	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
 	f.mu.Unlock()
 	f.applied.Store(applied)
+	if len(alerts) > 0 {
+		f.notifyAlerts()
+	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ const (
 	prefixSend     = 's' // s + tenant + 0 + send id -> sendRecord
 	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
 	prefixNode     = 'n' // n + node id -> NodeInfo
+	prefixAlert    = 'o' // o + alert id (8 BE) -> Alert: the low-stock outbox (alerts.go)
 )
 
 // tenantScoped keys an object of a tenant; tenant ids hold no 0 byte.

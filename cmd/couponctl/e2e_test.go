@@ -1,0 +1,296 @@
+package main
+
+// Acceptance (a): couponctl drives a real coupond process end to end. Both
+// binaries are built into a temporary folder; the node runs on loopback
+// ports with a fresh data folder, and couponctl runs in the folder that
+// holds data/, so it finds data/admin.token as a user's shell would.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const e2eCodes = 1_000_000
+
+// e2e is a running node and the couponctl binary that drives it.
+type e2e struct {
+	t    *testing.T
+	dir  string // holds data/; couponctl runs here
+	ctl  string
+	addr string
+}
+
+func buildBinaries(t *testing.T) (coupond, couponctl string) {
+	t.Helper()
+	bin := t.TempDir()
+	// Without -race even under go test -race: a race-built node takes
+	// several times longer over a million codes.
+	cmd := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), ".", "../coupond")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cannot build: %v\n%s", err, out)
+	}
+	return filepath.Join(bin, "coupond"), filepath.Join(bin, "couponctl")
+}
+
+func loopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startE2E starts coupond and waits, with couponctl, until it is ready.
+func startE2E(t *testing.T) *e2e {
+	t.Helper()
+	coupond, ctl := buildBinaries(t)
+	e := &e2e{t: t, dir: t.TempDir(), ctl: ctl, addr: loopbackAddr(t)}
+	var logs bytes.Buffer
+	node := exec.Command(coupond, "--data", filepath.Join(e.dir, "data"), "--http", e.addr,
+		"--raft", loopbackAddr(t), "--log-format", "json", "--log-level", "warn")
+	node.Stdout, node.Stderr = &logs, &logs
+	if err := node.Start(); err != nil {
+		t.Fatalf("cannot start coupond: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { node.Wait(); close(done) }()
+	t.Cleanup(func() {
+		node.Process.Signal(syscall.SIGKILL)
+		<-done
+		if t.Failed() {
+			t.Logf("coupond logs:\n%s", logs.String())
+		}
+	})
+	e.mustRun(exitOK, "cluster", "ready", "--wait", "30s")
+	return e
+}
+
+// run runs couponctl with args in e.dir and answers its stdout, stderr
+// and exit code.
+func (e *e2e) run(args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.ctl, args...)
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), "COUPOND_ADDR="+e.addr)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if _, exited := err.(*exec.ExitError); err != nil && !exited {
+		e.t.Fatalf("couponctl %q: %v", args, err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+func (e *e2e) mustRun(want int, args ...string) (stdout, stderr string) {
+	e.t.Helper()
+	stdout, stderr, code := e.run(args...)
+	if code != want {
+		e.t.Fatalf("couponctl %q: exit %d, want %d\nstdout: %.2000s\nstderr: %.2000s", args, code, want, stdout, stderr)
+	}
+	return stdout, stderr
+}
+
+// mustJSON runs a command with --json, wants exit 0 and decodes stdout.
+func (e *e2e) mustJSON(out any, args ...string) (stderr string) {
+	e.t.Helper()
+	stdout, stderr := e.mustRun(exitOK, append(args, "--json")...)
+	if err := json.Unmarshal([]byte(stdout), out); err != nil {
+		e.t.Fatalf("couponctl %q: %v: %.2000s", args, err, stdout)
+	}
+	return stderr
+}
+
+func writeLines(t *testing.T, path string, n int, format string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for i := range n {
+		fmt.Fprintf(w, format+"\n", i)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return rows
+}
+
+func TestCouponctlEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs coupond")
+	}
+	e := startE2E(t)
+	work := t.TempDir()
+
+	// A list of a million codes, imported with the progress bar forced on
+	// (stderr is a pipe here).
+	codesPath := filepath.Join(work, "codes.csv")
+	writeLines(t, codesPath, e2eCodes, "CODE-%07d")
+	var created struct {
+		List struct {
+			ID        string `json:"id"`
+			Available uint64 `json:"available"`
+		} `json:"list"`
+		Import struct {
+			Imported   uint64 `json:"imported"`
+			Duplicates uint64 `json:"duplicates"`
+		} `json:"import"`
+	}
+	progress := e.mustJSON(&created, "lists", "import", "spring", codesPath, "--progress")
+	if created.Import.Imported != e2eCodes || created.Import.Duplicates != 0 || created.List.Available != e2eCodes {
+		t.Fatalf("import: %+v", created)
+	}
+	list := created.List.ID
+	for _, want := range []string{"import", "100%", "codes/s", "MB"} {
+		if !strings.Contains(progress, want) {
+			t.Fatalf("the import's progress on stderr lacks %q: %q", want, progress)
+		}
+	}
+	// Without --progress and without a terminal, stderr stays quiet; a
+	// code already in the list is a duplicate.
+	smallPath := filepath.Join(work, "small.csv")
+	if err := os.WriteFile(smallPath, []byte("CODE-0000000\nEXTRA-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr := e.mustRun(exitOK, "lists", "top-up", list, smallPath); stderr != "" || !strings.Contains(out, "imported 1, duplicates 1") {
+		t.Fatalf("top-up without --progress: stdout %q, stderr %q", out, stderr)
+	}
+
+	e.mustRun(exitOK, "messages", "put", "welcome", "--name", "Welcome", "--campaign", "spring")
+	e.mustRun(exitOK, "messages", "assign", "welcome", list)
+	var opened struct {
+		SendID   string `json:"send_id"`
+		ListID   string `json:"list_id"`
+		Reserved uint64 `json:"reserved"`
+	}
+	const recipients = 20_000 // two requests of the default chunk
+	e.mustJSON(&opened, "sends", "open", "s1", "--message", "welcome", "--expect", fmt.Sprint(recipients))
+	if opened.ListID != list || opened.Reserved != recipients {
+		t.Fatalf("open: %+v", opened)
+	}
+	recipPath := filepath.Join(work, "recipients.txt")
+	writeLines(t, recipPath, recipients, "user-%05d@example.com")
+	allocPath := filepath.Join(work, "alloc.csv")
+	var alloc struct {
+		Recipients int    `json:"recipients"`
+		Available  uint64 `json:"available"`
+	}
+	e.mustJSON(&alloc, "sends", "allocate", "s1", "--file", recipPath, "--out", allocPath)
+	if alloc.Recipients != recipients || alloc.Available != e2eCodes+1-recipients {
+		t.Fatalf("allocate: %+v", alloc)
+	}
+	got := map[string]string{} // recipient -> code
+	for _, r := range readCSV(t, allocPath) {
+		got[r[0]] = r[1]
+	}
+	if len(got) != recipients {
+		t.Fatalf("%d recipients with codes, want %d", len(got), recipients)
+	}
+	// Allocation is idempotent: the same recipients again get the same codes.
+	out, _ := e.mustRun(exitOK, "sends", "allocate", "s1", "user-00042@example.com", "user-00007@example.com")
+	for _, r := range []string{"user-00042@example.com", "user-00007@example.com"} {
+		if !strings.Contains(out, r) || !strings.Contains(out, got[r]) {
+			t.Fatalf("a repeated allocation of %s does not show its code %s:\n%s", r, got[r], out)
+		}
+	}
+
+	const who = "user-00042@example.com"
+	var hist struct {
+		Assignments []struct {
+			Code, ListID, SendID, MessageID string
+		} `json:"assignments"`
+	}
+	e.mustJSON(&hist, "history", "recipient", who)
+	h := hist.Assignments
+	if len(h) != 1 || h[0].Code != got[who] {
+		t.Fatalf("history of %s: %+v, want code %s", who, h, got[who])
+	}
+	var code struct {
+		State      string `json:"state"`
+		Assignment struct {
+			Recipient string `json:"recipient"`
+			SendID    string `json:"send_id"`
+		} `json:"assignment"`
+	}
+	e.mustJSON(&code, "history", "code", list, got[who])
+	if code.State != "assigned" || code.Assignment.Recipient != who || code.Assignment.SendID != "s1" {
+		t.Fatalf("code %s: %+v", got[who], code)
+	}
+
+	exportPath := filepath.Join(work, "export.csv")
+	_, stderr := e.mustRun(exitOK, "sends", "export", "s1", "--out", exportPath, "--progress")
+	if !strings.Contains(stderr, "export") || !strings.Contains(stderr, "codes/s") {
+		t.Fatalf("the export's progress on stderr: %q", stderr)
+	}
+	rows := readCSV(t, exportPath)
+	distinct := map[string]bool{}
+	for _, r := range rows {
+		if got[r[0]] != r[1] {
+			t.Fatalf("export: %s has %s, allocation gave %s", r[0], r[1], got[r[0]])
+		}
+		distinct[r[1]] = true
+	}
+	if len(rows) != recipients || len(distinct) != recipients {
+		t.Fatalf("export: %d rows, %d distinct codes, want %d", len(rows), len(distinct), recipients)
+	}
+
+	// Human output: tables with the counts.
+	out, _ = e.mustRun(exitOK, "lists", "show", list)
+	for _, want := range []string{"available:", fmt.Sprint(e2eCodes + 1 - recipients), "used:", fmt.Sprint(recipients), "welcome"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("lists show lacks %q:\n%s", want, out)
+		}
+	}
+	// The operator's commands take data/operator.token by themselves.
+	if out, _ = e.mustRun(exitOK, "tenants", "ls"); !strings.Contains(out, "default") {
+		t.Fatalf("tenants ls:\n%s", out)
+	}
+
+	// Exit codes.
+	e.mustRun(exitNotFound, "lists", "show", "0000000000000000")
+	e.mustRun(exitNotFound, "history", "code", list, "NO-SUCH-CODE")
+	e.mustRun(exitAuth, "lists", "ls", "--token", "cpd_wrong")
+	e.mustRun(exitAuth, "cluster", "status", "--token-file", filepath.Join(e.dir, "data", "admin.token")) // 403
+	e.mustRun(exitUsage, "lists")
+	e.mustRun(exitUsage, "sends", "allocate", "s1")
+	e.mustRun(exitConflict, "lists", "delete", list) // list_in_use
+	e.mustRun(exitConflict, "messages", "put", "welcome", "--channel", "sms")
+	e.mustRun(exitOther, "lists", "top-up", list, filepath.Join(work, "missing.csv"))
+	if _, stderr := e.mustRun(exitOther, "lists", "withdraw", list, recipPath+"x"); !strings.Contains(stderr, "cannot read") {
+		t.Fatalf("a missing file: %q", stderr)
+	}
+	e.mustRun(exitServer, "lists", "ls", "--addr", loopbackAddr(t), "--retries", "1")
+}

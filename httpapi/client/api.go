@@ -1,0 +1,582 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// List is a code list with its counts (SPEC §2).
+type List struct {
+	ID                string    `json:"id"`
+	Name              string    `json:"name"`
+	Dedupe            bool      `json:"dedupe"`
+	LowStockThreshold uint64    `json:"low_stock_threshold"`
+	LowStock          bool      `json:"low_stock"`
+	Added             uint64    `json:"added"`
+	Available         uint64    `json:"available"`
+	Reserved          uint64    `json:"reserved"`
+	Used              uint64    `json:"used"`
+	Withdrawn         uint64    `json:"withdrawn"`
+	UsedOrDeleted     uint64    `json:"used_or_deleted"`
+	CreatedAt         time.Time `json:"created_at"`
+}
+
+// ListDetail is one list with the messages it is assigned to.
+type ListDetail struct {
+	List
+	AssignedMessages []AssignedMessage `json:"assigned_messages"`
+}
+
+// AssignedMessage is a message that has the list.
+type AssignedMessage struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Campaign       string `json:"campaign"`
+	CampaignType   string `json:"campaign_type"`
+	CampaignStatus string `json:"campaign_status"`
+}
+
+// NewList describes a list to create; nil fields take the server's
+// defaults (de-duplication on, no low-stock threshold).
+type NewList struct {
+	Name              string  `json:"name"`
+	Dedupe            *bool   `json:"dedupe,omitempty"`
+	LowStockThreshold *uint64 `json:"low_stock_threshold,omitempty"`
+}
+
+// ListUpdate changes the fields that are not nil.
+type ListUpdate struct {
+	Name              *string `json:"name,omitempty"`
+	LowStockThreshold *uint64 `json:"low_stock_threshold,omitempty"`
+}
+
+// ImportResult is the outcome of an import or top-up.
+type ImportResult struct {
+	Imported   uint64 `json:"imported"`
+	Duplicates uint64 `json:"duplicates"`
+	Size       uint64 `json:"size"` // available codes after the import
+}
+
+// CreatedList is the answer of CreateAndImport.
+type CreatedList struct {
+	List   List         `json:"list"`
+	Import ImportResult `json:"import"`
+}
+
+// WithdrawResult is the outcome of a withdrawal.
+type WithdrawResult struct {
+	Withdrawn   uint64 `json:"withdrawn"`
+	NotFound    uint64 `json:"not_found"`
+	AlreadyUsed uint64 `json:"already_used"`
+}
+
+// Upload is a single-column CSV body of codes (SPEC §2, CSV rules).
+type Upload struct {
+	// Body is read once, as it is sent. When it is an io.Seeker (an
+	// *os.File, say) the client can rewind it to send it again.
+	Body io.Reader
+	// Size is the length of Body in bytes when known, which lets the
+	// server refuse an oversized upload at once; 0 means unknown.
+	Size int64
+	// Header skips the first line.
+	Header bool
+	// IdempotencyKey names the upload: a repeat with the same key answers
+	// the first result instead of importing again. Empty, the client makes
+	// one for a rewindable Body, so that its own retries cannot import
+	// twice; a non-rewindable Body without a key is sent once.
+	IdempotencyKey string
+}
+
+// CodeInfo is the state of one code of a list.
+type CodeInfo struct {
+	Code       string          `json:"code"`
+	State      string          `json:"state"` // available, assigned or withdrawn
+	Assignment *CodeAssignment `json:"assignment,omitempty"`
+}
+
+// CodeAssignment tells who got an assigned code.
+type CodeAssignment struct {
+	Recipient  string    `json:"recipient"`
+	SendID     string    `json:"send_id"`
+	MessageID  string    `json:"message_id"`
+	AssignedAt time.Time `json:"assigned_at"`
+}
+
+// Message is a creative of the mailing platform.
+type Message struct {
+	ID           string  `json:"id"`
+	Name         string  `json:"name"`
+	Campaign     string  `json:"campaign"`
+	CampaignType string  `json:"campaign_type"`
+	Channel      string  `json:"channel"`
+	DOI          bool    `json:"doi"`
+	Status       string  `json:"status"`
+	CouponListID *string `json:"coupon_list_id"`
+}
+
+// MessageInput is the body of PutMessage. Status empty keeps the server's
+// choice ("draft" for a new message).
+type MessageInput struct {
+	Name         string `json:"name"`
+	Campaign     string `json:"campaign"`
+	CampaignType string `json:"campaign_type"` // standard, auto, tracking, network_tracking
+	Channel      string `json:"channel"`       // email, web_push, app_push, sms, voice, print
+	DOI          bool   `json:"doi"`
+	Status       string `json:"status,omitempty"` // draft or sent
+}
+
+// OpenedSend is the answer of OpenSend.
+type OpenedSend struct {
+	SendID   string `json:"send_id"`
+	ListID   string `json:"list_id"`
+	Reserved uint64 `json:"reserved"`
+}
+
+// Send is a send's state.
+type Send struct {
+	SendID    string    `json:"send_id"`
+	MessageID string    `json:"message_id"`
+	ListID    string    `json:"list_id"`
+	Status    string    `json:"status"` // open or closed
+	Reserved  uint64    `json:"reserved"`
+	Assigned  uint64    `json:"assigned"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Assignment is one recipient's code in a send.
+type Assignment struct {
+	Recipient string `json:"recipient"`
+	Code      string `json:"code"`
+}
+
+// Allocation is the answer of Allocate: one code per requested recipient,
+// in request order, and the list's available count after it.
+type Allocation struct {
+	Assignments []Assignment `json:"assignments"`
+	Available   uint64       `json:"available"`
+}
+
+// HistoryEntry is one code a recipient got.
+type HistoryEntry struct {
+	Code       string    `json:"code"`
+	ListID     string    `json:"list_id"`
+	MessageID  string    `json:"message_id"`
+	SendID     string    `json:"send_id"`
+	AssignedAt time.Time `json:"assigned_at"`
+}
+
+// Tenant is one customer of the platform.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// NewToken is a token just made; Token, the secret, is shown only once.
+type NewToken struct {
+	ID    string `json:"id"`
+	Token string `json:"token"`
+}
+
+// ClusterStatus is a node's view of the cluster.
+type ClusterStatus struct {
+	Leader       *string       `json:"leader"`
+	Nodes        []ClusterNode `json:"nodes"`
+	Term         uint64        `json:"term"`
+	CommitIndex  uint64        `json:"commit_index"`
+	AppliedIndex uint64        `json:"applied_index"`
+}
+
+// ClusterNode is one member as a node sees it.
+type ClusterNode struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Suffrage string `json:"suffrage"`
+	State    string `json:"state"` // leader, follower, catching_up, unreachable, ...
+}
+
+// Node names a node to add to the cluster.
+type Node struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Format is the encoding of an export.
+type Format int
+
+const (
+	// CSV is "recipient,code" lines, RFC 4180 quoting, no header.
+	CSV Format = iota
+	// JSON is {"assignments": [{"recipient","code","assigned_at"}]}.
+	JSON
+)
+
+// Lists answers the tenant's lists.
+func (c *Client) Lists(ctx context.Context) ([]List, error) {
+	var out struct {
+		Lists []List `json:"lists"`
+	}
+	cl, _ := jsonCall("GET", route("v1", "lists"), nil, retryAlways)
+	_, err := c.doJSON(ctx, cl, &out)
+	return out.Lists, err
+}
+
+// GetList answers one list with its counts and assigned messages.
+func (c *Client) GetList(ctx context.Context, id string) (*ListDetail, error) {
+	return callJSON[ListDetail](ctx, c, "GET", route("v1", "lists", id), nil, retryAlways)
+}
+
+// CreateList makes an empty list. It is not repeated after an unknown
+// outcome: a second try would make a second list.
+func (c *Client) CreateList(ctx context.Context, l NewList) (*List, error) {
+	return callJSON[List](ctx, c, "POST", route("v1", "lists"), l, retryNever)
+}
+
+// CreateAndImport makes a list named name and imports up into it in one
+// step: a CSV error creates no list. dedupe nil keeps the default (on).
+func (c *Client) CreateAndImport(ctx context.Context, name string, dedupe *bool, up Upload) (*CreatedList, error) {
+	q := url.Values{"name": {name}}
+	if dedupe != nil {
+		q.Set("dedupe", strconv.FormatBool(*dedupe))
+	}
+	var out CreatedList
+	if _, err := c.doJSON(ctx, uploadCall(route("v1", "lists"), q, up, retryUpload), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// TopUp imports up into an existing list.
+func (c *Client) TopUp(ctx context.Context, listID string, up Upload) (*ImportResult, error) {
+	var out ImportResult
+	if _, err := c.doJSON(ctx, uploadCall(route("v1", "lists", listID, "codes"), nil, up, retryUpload), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Withdraw withdraws the unused codes of up from a list. It may be
+// repeated: a code already withdrawn counts as withdrawn again, so a
+// repeat answers as the first try did. up.IdempotencyKey is not used.
+func (c *Client) Withdraw(ctx context.Context, listID string, up Upload) (*WithdrawResult, error) {
+	up.IdempotencyKey = ""
+	var out WithdrawResult
+	if _, err := c.doJSON(ctx, uploadCall(route("v1", "lists", listID, "codes", "withdraw"), nil, up, retryAlways), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// UpdateList renames a list or sets its low-stock threshold.
+func (c *Client) UpdateList(ctx context.Context, id string, u ListUpdate) (*List, error) {
+	// Setting fields to given values: a repeat changes nothing more.
+	return callJSON[List](ctx, c, "PATCH", route("v1", "lists", id), u, retryAlways)
+}
+
+// DeleteList deletes a list (409 list_in_use while a message or an open
+// send needs its codes).
+func (c *Client) DeleteList(ctx context.Context, id string) error {
+	cl, _ := jsonCall("DELETE", route("v1", "lists", id), nil, retryAlways)
+	cl.gone = true
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// LookupCode answers the state of a code of a list and, once assigned, who got it.
+func (c *Client) LookupCode(ctx context.Context, listID, code string) (*CodeInfo, error) {
+	return callJSON[CodeInfo](ctx, c, "GET", route("v1", "lists", listID, "codes", code), nil, retryAlways)
+}
+
+// PutMessage creates or replaces a message; created tells which.
+func (c *Client) PutMessage(ctx context.Context, id string, m MessageInput) (msg *Message, created bool, err error) {
+	var out Message
+	cl, err := jsonCall("PUT", route("v1", "messages", id), m, retryAlways)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := c.doJSON(ctx, cl, &out)
+	if err != nil {
+		return nil, false, err
+	}
+	return &out, st == http.StatusCreated, nil
+}
+
+// GetMessage answers a message.
+func (c *Client) GetMessage(ctx context.Context, id string) (*Message, error) {
+	return callJSON[Message](ctx, c, "GET", route("v1", "messages", id), nil, retryAlways)
+}
+
+// AssignList gives a message its coupon list (422 not_eligible for a
+// message that may have none).
+func (c *Client) AssignList(ctx context.Context, messageID, listID string) (*Message, error) {
+	return callJSON[Message](ctx, c, "PUT", route("v1", "messages", messageID, "coupon-list"), map[string]string{"list_id": listID}, retryAlways)
+}
+
+// UnassignList takes a message's coupon list away; codes and history stay.
+func (c *Client) UnassignList(ctx context.Context, messageID string) error {
+	cl, _ := jsonCall("DELETE", route("v1", "messages", messageID, "coupon-list"), nil, retryAlways)
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// OpenSend opens a send of a message; expected, when not nil, holds that
+// many codes less those assigned already. created tells whether the send is new.
+func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expected *uint64) (s *OpenedSend, created bool, err error) {
+	in := struct {
+		MessageID          string  `json:"message_id"`
+		ExpectedRecipients *uint64 `json:"expected_recipients,omitempty"`
+	}{messageID, expected}
+	var out OpenedSend
+	cl, err := jsonCall("PUT", route("v1", "sends", sendID), in, retryAlways)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err := c.doJSON(ctx, cl, &out)
+	if err != nil {
+		return nil, false, err
+	}
+	return &out, st == http.StatusCreated, nil
+}
+
+// Allocate hands out one code per recipient of a send (at most 100,000
+// per call). It is idempotent per send and recipient, so it is retried
+// with the same send id: a repeat gets the same codes. messageID may be
+// empty once the send exists.
+func (c *Client) Allocate(ctx context.Context, sendID, messageID string, recipients []string) (*Allocation, error) {
+	in := struct {
+		MessageID  string   `json:"message_id,omitempty"`
+		Recipients []string `json:"recipients"`
+	}{messageID, recipients}
+	return callJSON[Allocation](ctx, c, "POST", route("v1", "sends", sendID, "codes"), in, retryAlways)
+}
+
+// CloseSend ends a send; its unused hold goes back to the list. Closing a
+// closed send answers it as it is, so the call is repeated safely.
+func (c *Client) CloseSend(ctx context.Context, sendID string) (*Send, error) {
+	return callJSON[Send](ctx, c, "POST", route("v1", "sends", sendID, "close"), nil, retryAlways)
+}
+
+// GetSend answers a send's state.
+func (c *Client) GetSend(ctx context.Context, sendID string) (*Send, error) {
+	return callJSON[Send](ctx, c, "GET", route("v1", "sends", sendID), nil, retryAlways)
+}
+
+// ExportAssignments streams every assignment of a send into w, as the
+// server writes them, and answers the bytes written. It is retried only
+// until the answer starts: once bytes reached w, a broken stream is an
+// error for the caller to repeat the whole export.
+func (c *Client) ExportAssignments(ctx context.Context, sendID string, w io.Writer, f Format) (int64, error) {
+	cl, _ := jsonCall("GET", route("v1", "sends", sendID, "assignments"), nil, retryAlways)
+	accept := "text/csv"
+	if f == JSON {
+		accept = "application/json"
+	}
+	cl.header = http.Header{"Accept": {accept}}
+	resp, err := c.do(ctx, cl)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("cannot export the assignments of send %q: %w", sendID, err)
+	}
+	return n, nil
+}
+
+// RecipientHistory answers every code a recipient got, across sends.
+func (c *Client) RecipientHistory(ctx context.Context, recipient string) ([]HistoryEntry, error) {
+	var out struct {
+		Assignments []HistoryEntry `json:"assignments"`
+	}
+	cl, _ := jsonCall("GET", route("v1", "recipients", recipient, "assignments"), nil, retryAlways)
+	_, err := c.doJSON(ctx, cl, &out)
+	return out.Assignments, err
+}
+
+// CreateTenant makes a tenant (operator). A repeat answers 409 tenant_exists.
+func (c *Client) CreateTenant(ctx context.Context, id, name string) (*Tenant, error) {
+	return callJSON[Tenant](ctx, c, "POST", route("v1", "tenants"), map[string]string{"id": id, "name": name}, retryNever)
+}
+
+// Tenants answers every tenant (operator).
+func (c *Client) Tenants(ctx context.Context) ([]Tenant, error) {
+	var out struct {
+		Tenants []Tenant `json:"tenants"`
+	}
+	cl, _ := jsonCall("GET", route("v1", "tenants"), nil, retryAlways)
+	_, err := c.doJSON(ctx, cl, &out)
+	return out.Tenants, err
+}
+
+// CreateToken makes a token of a tenant with role "admin" or "sender"
+// (operator). It is not repeated after an unknown outcome: a second try
+// would make a second token.
+func (c *Client) CreateToken(ctx context.Context, tenant, role, name string) (*NewToken, error) {
+	in := map[string]string{"role": role}
+	if name != "" {
+		in["name"] = name
+	}
+	return callJSON[NewToken](ctx, c, "POST", route("v1", "tenants", tenant, "tokens"), in, retryNever)
+}
+
+// RevokeToken revokes a token by its id (operator).
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	cl, _ := jsonCall("DELETE", route("v1", "tokens", id), nil, retryAlways)
+	cl.gone = true
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// Cluster answers the node's view of the cluster (operator).
+func (c *Client) Cluster(ctx context.Context) (*ClusterStatus, error) {
+	return callJSON[ClusterStatus](ctx, c, "GET", route("v1", "cluster"), nil, retryAlways)
+}
+
+// AddNode adds a voter (operator); added is false when it was a member
+// with these addresses already, which also makes the call safe to repeat.
+func (c *Client) AddNode(ctx context.Context, n Node) (added bool, err error) {
+	cl, err := jsonCall("POST", route("v1", "cluster", "nodes"), n, retryAlways)
+	if err != nil {
+		return false, err
+	}
+	st, err := c.doJSON(ctx, cl, nil)
+	return st == http.StatusCreated, err
+}
+
+// RemoveNode removes a member (operator).
+func (c *Client) RemoveNode(ctx context.Context, id string) error {
+	cl, _ := jsonCall("DELETE", route("v1", "cluster", "nodes", id), nil, retryAlways)
+	cl.gone = true
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// Healthz reports whether the process answers at all; it needs no token
+// and is tried once, as a probe should be.
+func (c *Client) Healthz(ctx context.Context) error {
+	cl, _ := jsonCall("GET", "/healthz", nil, retryNever)
+	cl.probe = true
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// Readyz reports whether the node serves API calls (it knows a leader and
+// has caught up); it needs no token and is tried once, as a probe should be.
+func (c *Client) Readyz(ctx context.Context) error {
+	cl, _ := jsonCall("GET", "/readyz", nil, retryNever)
+	cl.probe = true
+	_, err := c.doJSON(ctx, cl, nil)
+	return err
+}
+
+// uploadCall makes the call of a CSV upload. retry is what a rewindable
+// body allows; a body that cannot be rewound is sent again only when not
+// a byte of it was read.
+func uploadCall(path string, q url.Values, up Upload, retry retryable) *call {
+	c := &call{method: "POST", path: path, query: q, contentType: "text/csv", size: -1}
+	if up.Header {
+		if c.query == nil {
+			c.query = url.Values{}
+		}
+		c.query.Set("header", "true")
+	}
+	if up.Size > 0 {
+		c.size = up.Size
+	}
+	seeker, rewind := up.Body.(io.Seeker)
+	var start int64
+	if rewind {
+		var err error
+		start, err = seeker.Seek(0, io.SeekCurrent)
+		rewind = err == nil // a pipe or a terminal
+	}
+	body := &countingReader{r: up.Body}
+	var prev *tryBody
+	c.body = func() (io.Reader, error) {
+		if prev != nil {
+			<-prev.closed // the last try's transport is done with the body
+			switch {
+			case body.n == 0:
+			case rewind:
+				if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+					return nil, fmt.Errorf("cannot rewind the upload: %w", err)
+				}
+				body.n = 0
+			default:
+				return nil, errNoRepeat
+			}
+		}
+		prev = &tryBody{r: body, closed: make(chan struct{})}
+		return prev, nil
+	}
+	key := up.IdempotencyKey
+	if rewind {
+		c.retry = retry
+		if key == "" && retry == retryUpload {
+			key = randomKey()
+		}
+	}
+	if key != "" {
+		c.header = http.Header{"Idempotency-Key": {key}}
+	}
+	return c
+}
+
+// tryBody is one try's view of an upload body. The transport may go on
+// reading it after the answer came, until it calls Close (the contract of
+// http.RoundTripper), so the next try waits for Close before it rewinds.
+// Close never closes the caller's reader: that is theirs, and a retry
+// needs it.
+type tryBody struct {
+	r      io.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (b *tryBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *tryBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func randomKey() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// callJSON makes one JSON call and decodes its answer into a new T.
+func callJSON[T any](ctx context.Context, c *Client, method, path string, in any, retry retryable) (*T, error) {
+	cl, err := jsonCall(method, path, in, retry)
+	if err != nil {
+		return nil, err
+	}
+	var out T
+	if _, err := c.doJSON(ctx, cl, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

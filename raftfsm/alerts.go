@@ -1,0 +1,250 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Low-stock alerts (issue 5). The state machine decides, deterministically,
+// when a list crosses its low-stock threshold and records an alert in the
+// outbox, part of the replicated state; the leader delivers the outbox
+// (daemon/webhook.go) and acknowledges each delivered alert with AckAlerts.
+// Apply only ever writes the record: delivery never holds up an allocation.
+//
+// A crossing is a flip of the list's low_stock flag (threshold > 0 and
+// available < threshold) from false to true on a list that existed before
+// the command, whatever lowered it: an allocation, a reservation (a send's
+// hold), a withdrawal, or a threshold raised above what is available. While
+// the list stays low nothing more is recorded; it re-arms when low_stock
+// turns false again (a top-up, a released hold, a lower threshold or
+// threshold 0), and the next flip records a new alert. A list created below
+// its threshold (or imported into while below it) never crossed it: no alert.
+
+// CmdAckAlerts removes delivered alerts from the outbox. Appended after CmdSetClusterKey.
+const CmdAckAlerts CmdType = 21
+
+// MaxPendingAlerts bounds the outbox. When an alert would exceed it, the
+// oldest pending alert of the same list is dropped (the new one tells the
+// same story with newer numbers), or, if the list has none pending, the
+// oldest pending alert of all.
+const MaxPendingAlerts = 4096
+
+// MaxAckAlerts bounds the ids of one AckAlerts command.
+const MaxAckAlerts = 1024
+
+// Alert is one low-stock crossing waiting in the outbox.
+type Alert struct {
+	ID        uint64 // 1, 2, 3, ... in the order of the crossings; never reused
+	Tenant    string
+	List      uint64
+	ListName  string
+	Threshold uint64
+	Available uint64 // what the list had available right after the crossing
+	At        int64  // unix ns: the command's leader-stamped time (see applier.at)
+}
+
+func (a *Alert) marshal() []byte {
+	b := []byte{recordVersion}
+	b = binary.AppendUvarint(b, a.ID)
+	b = appendString(b, a.Tenant)
+	b = binary.AppendUvarint(b, a.List)
+	b = appendString(b, a.ListName)
+	b = binary.AppendUvarint(b, a.Threshold)
+	b = binary.AppendUvarint(b, a.Available)
+	return appendVarint(b, a.At)
+}
+
+func unmarshalAlert(v []byte) (*Alert, error) {
+	d := recordDecoder(v)
+	a := &Alert{ID: d.uvarint(), Tenant: d.string(), List: d.uvarint(), ListName: d.string(),
+		Threshold: d.uvarint(), Available: d.uvarint(), At: d.varint()}
+	return a, d.done()
+}
+
+// AckAlerts removes the alerts with these ids from the outbox; ids that are
+// not pending (acknowledged already, dropped) are ignored, so a repeated
+// acknowledgement is harmless. Its Response value is the number removed.
+type AckAlerts struct{ IDs []uint64 }
+
+func (*AckAlerts) Type() CmdType { return CmdAckAlerts }
+func (c *AckAlerts) appendBody(b []byte) []byte {
+	if len(c.IDs) > MaxAckAlerts {
+		panic("BUG: too many alert ids in one AckAlerts")
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.IDs)))
+	for _, id := range c.IDs {
+		b = binary.AppendUvarint(b, id)
+	}
+	return b
+}
+func (c *AckAlerts) decodeBody(d *decoder) {
+	n := d.uvarint()
+	if n > MaxAckAlerts || n > uint64(len(d.b)) {
+		d.fail()
+		return
+	}
+	c.IDs = make([]uint64, n)
+	for i := range c.IDs {
+		c.IDs[i] = d.uvarint()
+	}
+}
+
+// keyAlertSeq holds the id of the last alert recorded (8 bytes BE), so ids
+// are never reused after the outbox empties.
+// Changing this key breaks existing data folders.
+var keyAlertSeq = []byte{prefixMeta, 'o'}
+
+func alertKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixAlert}, id)
+}
+
+// lowStock is the flag of SPEC §1 on a published meta's counts.
+func (l *ListMeta) lowStock() bool {
+	if l.Threshold == 0 {
+		return false
+	}
+	return l.available() < l.Threshold
+}
+
+// available is what readers see as the list's available count.
+func (l *ListMeta) available() uint64 {
+	if l.counts.available < l.Reserved {
+		return 0
+	}
+	return l.counts.available - l.Reserved
+}
+
+// checkLowStock records an alert when publishing l (over old, the meta
+// readers saw until now) turns low_stock from false to true.
+func (a *applier) checkLowStock(old, l *ListMeta) {
+	if old == nil || old.lowStock() || !l.lowStock() {
+		return
+	}
+	f := a.f
+	f.mu.RLock()
+	pending := f.alerts
+	seq := f.alertSeq
+	f.mu.RUnlock()
+	seq++
+	al := &Alert{ID: seq, Tenant: l.Tenant, List: l.ID, ListName: l.Name, Threshold: l.Threshold,
+		Available: l.available(), At: a.at}
+	next := make([]*Alert, 0, min(len(pending)+1, MaxPendingAlerts))
+	if len(pending) >= MaxPendingAlerts {
+		drop := 0 // the oldest of all, unless the list has one pending
+		for i, p := range pending {
+			if p.List == l.ID {
+				drop = i
+				break
+			}
+		}
+		a.del(alertKey(pending[drop].ID))
+		next = append(next, pending[:drop]...)
+		next = append(next, pending[drop+1:]...)
+	} else {
+		next = append(next, pending...)
+	}
+	next = append(next, al)
+	a.set(alertKey(al.ID), al.marshal())
+	a.set(keyAlertSeq, binary.BigEndian.AppendUint64(nil, seq))
+	f.mu.Lock()
+	f.alerts, f.alertSeq = next, seq
+	f.mu.Unlock()
+	f.notifyAlerts()
+}
+
+func (a *applier) ackAlerts(c *AckAlerts) (int, error) {
+	f := a.f
+	f.mu.RLock()
+	pending := f.alerts
+	f.mu.RUnlock()
+	acked := make(map[uint64]bool, len(c.IDs))
+	for _, id := range c.IDs {
+		acked[id] = true
+	}
+	next := make([]*Alert, 0, len(pending))
+	for _, p := range pending { // in id order: the outcome never depends on map order
+		if acked[p.ID] {
+			a.del(alertKey(p.ID))
+			continue
+		}
+		next = append(next, p)
+	}
+	removed := len(pending) - len(next)
+	if removed > 0 {
+		f.mu.Lock()
+		f.alerts = next
+		f.mu.Unlock()
+	}
+	return removed, nil
+}
+
+// notifyAlerts wakes the reader of AlertsChanged without ever blocking.
+func (f *FSM) notifyAlerts() {
+	select {
+	case f.alertsChanged <- struct{}{}:
+	default:
+	}
+}
+
+// AlertsChanged receives a value (coalesced) after an apply or a restore
+// that added alerts to the outbox. It has one reader: the leader's delivery loop.
+func (f *FSM) AlertsChanged() <-chan struct{} { return f.alertsChanged }
+
+// PendingAlerts returns the outbox, oldest first (by id). The alerts are
+// copies the caller may keep.
+func (f *FSM) PendingAlerts() []Alert {
+	f.mu.RLock()
+	pending := f.alerts
+	f.mu.RUnlock()
+	out := make([]Alert, len(pending))
+	for i, p := range pending {
+		out[i] = *p
+	}
+	return out
+}
+
+// LastAlertID is the id of the last alert ever recorded (0 if none).
+func (f *FSM) LastAlertID() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.alertSeq
+}
+
+// loadAlerts reads the outbox and the alert sequence for load.
+func (f *FSM) loadAlerts() ([]*Alert, uint64, error) {
+	var alerts []*Alert
+	err := f.scan([]byte{prefixAlert}, func(k, v []byte) error {
+		al, err := unmarshalAlert(v)
+		if err == nil && al.ID != binary.BigEndian.Uint64(k[1:]) {
+			err = fmt.Errorf("alert %d under the key of %d: %w", al.ID, binary.BigEndian.Uint64(k[1:]), errCorrupt)
+		}
+		if err == nil {
+			alerts = append(alerts, al)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	var seq uint64
+	v, closer, err := f.db.Get(keyAlertSeq)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, 0, err
+	default:
+		if len(v) != 8 {
+			closer.Close()
+			return nil, 0, fmt.Errorf("alert sequence of %d bytes: %w", len(v), errCorrupt)
+		}
+		seq = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	if n := len(alerts); n > 0 && alerts[n-1].ID > seq {
+		return nil, 0, fmt.Errorf("alert %d above the alert sequence %d: %w", alerts[n-1].ID, seq, errCorrupt)
+	}
+	return alerts, seq, nil
+}
