@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -18,12 +21,25 @@ import (
 // between many commands and one or two, and Raft's leader loop may write
 // such a small batch before it commits the big one: measured on 2 cores,
 // 32 one-recipient clients did ~16k req/s with 3 in flight and ~19k with 1.
+//
+// Group wait: a client that sends again as soon as it is answered comes
+// back a few hundred microseconds after its batch was answered, just after
+// the next batch was packed without it, so it waits a whole cycle for that
+// one and goes in the one after. The clients split into two halves taking
+// turns, and each fsync carries half of them (32 clients: ~15 commands a
+// batch). So before packing, the batcher waits until as many commands came
+// in since the last answer as that answer carried, for at most a cycle and
+// at most groupWaitMax; then the halves merge (~28 a batch, +15-20% req/s
+// measured). A batch of one is followed by no wait: a lone client is
+// never delayed. Under an open load the wait costs a command at most
+// groupWaitMax and makes the next batch bigger.
 const (
 	batchInflight  = 1
 	batchMaxCmds   = 512
 	batchMaxBytes  = 256 << 10
 	smallCmdBytes  = 64 << 10 // larger commands go to Raft on their own
 	batchQueueSize = 4096
+	groupWaitMax   = 500 * time.Microsecond
 )
 
 type pendingCmd struct {
@@ -37,22 +53,41 @@ type cmdResult struct {
 }
 
 type batchInFlight struct {
-	f    raft.ApplyFuture
-	cmds []*pendingCmd
+	f     raft.ApplyFuture
+	cmds  []*pendingCmd
+	start time.Time
 }
 
 type batcher struct {
-	raft     Consensus
+	raft     raftApplier
 	queue    chan *pendingCmd
 	slots    chan struct{} // one token per entry in Raft
 	inflight chan batchInFlight
 	done     chan struct{}
+
+	submitted atomic.Uint64 // commands queued since the start (counted once queued)
+	// What deliver answered last, stored before it frees the slot that
+	// pack takes next: the submitted count at that moment, how many
+	// commands it answered, and how long their entry took in Raft.
+	answeredMark  atomic.Uint64
+	answeredCount atomic.Uint64
+	lastCycle     atomic.Int64
+
+	maxWait time.Duration    // groupWaitMax; tests lengthen it
+	now     func() time.Time // time.Now; tests stretch the cycle
 }
 
-func newBatcher(r Consensus) *batcher {
+// raftApplier is the part of Raft the batcher uses.
+type raftApplier interface {
+	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
+}
+
+func newBatcher(r raftApplier) *batcher { return startBatcher(r, groupWaitMax, time.Now) }
+
+func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
 		slots: make(chan struct{}, batchInflight), inflight: make(chan batchInFlight, batchInflight),
-		done: make(chan struct{})}
+		done: make(chan struct{}), maxWait: maxWait, now: now}
 	go b.pack()
 	go b.deliver()
 	return b
@@ -63,6 +98,7 @@ func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 	p := &pendingCmd{cmd: cmd, done: make(chan cmdResult, 1)}
 	select {
 	case b.queue <- p:
+		b.submitted.Add(1)
 	case <-b.done:
 		return nil, raft.ErrRaftShutdown
 	}
@@ -76,6 +112,8 @@ func (b *batcher) close() { close(b.done) }
 
 func (b *batcher) pack() {
 	defer close(b.inflight)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		var p *pendingCmd
 		select {
@@ -90,6 +128,10 @@ func (b *batcher) pack() {
 		// Wait for a slot before draining, so the batch takes in everything
 		// that queued up meanwhile.
 		b.slots <- struct{}{}
+		want, wait := b.groupWait()
+		if wait > 0 {
+			timer.Reset(wait)
+		}
 		cmds := []*pendingCmd{p}
 		size := len(p.cmd)
 	drain:
@@ -98,9 +140,28 @@ func (b *batcher) pack() {
 			case q := <-b.queue:
 				cmds = append(cmds, q)
 				size += len(q.cmd)
+				continue
 			default:
+			}
+			if wait == 0 || b.submitted.Load() >= want {
+				break
+			}
+			// The queue is empty and the answered clients are not all
+			// back: wait for the next command or the end of the wait. A
+			// timer shorter than a millisecond may fire late on an idle
+			// process, but then no command is waiting for it.
+			select {
+			case q := <-b.queue:
+				cmds = append(cmds, q)
+				size += len(q.cmd)
+			case <-timer.C:
+				wait = 0
+			case <-b.done:
 				break drain
 			}
+		}
+		if wait > 0 {
+			timer.Stop()
 		}
 		entry := p.cmd
 		if len(cmds) > 1 {
@@ -110,13 +171,28 @@ func (b *batcher) pack() {
 			}
 			entry = raftfsm.Encode(enc)
 		}
-		b.inflight <- batchInFlight{f: b.raft.Apply(entry, applyTimeout), cmds: cmds}
+		start := b.now()
+		b.inflight <- batchInFlight{f: b.raft.Apply(entry, applyTimeout), cmds: cmds, start: start}
 	}
+}
+
+// groupWait answers how many commands in all must have been submitted
+// before the next batch goes out, and the longest wait for them; a zero
+// wait means none (see "Group wait" above).
+func (b *batcher) groupWait() (uint64, time.Duration) {
+	n := b.answeredCount.Load()
+	if n < 2 {
+		return 0, 0
+	}
+	return b.answeredMark.Load() + n, min(time.Duration(b.lastCycle.Load()), b.maxWait)
 }
 
 func (b *batcher) deliver() {
 	for bf := range b.inflight {
 		err := bf.f.Error()
+		b.answeredMark.Store(b.submitted.Load())
+		b.answeredCount.Store(uint64(len(bf.cmds)))
+		b.lastCycle.Store(int64(b.now().Sub(bf.start)))
 		<-b.slots
 		var resps []*raftfsm.Response
 		if err == nil {

@@ -1,0 +1,123 @@
+package httpapi
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// heldRaft stands in for Raft: every entry waits in entries until the test
+// releases it, and each command is answered with its own bytes.
+type heldRaft struct{ entries chan *heldEntry }
+
+type heldEntry struct {
+	cmds     [][]byte
+	released chan struct{}
+}
+
+func (e *heldEntry) release() { close(e.released) }
+
+func (h *heldRaft) Apply(entry []byte, _ time.Duration) raft.ApplyFuture {
+	e := &heldEntry{cmds: [][]byte{entry}, released: make(chan struct{})}
+	if raftfsm.CmdType(entry[0]) == raftfsm.CmdBatch {
+		c, err := raftfsm.Decode(entry)
+		if err != nil {
+			panic(err)
+		}
+		e.cmds = c.(*raftfsm.Batch).Commands
+	}
+	h.entries <- e
+	return &heldFuture{e}
+}
+
+type heldFuture struct{ e *heldEntry }
+
+func (f *heldFuture) Error() error  { <-f.e.released; return nil }
+func (f *heldFuture) Index() uint64 { return 0 }
+func (f *heldFuture) Response() interface{} {
+	if len(f.e.cmds) == 1 {
+		return &raftfsm.Response{Value: string(f.e.cmds[0])}
+	}
+	br := &raftfsm.BatchResponse{}
+	for _, c := range f.e.cmds {
+		br.Responses = append(br.Responses, &raftfsm.Response{Value: string(c)})
+	}
+	return &raftfsm.Response{Value: br}
+}
+
+// TestBatcherGroupWait shows the group wait of batcher.go: after a batch
+// of two is answered, the next batch waits for two more commands instead of
+// leaving with the one that was queued; after a batch of one nothing waits.
+func TestBatcherGroupWait(t *testing.T) {
+	h := &heldRaft{entries: make(chan *heldEntry, 8)}
+	// A clock that moves a second per reading makes every cycle look long,
+	// so only maxWait bounds the wait, and a minute is more than the test needs.
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(clock.Add(1), 0) }
+	b := startBatcher(h, time.Minute, now)
+
+	var wg sync.WaitGroup
+	submit := func(name string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := raftfsm.Encode(&raftfsm.CloseSend{Tenant: "t", Send: name})
+			resp, err := b.submit(cmd)
+			if err != nil || resp.Value != string(cmd) {
+				t.Errorf("command %s answered %v, %v", name, resp, err)
+			}
+		}()
+	}
+	next := func(want int) *heldEntry {
+		t.Helper()
+		select {
+		case e := <-h.entries:
+			if len(e.cmds) != want {
+				t.Fatalf("entry of %d commands, want %d", len(e.cmds), want)
+			}
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no entry of %d commands", want)
+			return nil
+		}
+	}
+	waitSubmitted := func(n uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); b.submitted.Load() < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d commands submitted, want %d", b.submitted.Load(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	submit("a")
+	first := next(1) // a lone command goes out at once, unwrapped
+	submit("b")
+	submit("c")
+	waitSubmitted(3)
+	first.release()
+	second := next(2) // after a batch of one, b and c go without waiting
+	submit("d")
+	waitSubmitted(4)
+	second.release()
+	for deadline := time.Now().Add(10 * time.Second); b.answeredCount.Load() != 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the batch of two was not answered")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Two were answered, so the batcher waits for two more before packing:
+	// without the wait, d would leave alone.
+	submit("e")
+	submit("f")
+	third := next(3)
+	third.release()
+	wg.Wait()
+	b.close()
+}
