@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/coupond/coupond/httpapi/client"
 )
 
 // chaosConfig is one run's knobs.
@@ -256,22 +258,8 @@ func startChaosCluster(t *testing.T, cfg *chaosConfig) *chaosCluster {
 	return cl
 }
 
-type chaosClusterJSON struct {
-	Leader *string `json:"leader"`
-	Nodes  []struct {
-		ID       string `json:"id"`
-		RaftAddr string `json:"raft_addr"`
-		HTTPAddr string `json:"http_addr"`
-		Suffrage string `json:"suffrage"`
-		State    string `json:"state"`
-	} `json:"nodes"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-}
-
-func (cl *chaosCluster) clusterOf(n *chaosNode) (chaosClusterJSON, error) {
-	var c chaosClusterJSON
+func (cl *chaosCluster) clusterOf(n *chaosNode) (client.ClusterStatus, error) {
+	var c client.ClusterStatus
 	st, b, _, err := chaosCall(cl.probe, "GET", n.url("/v1/cluster"), cl.operator, "", nil)
 	if err != nil {
 		return c, err

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coupond/coupond/httpapi/client"
 )
 
 // ctNode is one node of a test cluster.
@@ -181,19 +183,7 @@ func (c *ctCluster) others(ids ...string) []*ctNode {
 }
 
 // ctView is GET /v1/cluster.
-type ctView struct {
-	Leader *string `json:"leader"`
-	Nodes  []struct {
-		ID       string `json:"id"`
-		RaftAddr string `json:"raft_addr"`
-		HTTPAddr string `json:"http_addr"`
-		Suffrage string `json:"suffrage"`
-		State    string `json:"state"`
-	} `json:"nodes"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-}
+type ctView = client.ClusterStatus
 
 func (c *ctCluster) view(n *ctNode) (ctView, error) {
 	var v ctView

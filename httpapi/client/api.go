@@ -299,16 +299,7 @@ func (c *Client) LookupCode(ctx context.Context, listID, code string) (*CodeInfo
 
 // PutMessage creates or replaces a message; created tells which.
 func (c *Client) PutMessage(ctx context.Context, id string, m MessageInput) (msg *Message, created bool, err error) {
-	var out Message
-	cl, err := jsonCall("PUT", route("v1", "messages", id), m, retryAlways)
-	if err != nil {
-		return nil, false, err
-	}
-	st, err := c.doJSON(ctx, cl, &out)
-	if err != nil {
-		return nil, false, err
-	}
-	return &out, st == http.StatusCreated, nil
+	return upsertJSON[Message](ctx, c, "PUT", route("v1", "messages", id), m, retryAlways)
 }
 
 // GetMessage answers a message.
@@ -336,16 +327,7 @@ func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expecte
 		MessageID          string  `json:"message_id"`
 		ExpectedRecipients *uint64 `json:"expected_recipients,omitempty"`
 	}{messageID, expected}
-	var out OpenedSend
-	cl, err := jsonCall("PUT", route("v1", "sends", sendID), in, retryAlways)
-	if err != nil {
-		return nil, false, err
-	}
-	st, err := c.doJSON(ctx, cl, &out)
-	if err != nil {
-		return nil, false, err
-	}
-	return &out, st == http.StatusCreated, nil
+	return upsertJSON[OpenedSend](ctx, c, "PUT", route("v1", "sends", sendID), in, retryAlways)
 }
 
 // Allocate hands out one code per recipient of a send (at most 100,000
@@ -570,13 +552,21 @@ func randomKey() string {
 
 // callJSON makes one JSON call and decodes its answer into a new T.
 func callJSON[T any](ctx context.Context, c *Client, method, path string, in any, retry retryable) (*T, error) {
+	out, _, err := upsertJSON[T](ctx, c, method, path, in, retry)
+	return out, err
+}
+
+// upsertJSON is callJSON that also tells whether the call created the
+// object (201 rather than 200).
+func upsertJSON[T any](ctx context.Context, c *Client, method, path string, in any, retry retryable) (*T, bool, error) {
 	cl, err := jsonCall(method, path, in, retry)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var out T
-	if _, err := c.doJSON(ctx, cl, &out); err != nil {
-		return nil, err
+	st, err := c.doJSON(ctx, cl, &out)
+	if err != nil {
+		return nil, false, err
 	}
-	return &out, nil
+	return &out, st == http.StatusCreated, nil
 }
