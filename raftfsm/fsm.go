@@ -72,6 +72,7 @@ type FSM struct {
 	alertsChanged chan struct{} // capacity 1: a coalesced wake-up for the delivery loop
 
 	hist *history // assignments by recipient; lock-free for readers
+	opts Options
 
 	// Writer-only scratch of allocation, reused across applies.
 	scratch allocScratch
@@ -83,9 +84,23 @@ type FSM struct {
 	stats        applyStats // totals for metrics (stats.go)
 }
 
+// Options tune an FSM; the zero value suits tests and small nodes.
+type Options struct {
+	// HistoryReserve sizes the assignment index for this many assignments
+	// from the start (8 bytes a slot, at most 3/4 full). The index doubles
+	// as it fills, rehashing everything in one apply; a new node that
+	// starts small rehashes through its first big send (1,000,000
+	// recipients: ~2,000,000 slot moves and stalls of tens of ms on the
+	// last doublings), so a daemon reserves room for its first sends.
+	HistoryReserve int
+}
+
 // New opens the state kept in db and rebuilds the in-memory pools from it.
-func New(db *pebble.DB) (*FSM, error) {
-	f := &FSM{db: db, alertsChanged: make(chan struct{}, 1)}
+func New(db *pebble.DB) (*FSM, error) { return Open(db, Options{}) }
+
+// Open is New with options.
+func Open(db *pebble.DB, o Options) (*FSM, error) {
+	f := &FSM{db: db, opts: o, alertsChanged: make(chan struct{}, 1)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -111,7 +126,7 @@ func (f *FSM) load() error {
 	messages := map[string]*Message{}
 	sends := map[string]*Send{}
 	takeLog := map[uint64][]takeEntry{}
-	hist := newHistory()
+	hist := newHistory(f.opts.HistoryReserve)
 	pools := pool.New()
 	var applied uint64
 

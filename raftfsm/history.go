@@ -43,9 +43,15 @@ type histTable struct {
 	shift uint     // position = hash32 >> shift
 }
 
-func newHistory() *history {
+// newHistory makes an index with room for reserve assignments before it
+// first grows (and at least 1024 slots).
+func newHistory(reserve int) *history {
 	h := &history{seed: maphash.MakeSeed()}
-	h.tab.Store(&histTable{slots: make([]uint64, 1024), shift: 32 - 10})
+	bits := uint(10)
+	for (uint64(reserve)+1)*4 > uint64(1)<<bits*3 && bits < 31 {
+		bits++
+	}
+	h.tab.Store(&histTable{slots: make([]uint64, 1<<bits), shift: 32 - bits})
 	empty := []batchMeta{}
 	h.batches.Store(&empty)
 	return h
