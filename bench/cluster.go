@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coupond/coupond/httpapi/client"
 )
 
 // Cluster timings (variables so that the tests can shorten them).
@@ -26,23 +28,12 @@ const (
 	TargetAll      = "all"      // every node, connections round-robin
 )
 
-// ClusterInfo is the answer of GET /v1/cluster (SPEC §2).
-type ClusterInfo struct {
-	Leader       *string       `json:"leader"`
-	Nodes        []ClusterNode `json:"nodes"`
-	Term         uint64        `json:"term"`
-	CommitIndex  uint64        `json:"commit_index"`
-	AppliedIndex uint64        `json:"applied_index"`
-}
+// ClusterInfo is the answer of GET /v1/cluster (SPEC §2), the client's
+// type with the harness's helpers.
+type ClusterInfo client.ClusterStatus
 
 // ClusterNode is one member in ClusterInfo.
-type ClusterNode struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr"`
-	Suffrage string `json:"suffrage"`
-	State    string `json:"state"`
-}
+type ClusterNode = client.ClusterNode
 
 // Voters counts the members with the voter suffrage.
 func (ci ClusterInfo) Voters() int {

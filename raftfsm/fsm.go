@@ -437,12 +437,7 @@ func (f *FSM) Lists(tenant string) []*ListView {
 		}
 	}
 	f.mu.RUnlock()
-	sort.Slice(metas, func(i, j int) bool {
-		if metas[i].CreatedAt != metas[j].CreatedAt {
-			return metas[i].CreatedAt < metas[j].CreatedAt
-		}
-		return metas[i].ID < metas[j].ID
-	})
+	sortOldestFirst(metas)
 	out := make([]*ListView, len(metas))
 	for i, l := range metas {
 		out[i] = view(l)
@@ -489,4 +484,15 @@ func (f *FSM) CodeState(tenant string, list uint64, code []byte) (CodeInfo, erro
 		info.Assignment, _ = f.CodeAssignment(list, pos)
 	}
 	return info, nil
+}
+
+// sortOldestFirst orders lists by creation, then id: the order in which
+// lists are shown and reported.
+func sortOldestFirst(metas []*ListMeta) {
+	sort.Slice(metas, func(i, j int) bool {
+		if metas[i].CreatedAt != metas[j].CreatedAt {
+			return metas[i].CreatedAt < metas[j].CreatedAt
+		}
+		return metas[i].ID < metas[j].ID
+	})
 }

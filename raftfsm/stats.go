@@ -1,7 +1,6 @@
 package raftfsm
 
 import (
-	"sort"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -46,12 +45,7 @@ func (f *FSM) ListsSummary(limit int) (oldest []ListAvailability, lists int, ava
 		metas = append(metas, l)
 	}
 	f.mu.RUnlock()
-	sort.Slice(metas, func(i, j int) bool {
-		if metas[i].CreatedAt != metas[j].CreatedAt {
-			return metas[i].CreatedAt < metas[j].CreatedAt
-		}
-		return metas[i].ID < metas[j].ID
-	})
+	sortOldestFirst(metas)
 	oldest = make([]ListAvailability, 0, min(limit, len(metas)))
 	for i, l := range metas {
 		v := view(l)
