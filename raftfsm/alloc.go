@@ -2,16 +2,15 @@ package raftfsm
 
 import (
 	"bytes"
-	"hash/maphash"
 
 	"github.com/coupond/coupond/pool"
 )
 
 // allocScratch is the writer's reusable memory for allocations.
 type allocScratch struct {
-	mh      maphash.Hash
 	seen    []int32 // open-addressing set of request indexes (+1), for repeats in one request
 	recips  [][]byte
+	rhashes []uint64 // per request index: the recipient's hash (history.recipientHash)
 	hashes  []uint32 // per request index: the recipient's history hash
 	first   []int32  // per request index: the index of its first occurrence
 	touched uint64   // keeps history.touch from being optimised away
@@ -269,12 +268,17 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 
 	// Which recipients need a new code: not repeated earlier in the request,
 	// and without a code in this send (a send with no assignment has none).
-	a.markRepeats()
-	sc.hashes = sc.hashes[:0]
+	sc.rhashes = sc.rhashes[:0]
 	for _, r := range sc.recips {
+		sc.rhashes = append(sc.rhashes, a.f.hist.recipientHash(r))
+	}
+	a.markRepeats()
+	th := a.f.hist.tenantHash(s.Tenant)
+	sc.hashes = sc.hashes[:0]
+	for i, rh := range sc.rhashes {
 		h := uint32(0) // a repeat within the request is never looked up
-		if sc.first[len(sc.hashes)] == int32(len(sc.hashes)) {
-			h = a.f.hist.hash32(&sc.mh, s.Tenant, r)
+		if sc.first[i] == int32(i) {
+			h = indexHash(th, rh)
 		}
 		sc.hashes = append(sc.hashes, h)
 	}
@@ -398,9 +402,8 @@ func (a *applier) markRepeats() {
 	seen := sc.seen[:size]
 	clear(seen)
 	mask := uint64(size - 1)
-	seed := a.f.hist.seed
 	for i, r := range sc.recips {
-		j := maphash.Bytes(seed, r) & mask
+		j := sc.rhashes[i] & mask
 		for {
 			e := seen[j]
 			if e == 0 {

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"sort"
 	"sync"
@@ -195,7 +194,6 @@ func (f *FSM) load() error {
 		})
 	}
 	if err == nil {
-		var mh maphash.Hash
 		err = f.scan([]byte{prefixAssign}, func(k, v []byte) error {
 			b, err := unmarshalBatch(v)
 			if err != nil {
@@ -210,7 +208,7 @@ func (f *FSM) load() error {
 				return fmt.Errorf("batch %d out of sequence: %w", no, errCorrupt)
 			}
 			for i, r := range b.Recips {
-				hist.add(hist.hash32(&mh, s.Tenant, r), first+uint64(i))
+				hist.add(hist.hash32(s.Tenant, r), first+uint64(i))
 			}
 			if len(b.Runs) > 0 {
 				takeLog[b.List] = append(takeLog[b.List], takeEntry{start: b.Runs[0].start, batch: no})

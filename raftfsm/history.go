@@ -58,12 +58,17 @@ func newHistory(reserve int) *history {
 }
 
 // hash32 is the recipient's hash within a tenant.
-func (h *history) hash32(mh *maphash.Hash, tenant string, r []byte) uint32 {
-	mh.SetSeed(h.seed)
-	mh.WriteString(tenant)
-	mh.WriteByte(0)
-	mh.Write(r)
-	return uint32(mh.Sum64() >> 32)
+func (h *history) hash32(tenant string, r []byte) uint32 {
+	return indexHash(h.tenantHash(tenant), h.recipientHash(r))
+}
+
+// The index hash is made of a tenant's hash and a recipient's, so that
+// allocation hashes each recipient once: the same hash finds the repeats
+// within a request (its low bits) and places it in the index (its high).
+func (h *history) tenantHash(tenant string) uint64 { return maphash.String(h.seed, tenant) }
+func (h *history) recipientHash(r []byte) uint64   { return maphash.Bytes(h.seed, r) }
+func indexHash(tenantHash, recipientHash uint64) uint32 {
+	return uint32((tenantHash ^ recipientHash) >> 32)
 }
 
 // candidates calls fn with the seq of every assignment whose recipient hash

@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"math/rand"
 	"os"
 	"sort"
@@ -1601,11 +1600,10 @@ func TestRecipientHistoryIsOldestFirst(t *testing.T) {
 	// A recipient whose hash lands in the last slot of the first table
 	// (found for this run's random hash seed).
 	tab := f.hist.tab.Load()
-	var mh maphash.Hash
 	r := ""
 	for i := 0; r == ""; i++ {
 		c := fmt.Sprintf("wrap%d@example.com", i)
-		if int(f.hist.hash32(&mh, "acme", []byte(c))>>tab.shift) == len(tab.slots)-1 {
+		if int(f.hist.hash32("acme", []byte(c))>>tab.shift) == len(tab.slots)-1 {
 			r = c
 		}
 	}

@@ -3,7 +3,6 @@ package raftfsm
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"sort"
 
 	"github.com/coupond/coupond/pool"
@@ -193,12 +192,11 @@ func (b *assignBatch) entry(seq uint64, send uint32) (int, bool) {
 
 // RecipientHistory returns every assignment of a recipient in a tenant, oldest first.
 func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, error) {
-	var mh maphash.Hash
 	var out []Assignment
 	var seqs []uint64
 	var err error
 	hist := f.history()
-	hist.candidates(hist.hash32(&mh, tenant, recipient), func(seq uint64) bool {
+	hist.candidates(hist.hash32(tenant, recipient), func(seq uint64) bool {
 		no, meta, ok := hist.batchOf(seq)
 		if !ok {
 			return true
@@ -333,7 +331,6 @@ func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, err
 		}
 		return uint64(len(seen)), nil
 	}
-	var mh maphash.Hash
 	hist := f.history()
 	cache := map[uint64]*assignBatch{}
 	var n uint64
@@ -342,7 +339,7 @@ func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, err
 			continue
 		}
 		seen[string(r)] = struct{}{}
-		has, err := f.hasAssignment(hist, &mh, cache, s, r)
+		has, err := f.hasAssignment(hist, cache, s, r)
 		if err != nil {
 			return 0, err
 		}
@@ -353,10 +350,10 @@ func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, err
 	return n, nil
 }
 
-func (f *FSM) hasAssignment(hist *history, mh *maphash.Hash, cache map[uint64]*assignBatch, s *Send, r []byte) (bool, error) {
+func (f *FSM) hasAssignment(hist *history, cache map[uint64]*assignBatch, s *Send, r []byte) (bool, error) {
 	found := false
 	var err error
-	hist.candidates(hist.hash32(mh, s.Tenant, r), func(seq uint64) bool {
+	hist.candidates(hist.hash32(s.Tenant, r), func(seq uint64) bool {
 		no, meta, ok := hist.batchOf(seq)
 		if !ok || meta.send != s.Num {
 			return true
