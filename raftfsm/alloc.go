@@ -16,6 +16,16 @@ type allocScratch struct {
 	touched uint64   // keeps history.touch from being optimised away
 	fresh   []int    // request indexes that need a new code
 	batches map[uint64]*assignBatch
+	batch   assignBatch // the batch being written
+	encoded []byte      // its encoding
+}
+
+// grow returns s resized to n, reusing its memory when it can.
+func grow(s [][]byte, n int) [][]byte {
+	if cap(s) < n {
+		return make([][]byte, n)
+	}
+	return s[:n]
 }
 
 func (a *applier) message(tenant, id string) (*Message, error) {
@@ -283,6 +293,11 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		sc.hashes = append(sc.hashes, h)
 	}
 	sc.touched += a.f.hist.touch(sc.hashes)
+	// When the request is sure to succeed, a new assignment is indexed as
+	// soon as its lookup misses, while the slot is still in cache, instead
+	// of in a second pass over the index. Its seq is the one assign gives it;
+	// until assign publishes the batch, lookups skip it as unknown.
+	indexed := a.canAssignAll(s, uniqueRecipients(sc.first))
 	sc.fresh = sc.fresh[:0]
 	for i := range sc.recips {
 		if sc.first[i] != int32(i) {
@@ -293,6 +308,9 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 				res.Codes[i] = code
 				continue
 			}
+		}
+		if indexed {
+			a.f.hist.add(sc.hashes[i], a.f.hist.nextSeq+uint64(len(sc.fresh)))
 		}
 		sc.fresh = append(sc.fresh, i)
 	}
@@ -306,12 +324,15 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		}
 		nl, err := a.hold(s, need)
 		if err != nil {
+			if indexed {
+				panic("BUG: an allocation indexed ahead failed: " + err.Error())
+			}
 			return nil, err
 		}
 		if created {
 			s.CreatedAt = c.At
 		}
-		a.assign(s, nl, c.At, res)
+		a.assign(s, nl, c.At, res, indexed)
 	}
 	for i := range res.Codes {
 		if res.Codes[i] == nil {
@@ -332,19 +353,40 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	return res, nil
 }
 
+// canAssignAll reports whether n new assignments of send s would succeed,
+// whatever the send already holds or has.
+func (a *applier) canAssignAll(s *Send, n uint64) bool {
+	if s.Closed || a.f.hist.nextSeq+n > MaxAssignments {
+		return false
+	}
+	l, p := a.listForSend(s)
+	return l != nil && n <= s.Reserved+listAvailable(l, p)
+}
+
+func uniqueRecipients(first []int32) uint64 {
+	n := uint64(0)
+	for i, f := range first {
+		if f == int32(i) {
+			n++
+		}
+	}
+	return n
+}
+
 // maxBatchEntries bounds one stored batch: a history lookup reads one batch
 // per candidate, so batches stay small (~10 KB) however big the request.
 const maxBatchEntries = 256
 
 // assign takes the send's new codes from its hold (just grown to cover
 // them, in l, the unpublished meta hold returned), writes them as batches
-// of at most maxBatchEntries, indexes them, and publishes l once.
-func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
+// of at most maxBatchEntries, indexes them unless allocate already did, and
+// publishes l once.
+func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult, indexed bool) {
 	sc := &a.f.scratch
 	p := a.f.pools.Get(l.ID)
 	n := len(sc.fresh)
 	for g := 0; g < n; g += maxBatchEntries {
-		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)])
+		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)], indexed)
 	}
 	s.Reserved -= uint64(n)
 	s.Assigned += uint64(n)
@@ -355,10 +397,13 @@ func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
 	a.f.stats.codesAllocated.Add(uint64(n))
 }
 
-func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int) {
+func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int, indexed bool) {
 	sc := &a.f.scratch
 	n := len(fresh)
-	b := &assignBatch{Send: s.Num, List: l.ID, At: at, Recips: make([][]byte, n), Codes: make([][]byte, n)}
+	// The batch and its encoding are scratch: the Pebble batch copies the value.
+	b := &sc.batch
+	*b = assignBatch{Send: s.Num, List: l.ID, At: at, Runs: b.Runs[:0],
+		Recips: grow(b.Recips, n), Codes: grow(b.Codes, n)}
 	k := 0
 	p.Take(n, func(pos uint32, code []byte) {
 		if last := len(b.Runs) - 1; last >= 0 && b.Runs[last].start+b.Runs[last].n == pos {
@@ -373,9 +418,12 @@ func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res 
 	})
 	no, first := a.f.hist.addBatch(s.Num, n)
 	b.FirstSeq = first
-	a.set(assignKey(no), b.marshal(make([]byte, 0, 64+n*48)))
-	for k, i := range fresh {
-		a.f.hist.add(sc.hashes[i], first+uint64(k))
+	sc.encoded = b.marshal(sc.encoded[:0])
+	a.set(assignKey(no), sc.encoded)
+	if !indexed {
+		for k, i := range fresh {
+			a.f.hist.add(sc.hashes[i], first+uint64(k))
+		}
 	}
 	a.f.mu.Lock()
 	a.f.takeLog[l.ID] = append(a.f.takeLog[l.ID], takeEntry{start: b.Runs[0].start, batch: no})
