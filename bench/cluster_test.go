@@ -162,6 +162,9 @@ func TestSpawnClusterTargets(t *testing.T) {
 					t.Errorf("no server figures: %s", out)
 				}
 				log := errOut.String()
+				if !strings.Contains(log, sc+": setup: every node at applied_index") {
+					t.Errorf("the timed part did not wait for every node to apply the setup: %s", log)
+				}
 				if !strings.Contains(log, "digests=equal => OK") || !strings.Contains(log, "(3 nodes, summed)") || !strings.Contains(log, "coupond (3 nodes)") {
 					t.Errorf("summary: %s", log)
 				}

@@ -168,5 +168,16 @@ func setupSends(ctx context.Context, env *Env, scenario string, codes int64) (*s
 		return nil, fmt.Errorf("setup coupon list: %w", err)
 	}
 	env.logf("%s: setup: list %s (%d codes, imported in %.2fs), message %s", scenario, run.listID, codes, d.Seconds(), run.messageID)
+	if env.Cluster != nil {
+		// Followers apply the import after the leader answers it: the timed
+		// part starts once every node has, so it times the sends alone.
+		// Nodes that never agree are reported by the check after the run.
+		ds, ok, waited, err := env.Cluster.WaitConverged(ctx, ConvergeTimeout)
+		if err != nil || !ok {
+			env.logf("%s: setup: the nodes did not agree within %s (%v): %s", scenario, ConvergeTimeout, err, fmtDigests(ds))
+		} else {
+			env.logf("%s: setup: every node at applied_index %d %.2fs later (not timed)", scenario, ds[0].AppliedIndex, waited.Seconds())
+		}
+	}
 	return run, nil
 }
