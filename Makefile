@@ -6,7 +6,7 @@ BIN     := bin
 # deadline exceeded" (a known go test -fuzz behaviour), which is no finding.
 FUZZRUNS ?= 200000x
 
-.PHONY: all build run cluster test test-race check bench deps fuzz clean chaos demo
+.PHONY: all build run cluster test test-race check bench bench-cluster deps fuzz clean chaos demo
 
 all: build
 
@@ -63,6 +63,20 @@ bench: build
 	./$(BIN)/couponbench big-send --spawn
 	./$(BIN)/couponbench small-sends --spawn --duration 20s
 	./$(BIN)/couponbench mixed --spawn --duration 20s
+
+# One node beside three on this machine: big-send pairs (1M recipients,
+# one node then a 3-node cluster, BENCH_ROUNDS times: compare the medians),
+# small sends on each, then the failover time (leader kill -9 to the next
+# acknowledged allocation, 5 kills).
+BENCH_ROUNDS ?= 5
+bench-cluster: build
+	for i in $$(seq $(BENCH_ROUNDS)); do \
+		./$(BIN)/couponbench big-send --spawn --short-recipients && \
+		./$(BIN)/couponbench big-send --spawn-cluster 3 --short-recipients || exit 1; \
+	done
+	./$(BIN)/couponbench small-sends --spawn --duration 10s
+	./$(BIN)/couponbench small-sends --spawn-cluster 3 --duration 10s
+	./$(BIN)/couponbench failover --spawn-cluster 3 --kills 5
 
 # The fault test at length (acceptance test (b), cmd/coupond/chaos_test.go):
 # three nodes under load from 8 clients while the leader is killed with
