@@ -219,8 +219,10 @@ func (s *Server) allocate(r *request) *apiError {
 		return e
 	}
 	tenant, at := r.token.Tenant, s.now().UnixNano()
-	if _, ok := s.fsm.Send(tenant, send); !ok && message == "" {
-		return badRequest("message_id is required: the send does not exist yet")
+	if message == "" {
+		if _, ok := s.fsm.Send(tenant, send); !ok {
+			return badRequest("message_id is required: the send does not exist yet")
+		}
 	}
 	var chunks []raftfsm.RecipientBlock
 	var block raftfsm.RecipientBlock

@@ -45,6 +45,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if last == applied {
 		return out
 	}
+	a.writeLists()
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], last)
 	if err := a.b.Set(keyApplied, idx[:], nil); err != nil {
@@ -74,6 +75,9 @@ type applier struct {
 	// or entryAt for the commands that carry none (Withdraw, UpdateList).
 	// Both come from the log, so every replica records the same alerts.
 	entryAt, at int64
+	// lists changed by this batch, written once at its end: a batch of
+	// small allocations changes the same list once per command.
+	lists []*ListMeta
 }
 
 // ApplyCommand applies one encoded command outside Raft, for tests and tools
@@ -271,12 +275,42 @@ func (a *applier) putList(l *ListMeta) {
 	if p := a.f.pools.Get(l.ID); p != nil {
 		l.counts = countsOf(p)
 	}
-	a.set(listKey(l.ID), l.marshal())
+	a.stageList(l)
 	a.f.mu.Lock()
 	old := a.f.lists[l.ID]
 	a.f.lists[l.ID] = l
 	a.f.mu.Unlock()
 	a.checkLowStock(old, l)
+}
+
+// stageList records l as its list's meta to write at the end of the batch.
+// Nothing reads list metas back from Pebble while applying (the published
+// metas are in memory), so the last one written is all that is needed.
+func (a *applier) stageList(l *ListMeta) {
+	for i, p := range a.lists {
+		if p.ID == l.ID {
+			a.lists[i] = l
+			return
+		}
+	}
+	a.lists = append(a.lists, l)
+}
+
+// unstageList drops a list's staged meta (the list is deleted).
+func (a *applier) unstageList(id uint64) {
+	for i, p := range a.lists {
+		if p.ID == id {
+			a.lists = append(a.lists[:i], a.lists[i+1:]...)
+			return
+		}
+	}
+}
+
+func (a *applier) writeLists() {
+	for _, l := range a.lists {
+		a.set(listKey(l.ID), l.marshal())
+	}
+	a.lists = a.lists[:0]
 }
 
 func (a *applier) createList(c *CreateList) (*ListMeta, error) {
@@ -341,6 +375,7 @@ func (a *applier) deleteList(c *DeleteList) error {
 	}
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixBatch}, l.ID))
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixWithdraw}, l.ID))
+	a.unstageList(l.ID)
 	a.del(listKey(l.ID))
 	a.f.mu.Lock()
 	delete(a.f.lists, l.ID)

@@ -120,3 +120,39 @@ func BenchmarkLedger10M(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "history-p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "history-p99-ms")
 }
+
+// BenchmarkSmallAllocations measures the state machine alone on what group
+// commit makes of many one-recipient requests: entries of 32 Allocate
+// commands, each opening a send of its own. It reports ns per command.
+func BenchmarkSmallAllocations(b *testing.B) {
+	const perEntry = 32
+	tf := benchLedger(b, 2_000_000, 0, 0)
+	if b.N > 2_000_000/perEntry {
+		b.N = 2_000_000 / perEntry // the list holds 2,000,000 codes
+	}
+	entries := make([][]byte, b.N)
+	for i := range entries {
+		batch := &Batch{Commands: make([][]byte, perEntry)}
+		for k := range batch.Commands {
+			n := i*perEntry + k
+			var rb RecipientBlock
+			rb = rb.AppendRecipient(fmt.Appendf(nil, "u%02d.%07d@example.com", n%32, n))
+			batch.Commands[k] = Encode(&Allocate{Tenant: "acme", Send: fmt.Sprintf("s-%d", n), Message: "m", Recipients: rb, At: int64(n)})
+		}
+		entries[i] = Encode(batch)
+	}
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, e := range entries {
+		tf.index++
+		if r := tf.f.ApplyCommand(tf.index, e); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	b.StopTimer()
+	if l, _ := tf.f.List("acme", 1); l.Used != uint64(b.N*perEntry) {
+		b.Fatalf("%d codes used, want %d: some allocations failed", l.Used, b.N*perEntry)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perEntry), "ns/command")
+}
