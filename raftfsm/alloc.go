@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"slices"
 
 	"github.com/coupond/coupond/pool"
 )
@@ -18,14 +19,6 @@ type allocScratch struct {
 	batches map[uint64]*assignBatch
 	batch   assignBatch // the batch being written
 	encoded []byte      // its encoding
-}
-
-// grow returns s resized to n, reusing its memory when it can.
-func grow(s [][]byte, n int) [][]byte {
-	if cap(s) < n {
-		return make([][]byte, n)
-	}
-	return s[:n]
 }
 
 func (a *applier) message(tenant, id string) (*Message, error) {
@@ -285,19 +278,22 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	a.markRepeats()
 	th := a.f.hist.tenantHash(s.Tenant)
 	sc.hashes = sc.hashes[:0]
+	unique := uint64(0)
 	for i, rh := range sc.rhashes {
 		h := uint32(0) // a repeat within the request is never looked up
 		if sc.first[i] == int32(i) {
 			h = indexHash(th, rh)
+			unique++
 		}
 		sc.hashes = append(sc.hashes, h)
 	}
 	sc.touched += a.f.hist.touch(sc.hashes)
-	// When the request is sure to succeed, a new assignment is indexed as
-	// soon as its lookup misses, while the slot is still in cache, instead
-	// of in a second pass over the index. Its seq is the one assign gives it;
-	// until assign publishes the batch, lookups skip it as unknown.
-	indexed := a.canAssignAll(s, uniqueRecipients(sc.first))
+	// A new assignment is indexed under the seq assign will give it (until
+	// assign publishes its batch, lookups skip it as unknown). When the
+	// request is sure to succeed, that happens as soon as its lookup misses,
+	// while the slot is still in cache; otherwise only once the hold is
+	// granted, so that a refused request indexes nothing.
+	indexed := a.canAssignAll(s, unique)
 	sc.fresh = sc.fresh[:0]
 	for i := range sc.recips {
 		if sc.first[i] != int32(i) {
@@ -329,10 +325,15 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 			}
 			return nil, err
 		}
+		if !indexed {
+			for k, i := range sc.fresh {
+				a.f.hist.add(sc.hashes[i], a.f.hist.nextSeq+uint64(k))
+			}
+		}
 		if created {
 			s.CreatedAt = c.At
 		}
-		a.assign(s, nl, c.At, res, indexed)
+		a.assign(s, nl, c.At, res)
 	}
 	for i := range res.Codes {
 		if res.Codes[i] == nil {
@@ -363,30 +364,20 @@ func (a *applier) canAssignAll(s *Send, n uint64) bool {
 	return l != nil && n <= s.Reserved+listAvailable(l, p)
 }
 
-func uniqueRecipients(first []int32) uint64 {
-	n := uint64(0)
-	for i, f := range first {
-		if f == int32(i) {
-			n++
-		}
-	}
-	return n
-}
-
 // maxBatchEntries bounds one stored batch: a history lookup reads one batch
 // per candidate, so batches stay small (~10 KB) however big the request.
 const maxBatchEntries = 256
 
 // assign takes the send's new codes from its hold (just grown to cover
 // them, in l, the unpublished meta hold returned), writes them as batches
-// of at most maxBatchEntries, indexes them unless allocate already did, and
-// publishes l once.
-func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult, indexed bool) {
+// of at most maxBatchEntries (allocate has indexed them), and publishes l
+// once.
+func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
 	sc := &a.f.scratch
 	p := a.f.pools.Get(l.ID)
 	n := len(sc.fresh)
 	for g := 0; g < n; g += maxBatchEntries {
-		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)], indexed)
+		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)])
 	}
 	s.Reserved -= uint64(n)
 	s.Assigned += uint64(n)
@@ -397,13 +388,13 @@ func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult, index
 	a.f.stats.codesAllocated.Add(uint64(n))
 }
 
-func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int, indexed bool) {
+func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int) {
 	sc := &a.f.scratch
 	n := len(fresh)
 	// The batch and its encoding are scratch: the Pebble batch copies the value.
 	b := &sc.batch
 	*b = assignBatch{Send: s.Num, List: l.ID, At: at, Runs: b.Runs[:0],
-		Recips: grow(b.Recips, n), Codes: grow(b.Codes, n)}
+		Recips: slices.Grow(b.Recips[:0], n)[:n], Codes: slices.Grow(b.Codes[:0], n)[:n]}
 	k := 0
 	p.Take(n, func(pos uint32, code []byte) {
 		if last := len(b.Runs) - 1; last >= 0 && b.Runs[last].start+b.Runs[last].n == pos {
@@ -420,11 +411,6 @@ func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res 
 	b.FirstSeq = first
 	sc.encoded = b.marshal(sc.encoded[:0])
 	a.set(assignKey(no), sc.encoded)
-	if !indexed {
-		for k, i := range fresh {
-			a.f.hist.add(sc.hashes[i], first+uint64(k))
-		}
-	}
 	a.f.mu.Lock()
 	a.f.takeLog[l.ID] = append(a.f.takeLog[l.ID], takeEntry{start: b.Runs[0].start, batch: no})
 	a.f.mu.Unlock()
