@@ -203,6 +203,25 @@ type importJSON struct {
 	Size       uint64 `json:"size"`
 }
 
+// createList imports codes (CSV) as a new list and returns its id.
+func (p *proc) createList(admin, name string, csv []byte) string {
+	p.t.Helper()
+	var created struct {
+		List listJSON `json:"list"`
+	}
+	p.must(201, &created, "POST", "/v1/lists?name="+name, admin, "text/csv", csv)
+	return created.List.ID
+}
+
+// messageOnList creates an e-mail message (name, campaign "spring") that
+// may have codes, and gives it the list.
+func (p *proc) messageOnList(admin, message, name, list string) {
+	p.t.Helper()
+	p.must(201, nil, "PUT", "/v1/messages/"+message, admin, "application/json",
+		[]byte(`{"name":"`+name+`","campaign":"spring","campaign_type":"standard","channel":"email","doi":false}`))
+	p.must(200, nil, "PUT", "/v1/messages/"+message+"/coupon-list", admin, "application/json", []byte(`{"list_id":"`+list+`"}`))
+}
+
 func (p *proc) list(admin, id string) listJSON {
 	p.t.Helper()
 	var l listJSON
@@ -570,11 +589,7 @@ func TestKill9MidTopUp(t *testing.T) {
 	p := newProc(t)
 	p.start()
 	admin := p.token("admin.token")
-	var created struct {
-		List listJSON `json:"list"`
-	}
-	p.must(201, &created, "POST", "/v1/lists?name=known", admin, "text/csv", codesCSV("K", 0, 1000))
-	id := created.List.ID
+	id := p.createList(admin, "known", codesCSV("K", 0, 1000))
 	p.must(200, nil, "POST", "/v1/lists/"+id+"/codes/withdraw", admin, "text/csv", codesCSV("K", 0, 10))
 
 	var lastPrefix string

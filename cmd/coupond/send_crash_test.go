@@ -476,15 +476,9 @@ func newSendNode(t *testing.T) (p *proc, admin, listID string) {
 	p = newProc(t)
 	p.start()
 	admin = p.token("admin.token")
-	var created struct {
-		List listJSON `json:"list"`
-	}
-	p.must(201, &created, "POST", "/v1/lists?name=big-send", admin, "text/csv", codesCSV("S", 0, sendCodes))
-	p.must(201, nil, "PUT", "/v1/messages/"+messageID, admin, "application/json",
-		[]byte(`{"name":"Spring sale","campaign":"spring","campaign_type":"standard","channel":"email","doi":false}`))
-	p.must(200, nil, "PUT", "/v1/messages/"+messageID+"/coupon-list", admin, "application/json",
-		[]byte(`{"list_id":"`+created.List.ID+`"}`))
-	return p, admin, created.List.ID
+	listID = p.createList(admin, "big-send", codesCSV("S", 0, sendCodes))
+	p.messageOnList(admin, messageID, "Spring sale", listID)
+	return p, admin, listID
 }
 
 // killMidBigSend runs one crash (two with m.again) and the recovery; it

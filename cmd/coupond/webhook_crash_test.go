@@ -86,15 +86,9 @@ func TestWebhookAlertSurvivesKill9(t *testing.T) {
 	p := newProc(t, "--webhook-url", srv.URL+"/hook", "--webhook-secret-file", secretFile)
 	p.start()
 	admin := p.token("admin.token")
-	var created struct {
-		List listJSON `json:"list"`
-	}
-	p.must(201, &created, "POST", "/v1/lists?name=alerts", admin, "text/csv", codesCSV("W", 0, 10))
-	list := created.List.ID
+	list := p.createList(admin, "alerts", codesCSV("W", 0, 10))
 	p.must(200, nil, "PATCH", "/v1/lists/"+list, admin, "application/json", []byte(`{"low_stock_threshold":5}`))
-	p.must(201, nil, "PUT", "/v1/messages/m", admin, "application/json",
-		[]byte(`{"name":"Spring","campaign":"spring","campaign_type":"standard","channel":"email","doi":false}`))
-	p.must(200, nil, "PUT", "/v1/messages/m/coupon-list", admin, "application/json", []byte(`{"list_id":"`+list+`"}`))
+	p.messageOnList(admin, "m", "Spring", list)
 	allocate := func(send string, n int) {
 		t.Helper()
 		recips := make([]string, n)
