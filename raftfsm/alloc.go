@@ -36,8 +36,10 @@ func (a *applier) putMessage(m *Message) {
 	a.f.mu.Unlock()
 }
 
+// putSend publishes s and stages its record, written at the end of the
+// batch (writeSends).
 func (a *applier) putSend(s *Send) {
-	a.set(tenantScoped(prefixSend, s.Tenant, s.ID), s.marshal())
+	a.sends = append(a.sends, s)
 	a.f.mu.Lock()
 	defer a.f.mu.Unlock()
 	if int(s.Num) <= len(a.f.sendKeys) {

@@ -1,10 +1,13 @@
 package raftfsm
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -46,6 +49,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		return out
 	}
 	a.writeLists()
+	a.writeSends()
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], last)
 	if err := a.b.Set(keyApplied, idx[:], nil); err != nil {
@@ -78,6 +82,8 @@ type applier struct {
 	// lists changed by this batch, written once at its end: a batch of
 	// small allocations changes the same list once per command.
 	lists []*ListMeta
+	// sends changed by this batch, in the order they changed (writeSends).
+	sends []*Send
 }
 
 // ApplyCommand applies one encoded command outside Raft, for tests and tools
@@ -311,6 +317,27 @@ func (a *applier) writeLists() {
 		a.set(listKey(l.ID), l.marshal())
 	}
 	a.lists = a.lists[:0]
+}
+
+// writeSends writes the records of the sends the batch changed, each once
+// and in key order. Nothing reads send records back from Pebble while
+// applying (the published sends are in memory). Key order matters for
+// speed: the memtable inserts a batch's keys in the order they were staged,
+// and a key next to the previous one is found without a search from the
+// top of its skiplist, so the batch's assignment keys (ascending) and its
+// send keys no longer alternate between two far ends of the key space.
+func (a *applier) writeSends() {
+	// Stable: versions of one send stay in the order they were published.
+	slices.SortStableFunc(a.sends, func(x, y *Send) int {
+		return cmp.Or(strings.Compare(x.Tenant, y.Tenant), strings.Compare(x.ID, y.ID))
+	})
+	for i, s := range a.sends {
+		if i+1 < len(a.sends) && a.sends[i+1].Num == s.Num {
+			continue // a later version follows
+		}
+		a.set(tenantScoped(prefixSend, s.Tenant, s.ID), s.marshal())
+	}
+	a.sends = a.sends[:0]
 }
 
 func (a *applier) createList(c *CreateList) (*ListMeta, error) {

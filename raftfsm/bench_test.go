@@ -10,6 +10,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // benchLedger builds a state with one list of `codes` codes, a message on
@@ -17,7 +19,8 @@ import (
 // of 10,000 as the mailing engine does. Recipients recur across sends, as
 // real mailing lists do: send k mails users k*perSend/2 ... on.
 func benchLedger(b *testing.B, codes, sends, perSend int) *testFSM {
-	tf := newTestFSM(b)
+	// The daemon's memtable size: a bigger skiplist costs more per insert.
+	tf := openTestFSMWith(b, b.TempDir(), &pebble.Options{DisableWAL: true, MemTableSize: 64 << 20, Logger: quietLogger{}})
 	tf.mustApply(&CreateTenant{ID: "acme", Name: "Acme"})
 	tf.mustApply(&CreateList{Tenant: "acme", ID: 1, Name: "big", Dedupe: true})
 	total := max(codes, sends*perSend)

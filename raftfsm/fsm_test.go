@@ -24,7 +24,12 @@ type testFSM struct {
 
 func openTestFSM(t testing.TB, dir string) *testFSM {
 	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, Logger: quietLogger{}})
+	return openTestFSMWith(t, dir, &pebble.Options{DisableWAL: true, Logger: quietLogger{}})
+}
+
+func openTestFSMWith(t testing.TB, dir string, opts *pebble.Options) *testFSM {
+	t.Helper()
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		t.Fatalf("cannot open pebble: %v", err)
 	}

@@ -232,5 +232,5 @@ func (b *assignBatch) entryAt(pos uint32) int {
 }
 
 func assignKey(no uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{prefixAssign}, no)
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 9), prefixAssign), no)
 }

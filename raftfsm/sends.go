@@ -76,7 +76,9 @@ type Send struct {
 }
 
 func (s *Send) marshal() []byte {
-	b := []byte{recordVersion}
+	// Sized for the strings and at most 6 varints of 10 bytes: one allocation.
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(s.Tenant)+len(s.ID)+len(s.Message)+1+6*binary.MaxVarintLen64)
+	b = append(b, recordVersion)
 	b = appendString(b, s.Tenant)
 	b = appendString(b, s.ID)
 	b = binary.AppendUvarint(b, uint64(s.Num))
@@ -97,6 +99,12 @@ func unmarshalSend(v []byte) (*Send, error) {
 
 func scopedKey(tenant, id string) string { return tenant + "\x00" + id }
 
+// appendScoped appends scopedKey(tenant, id) to b: a map index with
+// string(b) looks it up without allocating the key.
+func appendScoped(b []byte, tenant, id string) []byte {
+	return append(append(append(b, tenant...), 0), id...)
+}
+
 // compactSend makes a send's strings share storage, since a node keeps
 // every send in memory and the collector visits each object: the map key
 // is one allocation with the id as its suffix, and the tenant and message
@@ -104,7 +112,8 @@ func scopedKey(tenant, id string) string { return tenant + "\x00" + id }
 func compactSend(s *Send, tenants map[string]*Tenant, messages map[string]*Message) string {
 	key := scopedKey(s.Tenant, s.ID)
 	s.ID = key[len(s.Tenant)+1:]
-	if m, ok := messages[key[:len(s.Tenant)+1]+s.Message]; ok {
+	var buf [96]byte
+	if m, ok := messages[string(appendScoped(buf[:0], s.Tenant, s.Message))]; ok {
 		s.Message = m.ID
 	}
 	if t, ok := tenants[s.Tenant]; ok {
@@ -115,8 +124,10 @@ func compactSend(s *Send, tenants map[string]*Tenant, messages map[string]*Messa
 
 // Message returns a tenant's message.
 func (f *FSM) Message(tenant, id string) (*Message, bool) {
+	var buf [96]byte
+	k := appendScoped(buf[:0], tenant, id)
 	f.mu.RLock()
-	m, ok := f.messages[scopedKey(tenant, id)]
+	m, ok := f.messages[string(k)]
 	f.mu.RUnlock()
 	return m, ok
 }
@@ -137,8 +148,10 @@ func (f *FSM) MessagesOfList(tenant string, list uint64) []*Message {
 
 // Send returns a tenant's send.
 func (f *FSM) Send(tenant, id string) (*Send, bool) {
+	var buf [96]byte
+	k := appendScoped(buf[:0], tenant, id)
 	f.mu.RLock()
-	s, ok := f.sends[scopedKey(tenant, id)]
+	s, ok := f.sends[string(k)]
 	f.mu.RUnlock()
 	return s, ok
 }
