@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,9 +94,19 @@ func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *b
 	return b
 }
 
+// pendingPool recycles pendingCmds with their channels: deliver sends on
+// a command's channel once and never touches it again, so the submitter
+// owns it again once it has the answer.
+var pendingPool = sync.Pool{New: func() any { return &pendingCmd{done: make(chan cmdResult, 1)} }}
+
 // submit queues cmd and waits for its outcome.
 func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
-	p := &pendingCmd{cmd: cmd, done: make(chan cmdResult, 1)}
+	p := pendingPool.Get().(*pendingCmd)
+	p.cmd = cmd
+	defer func() {
+		p.cmd = nil
+		pendingPool.Put(p)
+	}()
 	select {
 	case b.queue <- p:
 		b.submitted.Add(1)

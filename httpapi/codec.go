@@ -59,9 +59,18 @@ func drainBody(ctx *fasthttp.RequestCtx) {
 	if r == nil {
 		return
 	}
-	if cl := ctx.Request.Header.ContentLength(); cl > drainLimit {
+	cl := ctx.Request.Header.ContentLength()
+	if cl > drainLimit {
 		ctx.SetConnectionClose()
 		return
+	}
+	// A body of known length that was read to its end answers EOF at once,
+	// without I/O: most calls end here, with no deadline to set and clear.
+	// (An empty read of a chunked body could block on the next chunk size.)
+	if cl >= 0 {
+		if _, err := r.Read(nil); err == io.EOF {
+			return
+		}
 	}
 	conn := ctx.Conn()
 	d := &idleReader{r: r, conn: conn}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"strings"
 )
 
 var errBadEscape = errors.New("invalid percent-encoding in path")
@@ -20,21 +21,26 @@ func splitPath(rawURI []byte) ([]string, error) {
 	if len(rawURI) == 0 || rawURI[0] != '/' {
 		return nil, errBadEscape
 	}
-	parts := bytes.Split(rawURI[1:], []byte{'/'})
-	out := make([]string, len(parts))
-	for i, p := range parts {
-		s, err := unescapeSegment(p)
+	// One string for the whole path; segments without escapes are slices of it.
+	path := string(rawURI[1:])
+	out := make([]string, 0, strings.Count(path, "/")+1)
+	for {
+		seg, rest, more := strings.Cut(path, "/")
+		s, err := unescapeSegment(seg)
 		if err != nil {
 			return nil, err
 		}
-		out[i] = s
+		out = append(out, s)
+		if !more {
+			return out, nil
+		}
+		path = rest
 	}
-	return out, nil
 }
 
-func unescapeSegment(p []byte) (string, error) {
-	if bytes.IndexByte(p, '%') < 0 {
-		return string(p), nil
+func unescapeSegment(p string) (string, error) {
+	if strings.IndexByte(p, '%') < 0 {
+		return p, nil
 	}
 	out := make([]byte, 0, len(p))
 	for i := 0; i < len(p); i++ {

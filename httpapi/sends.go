@@ -300,9 +300,13 @@ func isMediaType(ct []byte, want string) bool {
 // wantsCSV reads Accept: CSV when text/csv is acceptable (q > 0) and
 // preferred to JSON (a higher q, or the same q and listed first).
 func wantsCSV(ctx *fasthttp.RequestCtx) bool {
+	accept := ctx.Request.Header.Peek("Accept")
+	if !containsFoldASCII(accept, "csv") {
+		return false // no text/csv: JSON, the default
+	}
 	csvQ, jsonQ := -1.0, -1.0
 	csvFirst := false
-	for i, part := range bytes.Split(ctx.Request.Header.Peek("Accept"), []byte(",")) {
+	for i, part := range bytes.Split(accept, []byte(",")) {
 		fields := bytes.Split(part, []byte(";"))
 		mt := bytes.ToLower(bytes.TrimSpace(fields[0]))
 		q := 1.0
@@ -336,7 +340,11 @@ func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]by
 		}
 		ctx.SetContentType("text/csv; charset=utf-8")
 	} else {
-		b = make([]byte, 0, 32+len(recips)*48)
+		size := 48 // the braces and "available"
+		for i, rc := range recips {
+			size += len(`{"recipient":"","code":""},`) + len(rc) + len(codes[i])
+		}
+		b = make([]byte, 0, size)
 		b = append(b, `{"assignments":[`...)
 		for i, rc := range recips {
 			if i > 0 {
@@ -354,7 +362,7 @@ func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]by
 		ctx.SetContentType("application/json")
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetBody(b)
+	ctx.Response.SetBodyRaw(b) // b is this answer's alone: no copy
 }
 
 // jsonPlain marks the bytes a JSON string holds as they are.

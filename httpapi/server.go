@@ -223,6 +223,17 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*raftfsm.Token, bool) {
 	return s.fsm.TokenByHash(sha256.Sum256(h[len(prefix):]))
 }
 
+// containsFoldASCII reports whether b holds s, ignoring ASCII case; s is
+// lower case.
+func containsFoldASCII(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if equalFoldASCII(b[i:i+len(s)], s) {
+			return true
+		}
+	}
+	return false
+}
+
 func equalFoldASCII(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
