@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -324,18 +323,16 @@ func (a *applier) writeLists() {
 // applying (the published sends are in memory). Key order matters for
 // speed: the memtable inserts a batch's keys in the order they were staged,
 // and a key next to the previous one is found without a search from the
-// top of its skiplist, so the batch's assignment keys (ascending) and its
-// send keys no longer alternate between two far ends of the key space.
+// top of its skiplist, so the batch's assignment keys and its new sends'
+// keys (both ascending) go in one after the other.
 func (a *applier) writeSends() {
 	// Stable: versions of one send stay in the order they were published.
-	slices.SortStableFunc(a.sends, func(x, y *Send) int {
-		return cmp.Or(strings.Compare(x.Tenant, y.Tenant), strings.Compare(x.ID, y.ID))
-	})
+	slices.SortStableFunc(a.sends, func(x, y *Send) int { return cmp.Compare(x.Num, y.Num) })
 	for i, s := range a.sends {
 		if i+1 < len(a.sends) && a.sends[i+1].Num == s.Num {
 			continue // a later version follows
 		}
-		a.set(tenantScoped(prefixSend, s.Tenant, s.ID), s.marshal())
+		a.set(sendKey(s.Num), s.marshal())
 	}
 	a.sends = a.sends[:0]
 }

@@ -133,7 +133,9 @@ func BenchmarkLedger10M(b *testing.B) {
 
 // BenchmarkSmallAllocations measures the state machine alone on what group
 // commit makes of many one-recipient requests: entries of 32 Allocate
-// commands, each opening a send of its own. It reports ns per command.
+// commands, each opening a send of its own, named as couponbench
+// small-sends names them (one prefix per connection). It reports ns per
+// command.
 func BenchmarkSmallAllocations(b *testing.B) {
 	const perEntry = 32
 	tf := benchLedger(b, 2_000_000, 0, 0)
@@ -147,7 +149,7 @@ func BenchmarkSmallAllocations(b *testing.B) {
 			n := i*perEntry + k
 			var rb RecipientBlock
 			rb = rb.AppendRecipient(fmt.Appendf(nil, "u%02d.%07d@example.com", n%32, n))
-			batch.Commands[k] = Encode(&Allocate{Tenant: "acme", Send: fmt.Sprintf("s-%d", n), Message: "m", Recipients: rb, At: int64(n)})
+			batch.Commands[k] = Encode(&Allocate{Tenant: "acme", Send: fmt.Sprintf("c%02d-%d", k, i), Message: "m", Recipients: rb, At: int64(n)})
 		}
 		entries[i] = Encode(batch)
 	}

@@ -117,6 +117,29 @@ func (f *FSM) Pools() *pool.Pools { return f.pools }
 
 // load reads everything from Pebble into fresh maps and pools and swaps them
 // in under the readers' lock.
+// migrateSendKeys moves send records stored under their tenant and id (the
+// first layout) to their number, so a data folder or snapshot of an older
+// coupond opens as a new one. One batch: after a crash the old layout is
+// still whole and moves at the next load.
+func (f *FSM) migrateSendKeys() error {
+	b := f.db.NewBatch()
+	defer b.Close()
+	err := f.scan([]byte{prefixSendByID}, func(k, v []byte) error {
+		s, err := unmarshalSend(v)
+		if err != nil {
+			return err
+		}
+		return b.Set(sendKey(s.Num), v, nil)
+	})
+	if err != nil || b.Empty() {
+		return err
+	}
+	if err := b.DeleteRange([]byte{prefixSendByID}, []byte{prefixSendByID + 1}, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
 func (f *FSM) load() error {
 	tenants := map[string]*Tenant{}
 	tokens := map[[32]byte]*Token{}
@@ -179,10 +202,16 @@ func (f *FSM) load() error {
 	}
 	var sendKeys []string
 	if err == nil {
+		err = f.migrateSendKeys()
+	}
+	if err == nil {
 		err = f.scan([]byte{prefixSend}, func(k, v []byte) error {
 			s, err := unmarshalSend(v)
 			if err != nil {
 				return err
+			}
+			if len(k) != 5 || binary.BigEndian.Uint32(k[1:]) != s.Num {
+				return fmt.Errorf("send %q stored under another number: %w", s.ID, errCorrupt)
 			}
 			key := compactSend(s, tenants, messages)
 			sends[key] = s

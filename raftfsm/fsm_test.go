@@ -479,3 +479,67 @@ func TestSnapshotRestoreGivesTheSameState(t *testing.T) {
 		t.Fatal("restore accepted a bad header")
 	}
 }
+
+// TestSendRecordsOfTheFirstLayoutMove: coupond first stored a send under
+// its tenant and id; a folder written so opens with every send, under its
+// number, and goes on numbering after the last one.
+func TestSendRecordsOfTheFirstLayoutMove(t *testing.T) {
+	tf := newTestFSM(t)
+	tf.setup()
+	tf.importCodes("acme", 7, 1, 100, "A", "B", "C", "D")
+	tf.mustApply(&UpsertMessage{Tenant: "acme", ID: "m", Name: "M", CampaignType: "standard", Channel: "email"})
+	tf.mustApply(&AssignList{Tenant: "acme", Message: "m", List: 7})
+	for i, send := range []string{"zeta", "alpha", "mid"} {
+		var rb RecipientBlock
+		tf.mustApply(&Allocate{Tenant: "acme", Send: send, Message: "m", Recipients: rb.AppendRecipient([]byte{'r', byte('0' + i)}), At: int64(i + 1)})
+	}
+	tf.mustApply(&CloseSend{Tenant: "acme", Send: "alpha", At: 9})
+	want := map[string]Send{}
+	for _, id := range []string{"zeta", "alpha", "mid"} {
+		s, _ := tf.f.Send("acme", id)
+		want[id] = *s
+	}
+
+	// Rewrite the records as the first layout stored them.
+	b := tf.db.NewBatch()
+	n := 0
+	if err := tf.f.scan([]byte{prefixSend}, func(k, v []byte) error {
+		s, err := unmarshalSend(v)
+		n++
+		if err == nil {
+			err = b.Set(tenantScoped(prefixSendByID, s.Tenant, s.ID), v, nil)
+		}
+		if err == nil {
+			err = b.Delete(k, nil)
+		}
+		return err
+	}); err != nil || n != 3 {
+		t.Fatalf("%d send records, err %v", n, err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	tf = tf.reopen()
+	for id, w := range want {
+		s, ok := tf.f.Send("acme", id)
+		if !ok || *s != w {
+			t.Fatalf("send %s after the move: %+v, want %+v", id, s, w)
+		}
+	}
+	old := 0
+	tf.f.scan([]byte{prefixSendByID}, func(k, v []byte) error { old++; return nil })
+	if old != 0 {
+		t.Fatalf("%d records left in the first layout", old)
+	}
+	var rb RecipientBlock
+	tf.mustApply(&Allocate{Tenant: "acme", Send: "next", Message: "m", Recipients: rb.AppendRecipient([]byte("r9")), At: 10})
+	if s, _ := tf.f.Send("acme", "next"); s.Num != 4 {
+		t.Fatalf("a new send got number %d, want 4", s.Num)
+	}
+	tf = tf.reopen()
+	if s, ok := tf.f.Send("acme", "next"); !ok || s.Num != 4 {
+		t.Fatalf("after a restart: %+v", s)
+	}
+}

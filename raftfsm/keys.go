@@ -15,7 +15,8 @@ const (
 	prefixUpload   = 'U' // U + upload id (16) -> uploadRecord
 	prefixWithdraw = 'w' // w + list id (8) + position (4 BE) -> empty
 	prefixMessage  = 'g' // g + tenant + 0 + message id -> messageRecord
-	prefixSend     = 's' // s + tenant + 0 + send id -> sendRecord
+	prefixSend     = 'S' // S + send number (4 BE) -> sendRecord
+	prefixSendByID = 's' // s + tenant + 0 + send id -> sendRecord: the first layout, moved at load (migrateSendKeys)
 	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
 	prefixNode     = 'n' // n + node id -> NodeInfo
 	prefixAlert    = 'o' // o + alert id (8 BE) -> Alert: the low-stock outbox (alerts.go)
@@ -37,6 +38,13 @@ func tenantKey(id string) []byte { return append([]byte{prefixTenant}, id...) }
 func tokenKey(hash []byte) []byte { return append([]byte{prefixToken}, hash...) }
 
 func tokenIDKey(id string) []byte { return append([]byte{prefixTokenID}, id...) }
+
+// sendKey keys a send by its number: sends are numbered in order of
+// creation, so a new send's record lands at the end of the key space,
+// where the memtable inserts it without a search.
+func sendKey(num uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(make([]byte, 0, 5), prefixSend), num)
+}
 
 func listKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixList}, id)
