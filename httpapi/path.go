@@ -10,8 +10,9 @@ var errBadEscape = errors.New("invalid percent-encoding in path")
 
 // splitPath cuts the raw request path (as sent, before any normalisation)
 // into its segments, decoding each exactly once: %2F stays inside its
-// segment and "." or ".." are ordinary values (SPEC §2).
-func splitPath(rawURI []byte) ([]string, error) {
+// segment and "." or ".." are ordinary values (SPEC §2). It appends the
+// segments to out.
+func splitPath(out []string, rawURI []byte) ([]string, error) {
 	if i := bytes.IndexByte(rawURI, '?'); i >= 0 {
 		rawURI = rawURI[:i]
 	}
@@ -23,7 +24,6 @@ func splitPath(rawURI []byte) ([]string, error) {
 	}
 	// One string for the whole path; segments without escapes are slices of it.
 	path := string(rawURI[1:])
-	out := make([]string, 0, strings.Count(path, "/")+1)
 	for {
 		seg, rest, more := strings.Cut(path, "/")
 		s, err := unescapeSegment(seg)

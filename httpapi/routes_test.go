@@ -35,7 +35,7 @@ func TestRouteTableHasNoOverlaps(t *testing.T) {
 func TestMatch(t *testing.T) {
 	f := func(method, path, wantName string, wantStatus int, wantAllow string) {
 		t.Helper()
-		seg, perr := splitPath([]byte(path))
+		seg, perr := splitPath(nil, []byte(path))
 		if perr != nil {
 			t.Fatalf("%s: %v", path, perr)
 		}
@@ -80,7 +80,7 @@ func BenchmarkMatch(b *testing.B) {
 		{"healthz", "GET", "/healthz"},
 		{"405", "GET", "/v1/cluster/nodes"},
 	} {
-		seg, err := splitPath([]byte(c.path))
+		seg, err := splitPath(nil, []byte(c.path))
 		if err != nil {
 			b.Fatal(err)
 		}

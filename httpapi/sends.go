@@ -224,8 +224,12 @@ func (s *Server) allocate(r *request) *apiError {
 			return badRequest("message_id is required: the send does not exist yet")
 		}
 	}
+	size := 0
+	for _, rc := range recips {
+		size += len(rc) + 3
+	}
 	var chunks []raftfsm.RecipientBlock
-	var block raftfsm.RecipientBlock
+	block := make(raftfsm.RecipientBlock, 0, min(size, allocEntryBytes))
 	for _, rc := range recips {
 		if len(block)+len(rc)+3 > allocEntryBytes {
 			chunks = append(chunks, block)
@@ -243,8 +247,6 @@ func (s *Server) allocate(r *request) *apiError {
 		lock.Lock()
 		defer lock.Unlock()
 	}
-	codes := make([][]byte, 0, len(recips))
-	var available uint64
 	if len(chunks) > 1 {
 		// Too big for one entry: hold the codes first (the all-or-nothing
 		// check), then assign in chunks that draw from the hold.
@@ -265,6 +267,8 @@ func (s *Server) allocate(r *request) *apiError {
 		s.writeAssignments(r.ctx, recips, res.Codes, res.Available)
 		return nil
 	}
+	codes := make([][]byte, 0, len(recips))
+	var available uint64
 	futures := make([]raft.ApplyFuture, len(chunks))
 	for i, b := range chunks {
 		futures[i] = s.raft.Apply(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}), applyTimeout)

@@ -113,7 +113,8 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // request is one call after routing and authentication.
 type request struct {
 	ctx   *fasthttp.RequestCtx
-	seg   []string // decoded path segments
+	seg   []string  // decoded path segments
+	segs  [8]string // seg's storage: no route is deeper
 	token *raftfsm.Token
 }
 
@@ -133,7 +134,8 @@ var adminOrSender = []raftfsm.Role{raftfsm.RoleAdmin, raftfsm.RoleSender}
 // match, the routing table, lives in routes.go.
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
-	seg, err := splitPath(ctx.Request.Header.RequestURI())
+	r := &request{ctx: ctx}
+	seg, err := splitPath(r.segs[:0], ctx.Request.Header.RequestURI())
 	if err != nil {
 		writeError(ctx, badRequest(err.Error()))
 		return "unknown"
@@ -157,7 +159,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.fsm.AppliedIndex(), 10))
 		}()
 	}
-	r := &request{ctx: ctx, seg: seg}
+	r.seg = seg
 	if rt.roles != nil {
 		var e *apiError
 		r.token, e = s.admit(ctx, rt)
