@@ -115,8 +115,6 @@ func (f *FSM) BytesApplied() uint64 { return f.bytesApplied.Load() }
 // Pools exposes the code pools to readers.
 func (f *FSM) Pools() *pool.Pools { return f.pools }
 
-// load reads everything from Pebble into fresh maps and pools and swaps them
-// in under the readers' lock.
 // migrateSendKeys moves send records stored under their tenant and id (the
 // first layout) to their number, so a data folder or snapshot of an older
 // coupond opens as a new one. One batch: after a crash the old layout is
@@ -140,6 +138,8 @@ func (f *FSM) migrateSendKeys() error {
 	return b.Commit(pebble.NoSync)
 }
 
+// load reads everything from Pebble into fresh maps and pools and swaps them
+// in under the readers' lock.
 func (f *FSM) load() error {
 	tenants := map[string]*Tenant{}
 	tokens := map[[32]byte]*Token{}
