@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/raft"
 
@@ -34,6 +35,12 @@ import (
 // measured). A batch of one is followed by no wait: a lone client is
 // never delayed. Under an open load the wait costs a command at most
 // groupWaitMax and makes the next batch bigger.
+//
+// Early answers: the state machine answers the commands of the batch in
+// flight one by one as it applies them (raftfsm.SetEarlyAnswers), so the
+// first clients send again while the rest of the batch is applied; deliver
+// answers what it did not (all of it on an error). With 32 one-recipient
+// clients on 2 cores this took the cycle from ~1.25 to ~1.15 ms.
 const (
 	batchInflight  = 1
 	batchMaxCmds   = 512
@@ -55,16 +62,23 @@ type cmdResult struct {
 
 type batchInFlight struct {
 	f     raft.ApplyFuture
+	entry []byte // what went to Raft: the state machine finds it by its address
 	cmds  []*pendingCmd
 	start time.Time
+	// answered counts the commands the state machine answered while
+	// applying (answerEarly), in order; written before the future
+	// resolves, so deliver reads it after.
+	answered int
 }
 
 type batcher struct {
 	raft     raftApplier
 	queue    chan *pendingCmd
 	slots    chan struct{} // one token per entry in Raft
-	inflight chan batchInFlight
-	done     chan struct{}
+	inflight chan *batchInFlight
+	// latest is the last batch entry sent to Raft, for answerEarly.
+	latest atomic.Pointer[batchInFlight]
+	done   chan struct{}
 
 	submitted atomic.Uint64 // commands queued since the start (counted once queued)
 	// What deliver answered last, stored before it frees the slot that
@@ -87,7 +101,7 @@ func newBatcher(r raftApplier) *batcher { return startBatcher(r, groupWaitMax, t
 
 func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
-		slots: make(chan struct{}, batchInflight), inflight: make(chan batchInFlight, batchInflight),
+		slots: make(chan struct{}, batchInflight), inflight: make(chan *batchInFlight, batchInflight),
 		done: make(chan struct{}), maxWait: maxWait, now: now}
 	go b.pack()
 	go b.deliver()
@@ -182,8 +196,12 @@ func (b *batcher) pack() {
 			}
 			entry = raftfsm.Encode(enc)
 		}
-		start := b.now()
-		b.inflight <- batchInFlight{f: b.raft.Apply(entry, applyTimeout), cmds: cmds, start: start}
+		bf := &batchInFlight{entry: entry, cmds: cmds, start: b.now()}
+		if len(cmds) > 1 {
+			b.latest.Store(bf)
+		}
+		bf.f = b.raft.Apply(entry, applyTimeout)
+		b.inflight <- bf
 	}
 }
 
@@ -201,9 +219,11 @@ func (b *batcher) groupWait() (uint64, time.Duration) {
 func (b *batcher) deliver() {
 	for bf := range b.inflight {
 		err := bf.f.Error()
-		b.answeredMark.Store(b.submitted.Load())
-		b.answeredCount.Store(uint64(len(bf.cmds)))
-		b.lastCycle.Store(int64(b.now().Sub(bf.start)))
+		// Settled: the state machine may no longer answer any of it.
+		b.latest.CompareAndSwap(bf, nil)
+		if bf.answered == 0 {
+			b.markAnswered(bf)
+		}
 		<-b.slots
 		var resps []*raftfsm.Response
 		if err == nil {
@@ -221,12 +241,40 @@ func (b *batcher) deliver() {
 				panic("BUG: batch answered with the wrong number of responses")
 			}
 		}
-		for i, c := range bf.cmds {
+		for i, c := range bf.cmds[bf.answered:] {
+			i += bf.answered
 			if err != nil {
 				c.done <- cmdResult{err: err}
 			} else {
 				c.done <- cmdResult{resp: resps[i]}
 			}
 		}
+	}
+}
+
+// markAnswered records that bf's commands are being answered, for the
+// group wait of the next batch.
+func (b *batcher) markAnswered(bf *batchInFlight) {
+	b.answeredMark.Store(b.submitted.Load())
+	b.answeredCount.Store(uint64(len(bf.cmds)))
+	b.lastCycle.Store(int64(b.now().Sub(bf.start)))
+}
+
+// answerEarly is the state machine's raftfsm.EarlyAnswers: the entry being
+// applied is ours if it is the very slice handed to Raft (on the leader the
+// state machine gets the Apply's own log entry; anywhere else, or after a
+// restart, it is another slice and deliver answers as usual).
+func (b *batcher) answerEarly(entry []byte) func(int, *raftfsm.Response) {
+	bf := b.latest.Load()
+	if bf == nil || len(entry) == 0 || unsafe.SliceData(entry) != unsafe.SliceData(bf.entry) {
+		return nil
+	}
+	b.markAnswered(bf)
+	return func(i int, r *raftfsm.Response) {
+		if i != bf.answered || i >= len(bf.cmds) {
+			panic("BUG: early answers out of order")
+		}
+		bf.cmds[i].done <- cmdResult{resp: r}
+		bf.answered = i + 1
 	}
 }

@@ -16,6 +16,7 @@ import (
 type heldRaft struct{ entries chan *heldEntry }
 
 type heldEntry struct {
+	raw      []byte // the slice given to Apply
 	cmds     [][]byte
 	released chan struct{}
 }
@@ -23,7 +24,7 @@ type heldEntry struct {
 func (e *heldEntry) release() { close(e.released) }
 
 func (h *heldRaft) Apply(entry []byte, _ time.Duration) raft.ApplyFuture {
-	e := &heldEntry{cmds: [][]byte{entry}, released: make(chan struct{})}
+	e := &heldEntry{raw: entry, cmds: [][]byte{entry}, released: make(chan struct{})}
 	if raftfsm.CmdType(entry[0]) == raftfsm.CmdBatch {
 		c, err := raftfsm.Decode(entry)
 		if err != nil {
@@ -120,4 +121,73 @@ func TestBatcherGroupWait(t *testing.T) {
 	third.release()
 	wg.Wait()
 	b.close()
+}
+
+// TestBatcherEarlyAnswers: the state machine answers the commands of the
+// batch entry in flight as it applies them; deliver answers only the rest
+// once the entry's future resolves, and never a command twice. A copy of
+// the entry (a follower's, a replay's) is not claimed.
+func TestBatcherEarlyAnswers(t *testing.T) {
+	h := &heldRaft{entries: make(chan *heldEntry, 8)}
+	b := startBatcher(h, time.Minute, time.Now)
+	defer b.close()
+	// Commands queued by hand, with room for a second answer so that one
+	// would show instead of blocking deliver.
+	queue := func(name string) *pendingCmd {
+		p := &pendingCmd{cmd: raftfsm.Encode(&raftfsm.CloseSend{Tenant: "t", Send: name}), done: make(chan cmdResult, 2)}
+		b.queue <- p
+		b.submitted.Add(1)
+		return p
+	}
+	answer := func(p *pendingCmd) string {
+		t.Helper()
+		select {
+		case r := <-p.done:
+			return r.resp.Value.(string)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer")
+			return ""
+		}
+	}
+	lone := queue("lone")
+	e := <-h.entries
+	// Queued while the lone command holds the only slot, the three go
+	// out together once it is answered.
+	ps := []*pendingCmd{queue("a"), queue("b"), queue("c")}
+	e.release()
+	answer(lone)
+	e2 := <-h.entries
+	if len(e2.cmds) != 3 {
+		t.Fatalf("entry of %d commands, want 3", len(e2.cmds))
+	}
+	if b.answerEarly(append([]byte(nil), e2.raw...)) != nil {
+		t.Fatal("a copy of the entry was claimed")
+	}
+	early := b.answerEarly(e2.raw)
+	if early == nil {
+		t.Fatal("the entry in flight was not claimed")
+	}
+	early(0, &raftfsm.Response{Value: "early a"})
+	early(1, &raftfsm.Response{Value: "early b"})
+	if got := answer(ps[0]); got != "early a" {
+		t.Fatalf("a answered %q before the future resolved, want the early answer", got)
+	}
+	if got := answer(ps[1]); got != "early b" {
+		t.Fatalf("b answered %q", got)
+	}
+	e2.release()
+	if got := answer(ps[2]); got != string(ps[2].cmd) {
+		t.Fatalf("c answered %q, want its own command", got)
+	}
+	// deliver handles entries in order: once the next one is answered, a
+	// second answer to a or b would be in their channels.
+	last := queue("last")
+	e3 := <-h.entries
+	e3.release()
+	answer(last)
+	for i, p := range ps[:2] {
+		if len(p.done) != 0 {
+			t.Errorf("command %d answered twice", i)
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -405,4 +406,49 @@ func TestListCountsAddUpDuringAllocationOverHTTP(t *testing.T) {
 	if o.badReads > 0 {
 		t.Fatalf("%d of %d reads of the list's counts did not add up, e.g. %s", o.badReads, o.reads, o.firstBad)
 	}
+}
+
+// TestClientsReadTheirAllocationsAtOnce: concurrent one-recipient
+// allocations share log entries and are answered while the rest of their
+// entry is applied (batcher.go, early answers); each client then reads its
+// assignment at once, by recipient history, code lookup and the send's
+// assignments, and must find it every time.
+func TestClientsReadTheirAllocationsAtOnce(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOpts{})
+	const workers, rounds = 16, 8
+	f := n.newFixture(t, n.admin, workers*rounds)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				send := fmt.Sprintf("ryw-%d-%d", w, i)
+				recip := fmt.Sprintf("r%d-%d@example.com", w, i)
+				body := fmt.Sprintf(`{"message_id":%q,"recipients":[%q]}`, f.msg, recip)
+				r := n.exchange(req{method: "POST", path: "/v1/sends/" + send + "/codes", token: n.admin,
+					body: strings.NewReader(body), ctype: "application/json"})
+				var a struct {
+					Assignments []pair `json:"assignments"`
+				}
+				if r.err != nil || r.status != http.StatusOK || json.Unmarshal(r.body, &a) != nil || len(a.Assignments) != 1 {
+					t.Errorf("allocation %s: %s %v", send, r, r.err)
+					return
+				}
+				code := a.Assignments[0].Code
+				for _, check := range []struct{ path, want string }{
+					{"/v1/recipients/" + url.PathEscape(recip) + "/assignments", `"code":"` + code + `"`},
+					{"/v1/lists/" + f.list + "/codes/" + code, `"recipient":"` + recip + `"`},
+					{"/v1/sends/" + send + "/assignments", `"code":"` + code + `"`},
+				} {
+					r := n.exchange(req{method: "GET", path: check.path, token: n.admin})
+					if r.err != nil || r.status != http.StatusOK || !strings.Contains(string(r.body), check.want) {
+						t.Errorf("GET %s right after the allocation: %s %v; want %s", check.path, r, r.err, check.want)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

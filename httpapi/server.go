@@ -91,7 +91,11 @@ func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
 		m = NewMetrics()
 	}
 	m.registerNode(r, fsm)
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, prom: m, batch: newBatcher(r),
+	b := newBatcher(r)
+	if fsm != nil {
+		fsm.SetEarlyAnswers(b.answerEarly)
+	}
+	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, prom: m, batch: b,
 		sends: newSendLocks(), fwd: newForwardClient(cfg)}
 }
 
@@ -156,7 +160,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 	}
 	if peer {
 		defer func() {
-			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.fsm.AppliedIndex(), 10))
+			// Settled: the write may have been answered before its entry was
+			// committed to the state (early answers, batcher.go).
+			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.fsm.SettledIndex(), 10))
 		}()
 	}
 	r.seg = seg

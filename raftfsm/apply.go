@@ -60,8 +60,30 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic(fmt.Sprintf("cannot commit applied state at index %d: %v", last, err))
 	}
 	f.applied.Store(last)
+	if a.answeredAhead != nil {
+		close(a.answeredAhead)
+	}
 	return out
 }
+
+// EarlyAnswers is asked, for each Batch entry applied, for a function that
+// answers the entry's commands; nil when nobody on this node waits for them.
+type EarlyAnswers func(entry []byte) func(i int, r *Response)
+
+// SetEarlyAnswers makes the state machine answer the commands of the batch
+// entries e claims one by one, as soon as each is applied in memory,
+// rather than all at once when the future of the entry resolves. The
+// entry is committed by then (the state machine only applies committed
+// entries) and its results are what a replay would compute, so an answer
+// is as final as one given later. What the answered command wrote to
+// Pebble is stored only when the whole entry is: until then readers of
+// assignments wait for it (readStoredBatch).
+//
+// Why: the answers of one batch wake one handler each, and on a small
+// machine their responses and the clients' next requests keep the cores
+// busy for longer than the apply takes; begun during the apply, that work
+// overlaps it instead of following it.
+func (f *FSM) SetEarlyAnswers(e EarlyAnswers) { f.early.Store(&e) }
 
 // errAlreadyApplied answers an entry replayed after a restart; nobody waits for it.
 var errAlreadyApplied = errors.New("entry already applied")
@@ -83,6 +105,9 @@ type applier struct {
 	lists []*ListMeta
 	// sends changed by this batch, in the order they changed (writeSends).
 	sends []*Send
+	// answeredAhead is the FSM's channel of the same name when this apply
+	// answered commands early; closed once the batch is committed.
+	answeredAhead chan struct{}
 }
 
 // ApplyCommand applies one encoded command outside Raft, for tests and tools
@@ -143,14 +168,35 @@ func (a *applier) apply(data []byte) *Response {
 		v, err = a.ackAlerts(c)
 	case *Batch:
 		out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
+		answer := a.earlyAnswers(data)
 		for i, sub := range c.Commands {
 			out.Responses[i] = a.apply(sub)
+			if answer != nil {
+				answer(i, out.Responses[i])
+			}
 		}
 		v = out
 	default:
 		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
 	}
 	return &Response{Value: v, Err: err}
+}
+
+// earlyAnswers returns who answers the commands of a batch entry as they
+// are applied, if anyone here waits for them. Readers learn that answers
+// may precede the commit before the first is given.
+func (a *applier) earlyAnswers(entry []byte) func(int, *Response) {
+	e := a.f.early.Load()
+	if e == nil {
+		return nil
+	}
+	answer := (*e)(entry)
+	if answer != nil && a.answeredAhead == nil {
+		ch := make(chan struct{})
+		a.answeredAhead = ch
+		a.f.answeredAhead.Store(&ch)
+	}
+	return answer
 }
 
 // commandTime is the leader's time of a command: the At it carries, or,

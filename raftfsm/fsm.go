@@ -76,6 +76,15 @@ type FSM struct {
 	// Writer-only scratch of allocation, reused across applies.
 	scratch allocScratch
 
+	// early, once set, says for each batch entry whether this node waits
+	// for its commands (SetEarlyAnswers).
+	early atomic.Pointer[EarlyAnswers]
+	// answeredAhead is open while an apply that answered commands before
+	// committing its Pebble batch runs, closed once it committed; the last
+	// one stays in place, closed. Readers that find an assignment indexed
+	// but not stored wait on it (readStoredBatch).
+	answeredAhead atomic.Pointer[chan struct{}]
+
 	applied atomic.Uint64 // index of the last entry applied (durable or about to be)
 	// bytesApplied counts command bytes applied since the process started,
 	// for the daemon's byte-based snapshot trigger.

@@ -186,6 +186,33 @@ func (f *FSM) readBatch(r getter, no uint64) (*assignBatch, error) {
 	return unmarshalBatch(append([]byte(nil), v...))
 }
 
+// readStoredBatch reads a stored batch for a reader. A batch the index
+// already has may not be stored yet: its apply is still running. If that
+// apply answered the batch's command early, the caller may be the client
+// that got the answer, so the reader waits for the commit rather than miss
+// its own assignment; this is the one wait of readers on an apply, at
+// most the rest of one entry of small commands.
+func (f *FSM) readStoredBatch(no uint64) (*assignBatch, error) {
+	b, err := f.readBatch(f.db, no)
+	if isNotFound(err) {
+		if ahead := f.answeredAhead.Load(); ahead != nil {
+			<-*ahead
+			b, err = f.readBatch(f.db, no)
+		}
+	}
+	return b, err
+}
+
+// SettledIndex is AppliedIndex for a caller that may have been answered
+// early: it first waits for the apply that answered it to commit, so the
+// index it returns covers the caller's command.
+func (f *FSM) SettledIndex() uint64 {
+	if ahead := f.answeredAhead.Load(); ahead != nil {
+		<-*ahead
+	}
+	return f.AppliedIndex()
+}
+
 // history returns the assignment index readers may use now; a restore
 // swaps it.
 func (f *FSM) history() *history {
@@ -219,7 +246,7 @@ func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, e
 			return true
 		}
 		var b *assignBatch
-		if b, err = f.readBatch(f.db, no); err != nil {
+		if b, err = f.readStoredBatch(no); err != nil {
 			if isNotFound(err) {
 				err = nil // indexed, not committed yet
 				return true
@@ -268,7 +295,7 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 		if bs[no].send != s.Num {
 			continue
 		}
-		b, err := f.readBatch(f.db, uint64(no))
+		b, err := f.readStoredBatch(uint64(no))
 		if err != nil {
 			if isNotFound(err) {
 				continue
@@ -298,7 +325,7 @@ func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
 	if i < 0 {
 		return nil, false
 	}
-	b, err := f.readBatch(f.db, log[i].batch)
+	b, err := f.readStoredBatch(log[i].batch)
 	if err != nil {
 		return nil, false
 	}
@@ -373,7 +400,7 @@ func (f *FSM) hasAssignment(hist *history, cache map[uint64]*assignBatch, s *Sen
 		}
 		b := cache[no]
 		if b == nil {
-			if b, err = f.readBatch(f.db, no); err == nil {
+			if b, err = f.readStoredBatch(no); err == nil {
 				cache[no] = b
 			}
 		}
