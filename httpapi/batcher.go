@@ -248,8 +248,8 @@ func (b *batcher) deliver() {
 				panic("BUG: batch answered with the wrong number of responses")
 			}
 		}
-		for i, c := range bf.cmds[bf.answered:] {
-			i += bf.answered
+		for i := bf.answered; i < len(bf.cmds); i++ {
+			c := bf.cmds[i]
 			if err != nil {
 				c.done <- cmdResult{err: err}
 			} else {

@@ -194,11 +194,8 @@ func (f *FSM) readBatch(r getter, no uint64) (*assignBatch, error) {
 // most the rest of one entry of small commands.
 func (f *FSM) readStoredBatch(no uint64) (*assignBatch, error) {
 	b, err := f.readBatch(f.db, no)
-	if isNotFound(err) {
-		if ahead := f.answeredAhead.Load(); ahead != nil {
-			<-*ahead
-			b, err = f.readBatch(f.db, no)
-		}
+	if isNotFound(err) && f.awaitAnsweredAhead() {
+		b, err = f.readBatch(f.db, no)
 	}
 	return b, err
 }
@@ -207,10 +204,19 @@ func (f *FSM) readStoredBatch(no uint64) (*assignBatch, error) {
 // early: it first waits for the apply that answered it to commit, so the
 // index it returns covers the caller's command.
 func (f *FSM) SettledIndex() uint64 {
-	if ahead := f.answeredAhead.Load(); ahead != nil {
-		<-*ahead
-	}
+	f.awaitAnsweredAhead()
 	return f.AppliedIndex()
+}
+
+// awaitAnsweredAhead waits until the last apply that answered commands
+// early has committed (at once if it has); false if none ever did.
+func (f *FSM) awaitAnsweredAhead() bool {
+	ahead := f.answeredAhead.Load()
+	if ahead == nil {
+		return false
+	}
+	<-*ahead
+	return true
 }
 
 // history returns the assignment index readers may use now; a restore
