@@ -32,8 +32,10 @@ import (
 // batch). So before packing, the batcher waits until as many commands came
 // in since the last answer as that answer carried, for at most a cycle and
 // at most groupWaitMax; then the halves merge (~28 a batch, +15-20% req/s
-// measured). A batch of one is followed by no wait: a lone client is
-// never delayed. Under an open load the wait costs a command at most
+// measured). The packer sleeps through the wait and the command that
+// completes the count wakes it, so a batch costs the packer one wake-up,
+// not one per command. A batch of one is followed by no wait: a lone
+// client is never delayed. Under an open load the wait costs a command at most
 // groupWaitMax and makes the next batch bigger.
 //
 // Early answers: the state machine answers the commands of the batch in
@@ -87,6 +89,10 @@ type batcher struct {
 	done   chan struct{}
 
 	submitted atomic.Uint64 // commands queued since the start (counted once queued)
+	// groupAt is the submitted count the packer sleeps for (0: none); the
+	// submitter that reaches it sends on groupIn.
+	groupAt atomic.Uint64
+	groupIn chan struct{}
 	// The batch answered last, stored before deliver frees the slot that
 	// pack takes next: the submitted count when its answers began, how
 	// many commands it answered, and how long its entry took in Raft.
@@ -108,7 +114,7 @@ func newBatcher(r raftApplier) *batcher { return startBatcher(r, groupWaitMax, t
 func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
 		slots: make(chan struct{}, batchInflight), inflight: make(chan *batchInFlight, batchInflight),
-		done: make(chan struct{}), maxWait: maxWait, now: now}
+		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now}
 	go b.pack()
 	go b.deliver()
 	return b
@@ -129,7 +135,12 @@ func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 	}()
 	select {
 	case b.queue <- p:
-		b.submitted.Add(1)
+		if n := b.submitted.Add(1); n == b.groupAt.Load() {
+			select {
+			case b.groupIn <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		}
 	case <-b.done:
 		return nil, raft.ErrRaftShutdown
 	}
@@ -161,7 +172,7 @@ func (b *batcher) pack() {
 		b.slots <- struct{}{}
 		want, wait := b.groupWait()
 		if wait > 0 {
-			timer.Reset(wait)
+			b.awaitGroup(want, wait, timer)
 		}
 		cmds := []*pendingCmd{p}
 		size := len(p.cmd)
@@ -171,28 +182,9 @@ func (b *batcher) pack() {
 			case q := <-b.queue:
 				cmds = append(cmds, q)
 				size += len(q.cmd)
-				continue
 			default:
-			}
-			if wait == 0 || b.submitted.Load() >= want {
-				break
-			}
-			// The queue is empty and the answered clients are not all
-			// back: wait for the next command or the end of the wait. A
-			// timer shorter than a millisecond may fire late on an idle
-			// process, but then no command is waiting for it.
-			select {
-			case q := <-b.queue:
-				cmds = append(cmds, q)
-				size += len(q.cmd)
-			case <-timer.C:
-				wait = 0
-			case <-b.done:
 				break drain
 			}
-		}
-		if wait > 0 {
-			timer.Stop()
 		}
 		entry := p.cmd
 		if len(cmds) > 1 {
@@ -208,6 +200,32 @@ func (b *batcher) pack() {
 		}
 		bf.f = b.raft.Apply(entry, applyTimeout)
 		b.inflight <- bf
+	}
+}
+
+// awaitGroup sleeps until want commands in all were submitted, for at
+// most wait. The submitter that makes the count wakes it (groupAt), so the
+// commands that come back meanwhile are taken in one drain instead of
+// waking the packer once each.
+func (b *batcher) awaitGroup(want uint64, wait time.Duration, timer *time.Timer) {
+	select {
+	case <-b.groupIn: // a wake-up meant for an earlier wait
+	default:
+	}
+	b.groupAt.Store(want)
+	defer b.groupAt.Store(0)
+	// A timer shorter than a millisecond may fire late on an idle process,
+	// but then no command is waiting for it.
+	timer.Reset(wait)
+	defer timer.Stop()
+	for b.submitted.Load() < want {
+		select {
+		case <-b.groupIn:
+		case <-timer.C:
+			return
+		case <-b.done:
+			return
+		}
 	}
 }
 
