@@ -54,7 +54,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if err := a.b.Set(keyApplied, idx[:], nil); err != nil {
 		panic(fmt.Sprintf("BUG: cannot stage applied index: %v", err))
 	}
-	// No sync: the Raft log is the write-ahead log, and Snapshot flushes
+	// No sync: the Raft log is the write-ahead log, and a snapshot flushes
 	// Pebble before Raft may drop the entries this batch came from.
 	if err := a.b.Commit(pebble.NoSync); err != nil {
 		panic(fmt.Sprintf("cannot commit applied state at index %d: %v", last, err))
