@@ -42,15 +42,15 @@ func (a *applier) putSend(s *Send) {
 	a.sends = append(a.sends, s)
 	a.f.mu.Lock()
 	defer a.f.mu.Unlock()
-	if int(s.Num) <= len(a.f.sendKeys) {
-		a.f.sends[a.f.sendKeys[s.Num-1]] = s // a copy of a known send shares its strings
+	if int(s.Num) <= a.f.sendKeys.len() {
+		a.f.sends[a.f.sendKeys.at(int(s.Num)-1)] = s // a copy of a known send shares its strings
 		return
 	}
-	if int(s.Num) != len(a.f.sendKeys)+1 {
+	if int(s.Num) != a.f.sendKeys.len()+1 {
 		panic("BUG: send numbers out of order")
 	}
 	k := compactSend(s, a.f.tenants, a.f.messages)
-	a.f.sendKeys = append(a.f.sendKeys, k)
+	a.f.sendKeys.add(k)
 	a.f.sends[k] = s
 }
 
@@ -120,7 +120,7 @@ func (a *applier) sendFor(tenant, id, message string) (s *Send, created bool, er
 		return nil, false, ErrNoCouponList
 	}
 	a.f.mu.RLock()
-	num := uint32(len(a.f.sendKeys) + 1)
+	num := uint32(a.f.sendKeys.len() + 1)
 	a.f.mu.RUnlock()
 	return &Send{Tenant: tenant, ID: id, Num: num, Message: message, List: m.List}, true, nil
 }

@@ -58,7 +58,7 @@ type FSM struct {
 	lists    map[uint64]*ListMeta
 	messages map[string]*Message // by scopedKey(tenant, id)
 	sends    map[string]*Send    // by scopedKey(tenant, id)
-	sendKeys []string            // scopedKey of send number i+1
+	sendKeys chunked[string]     // scopedKey of send number i+1
 	takeLog  map[uint64][]takeEntry
 	nodes    map[string]*NodeInfo
 	// clusterKey signs calls the nodes forward to each other; nil until the
@@ -209,7 +209,7 @@ func (f *FSM) load() error {
 			return err
 		})
 	}
-	var sendKeys []string
+	var sendKeys chunked[string]
 	if err == nil {
 		err = f.migrateSendKeys()
 	}
@@ -224,10 +224,10 @@ func (f *FSM) load() error {
 			}
 			key := compactSend(s, tenants, messages)
 			sends[key] = s
-			for len(sendKeys) < int(s.Num) {
-				sendKeys = append(sendKeys, "")
+			for sendKeys.len() < int(s.Num) {
+				sendKeys.add("")
 			}
-			sendKeys[s.Num-1] = key
+			sendKeys.set(int(s.Num)-1, key)
 			return nil
 		})
 	}
@@ -237,10 +237,10 @@ func (f *FSM) load() error {
 			if err != nil {
 				return err
 			}
-			if b.Send == 0 || int(b.Send) > len(sendKeys) || sendKeys[b.Send-1] == "" {
+			if b.Send == 0 || int(b.Send) > sendKeys.len() || sendKeys.at(int(b.Send)-1) == "" {
 				return fmt.Errorf("batch of unknown send %d: %w", b.Send, errCorrupt)
 			}
-			s := sends[sendKeys[b.Send-1]]
+			s := sends[sendKeys.at(int(b.Send)-1)]
 			no, first := hist.addBatch(b.Send, len(b.Recips))
 			if no != binary.BigEndian.Uint64(k[1:]) || first != b.FirstSeq {
 				return fmt.Errorf("batch %d out of sequence: %w", no, errCorrupt)

@@ -26,9 +26,9 @@ type history struct {
 	tab     atomic.Pointer[histTable]
 	entries uint64 // writer only
 
-	batches atomic.Pointer[[]batchMeta]
-	wb      []batchMeta // the writer's slice; readers load batches
-	nextSeq uint64      // writer only
+	batches atomic.Pointer[chunked[batchMeta]] // readers' view of wb
+	wb      chunked[batchMeta]                 // the writer's list
+	nextSeq uint64                             // writer only
 }
 
 // batchMeta locates the assignments of one batch; immutable once published.
@@ -52,8 +52,7 @@ func newHistory(reserve int) *history {
 		bits++
 	}
 	h.tab.Store(&histTable{slots: make([]uint64, 1<<bits), shift: 32 - bits})
-	empty := []batchMeta{}
-	h.batches.Store(&empty)
+	h.batches.Store(&chunked[batchMeta]{})
 	return h
 }
 
@@ -134,8 +133,8 @@ func (h *history) grow(old *histTable) *histTable {
 // addBatch records a batch of n assignments of a send and returns its
 // number and first seq. Writer only.
 func (h *history) addBatch(send uint32, n int) (no uint64, firstSeq uint64) {
-	no, firstSeq = uint64(len(h.wb)), h.nextSeq
-	h.wb = append(h.wb, batchMeta{firstSeq: firstSeq, send: send, n: uint32(n)})
+	no, firstSeq = uint64(h.wb.len()), h.nextSeq
+	h.wb.add(batchMeta{firstSeq: firstSeq, send: send, n: uint32(n)})
 	h.nextSeq += uint64(n)
 	wb := h.wb
 	h.batches.Store(&wb)
@@ -144,12 +143,15 @@ func (h *history) addBatch(send uint32, n int) (no uint64, firstSeq uint64) {
 
 // batchOf finds the batch holding seq. Any goroutine.
 func (h *history) batchOf(seq uint64) (no uint64, meta batchMeta, ok bool) {
-	bs := *h.batches.Load()
-	i := sort.Search(len(bs), func(i int) bool { return bs[i].firstSeq > seq }) - 1
-	if i < 0 || seq >= bs[i].firstSeq+uint64(bs[i].n) {
+	bs := h.batches.Load()
+	i := sort.Search(bs.len(), func(i int) bool { return bs.at(i).firstSeq > seq }) - 1
+	if i < 0 {
 		return 0, batchMeta{}, false
 	}
-	return uint64(i), bs[i], true
+	if m := bs.at(i); seq < m.firstSeq+uint64(m.n) {
+		return uint64(i), m, true
+	}
+	return 0, batchMeta{}, false
 }
 
 // assignBatch is the stored form of one batch: who got which code, in

@@ -159,10 +159,10 @@ func (f *FSM) Send(tenant, id string) (*Send, bool) {
 func (f *FSM) sendByNum(num uint32) *Send {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if num == 0 || int(num) > len(f.sendKeys) {
+	if num == 0 || int(num) > f.sendKeys.len() {
 		return nil
 	}
-	return f.sends[f.sendKeys[num-1]]
+	return f.sends[f.sendKeys.at(int(num)-1)]
 }
 
 // Assignment is one recipient's code in one send.
@@ -295,10 +295,10 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 	if !ok {
 		return ErrNotFound
 	}
-	bs := *f.history().batches.Load()
+	bs := f.history().batches.Load()
 	a := Assignment{Message: s.Message, Send: s.ID}
-	for no := range bs {
-		if bs[no].send != s.Num {
+	for no := range bs.len() {
+		if bs.at(no).send != s.Num {
 			continue
 		}
 		b, err := f.readStoredBatch(uint64(no))
