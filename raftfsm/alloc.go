@@ -414,7 +414,7 @@ func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res 
 	sc.encoded = b.marshal(sc.encoded[:0])
 	a.set(assignKey(no), sc.encoded)
 	a.f.mu.Lock()
-	a.f.takeLog[l.ID] = append(a.f.takeLog[l.ID], takeEntry{start: b.Runs[0].start, batch: no})
+	logTake(a.f.takeLog, l.ID, takeEntry{start: b.Runs[0].start, batch: no})
 	a.f.mu.Unlock()
 }
 

@@ -56,10 +56,10 @@ type FSM struct {
 	tokens   map[[32]byte]*Token
 	tokenIDs map[string][32]byte
 	lists    map[uint64]*ListMeta
-	messages map[string]*Message // by scopedKey(tenant, id)
-	sends    map[string]*Send    // by scopedKey(tenant, id)
-	sendKeys chunked[string]     // scopedKey of send number i+1
-	takeLog  map[uint64][]takeEntry
+	messages map[string]*Message            // by scopedKey(tenant, id)
+	sends    map[string]*Send               // by scopedKey(tenant, id)
+	sendKeys chunked[string]                // scopedKey of send number i+1
+	takeLog  map[uint64]*chunked[takeEntry] // by list, in take order
 	nodes    map[string]*NodeInfo
 	// clusterKey signs calls the nodes forward to each other; nil until the
 	// first leader sets it.
@@ -156,7 +156,7 @@ func (f *FSM) load() error {
 	lists := map[uint64]*ListMeta{}
 	messages := map[string]*Message{}
 	sends := map[string]*Send{}
-	takeLog := map[uint64][]takeEntry{}
+	takeLog := map[uint64]*chunked[takeEntry]{}
 	hist := newHistory(f.opts.HistoryReserve)
 	pools := pool.New()
 	var applied uint64
@@ -249,7 +249,7 @@ func (f *FSM) load() error {
 				hist.add(hist.hash32(s.Tenant, r), first+uint64(i))
 			}
 			if len(b.Runs) > 0 {
-				takeLog[b.List] = append(takeLog[b.List], takeEntry{start: b.Runs[0].start, batch: no})
+				logTake(takeLog, b.List, takeEntry{start: b.Runs[0].start, batch: no})
 			}
 			return nil
 		})

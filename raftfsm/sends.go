@@ -324,14 +324,17 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 
 // CodeAssignment finds who got the code at a list position.
 func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
+	var log chunked[takeEntry]
 	f.mu.RLock()
-	log := f.takeLog[list]
+	if l := f.takeLog[list]; l != nil {
+		log = *l
+	}
 	f.mu.RUnlock()
-	i := sort.Search(len(log), func(i int) bool { return log[i].start > pos }) - 1
+	i := sort.Search(log.len(), func(i int) bool { return log.at(i).start > pos }) - 1
 	if i < 0 {
 		return nil, false
 	}
-	b, err := f.readStoredBatch(log[i].batch)
+	b, err := f.readStoredBatch(log.at(i).batch)
 	if err != nil {
 		return nil, false
 	}
@@ -348,6 +351,17 @@ func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
 type takeEntry struct {
 	start uint32
 	batch uint64
+}
+
+// logTake appends e to the take log of a list; the caller holds the
+// FSM's write lock, or has the log to itself.
+func logTake(logs map[uint64]*chunked[takeEntry], list uint64, e takeEntry) {
+	l := logs[list]
+	if l == nil {
+		l = &chunked[takeEntry]{}
+		logs[list] = l
+	}
+	l.add(e)
 }
 
 // listAvailable is what a list can still hand out beyond every send's hold.
