@@ -35,8 +35,8 @@ import (
 // measured). The packer sleeps through the wait and the command that
 // completes the count wakes it, so a batch costs the packer one wake-up,
 // not one per command. A batch of one is followed by no wait: a lone
-// client is never delayed. Under an open load the wait costs a command at most
-// groupWaitMax and makes the next batch bigger.
+// client is never delayed. Under an open load the wait costs a command at
+// most groupWaitMax and makes the next batch bigger.
 //
 // Early answers: the state machine answers the commands of the batch in
 // flight one by one as it applies them (raftfsm.SetEarlyAnswers), so the

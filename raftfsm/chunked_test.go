@@ -41,3 +41,20 @@ func TestChunkedAcrossChunks(t *testing.T) {
 		t.Fatal("set changed the wrong entry")
 	}
 }
+
+// TestChunkedStartsSmall: a list with a few entries (most lists' take log)
+// holds room for a few, not for a whole chunk.
+func TestChunkedStartsSmall(t *testing.T) {
+	var c chunked[takeEntry]
+	for i := range 20 {
+		c.add(takeEntry{batch: uint64(i)})
+	}
+	if len(c.chunks) != 1 || len(c.chunks[0]) != 2*firstChunkLen {
+		t.Fatalf("20 entries take %d chunks, the first of %d entries", len(c.chunks), len(c.chunks[0]))
+	}
+	for i := range 20 {
+		if c.at(i).batch != uint64(i) {
+			t.Fatalf("entry %d lost across the first chunk's growth", i)
+		}
+	}
+}
