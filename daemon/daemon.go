@@ -297,16 +297,25 @@ func removeTempSnapshots(dir string) error {
 // catchUpWithSnapshot covers the gap that an unsynced state machine can
 // leave: if a crash lost Pebble writes below the newest snapshot's index,
 // Raft will not replay them (they may be compacted away), so the state is
-// rebuilt from that snapshot first.
+// rebuilt from that snapshot first. A restore that a crash cut off (at
+// start or while a follower installed a snapshot) is done again the same way.
 func (n *Node) catchUpWithSnapshot(snaps *raft.FileSnapshotStore) error {
+	unfinished := n.fsm.RestoreUnfinished()
 	metas, err := snaps.List()
 	if err != nil {
 		return fmt.Errorf("cannot list snapshots: %w", err)
 	}
+	if len(metas) == 0 {
+		if unfinished {
+			return fmt.Errorf("the state in %s is a snapshot restore that did not finish, and %s holds no snapshot to finish it from: restore the snapshots folder from a backup, or remove the data folder and join the node to its cluster again",
+				filepath.Join(n.cfg.DataDir, stateDir), filepath.Join(n.cfg.DataDir, snapshotsDir))
+		}
+		return nil
+	}
 	// Raft's snapshot index may exceed the state's own applied index by
 	// entries that never reach the state machine (no-ops, barriers), so the
 	// snapshot's header tells how far its state reaches.
-	if len(metas) == 0 || metas[0].Index <= n.fsm.AppliedIndex() {
+	if !unfinished && metas[0].Index <= n.fsm.AppliedIndex() {
 		return nil
 	}
 	_, rc, err := snaps.Open(metas[0].ID)
@@ -318,14 +327,20 @@ func (n *Node) catchUpWithSnapshot(snaps *raft.FileSnapshotStore) error {
 	if err != nil {
 		return fmt.Errorf("cannot read snapshot %s: %w", metas[0].ID, err)
 	}
-	if sr.Applied <= n.fsm.AppliedIndex() {
+	if !unfinished && sr.Applied <= n.fsm.AppliedIndex() {
 		return nil
 	}
-	n.log.Warn().Uint64("applied_index", n.fsm.AppliedIndex()).Uint64("snapshot_index", sr.Applied).
-		Msg("state is behind the newest snapshot; restoring it")
+	ev := n.log.Warn().Uint64("applied_index", n.fsm.AppliedIndex()).Uint64("snapshot_index", sr.Applied)
+	if unfinished {
+		ev.Msg("the state is a snapshot restore that did not finish; restoring the snapshot again")
+	} else {
+		ev.Msg("state is behind the newest snapshot; restoring it")
+	}
+	start := time.Now()
 	if err := n.fsm.RestoreFrom(sr); err != nil {
 		return fmt.Errorf("cannot restore snapshot %s: %w", metas[0].ID, err)
 	}
+	n.log.Info().Dur("took", time.Since(start)).Uint64("applied_index", n.fsm.AppliedIndex()).Msg("snapshot restored")
 	return nil
 }
 

@@ -24,6 +24,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 // stored state and the stored index always agree. Entries at or below the
 // stored index were applied before a restart and are skipped.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	if f.restoring.Load() {
+		panic("cannot apply log entries: the state is a snapshot restore that did not finish; restart the node to restore the snapshot again")
+	}
 	out := make([]interface{}, len(logs))
 	applied := f.applied.Load()
 	a := applier{f: f, b: f.db.NewIndexedBatch()}

@@ -86,6 +86,10 @@ type FSM struct {
 	answeredAhead atomic.Pointer[chan struct{}]
 
 	applied atomic.Uint64 // index of the last entry applied (durable or about to be)
+	// restoring is set while a snapshot restore rewrites Pebble, and stays
+	// set when one failed or a crash cut one off (keyRestoring): the state
+	// is then partial, and only another restore may follow.
+	restoring atomic.Bool
 	// bytesApplied counts command bytes applied since the process started,
 	// for the daemon's byte-based snapshot trigger.
 	bytesApplied atomic.Uint64
@@ -117,6 +121,11 @@ func Open(db *pebble.DB, o Options) (*FSM, error) {
 
 // AppliedIndex is the Raft index of the last applied entry.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// RestoreUnfinished reports whether the state is a snapshot restore that a
+// crash or an error cut off. Such an FSM shows an empty state at index 0
+// and refuses to apply entries: the caller must restore a snapshot first.
+func (f *FSM) RestoreUnfinished() bool { return f.restoring.Load() }
 
 // BytesApplied is the size of the commands applied since the process started.
 func (f *FSM) BytesApplied() uint64 { return f.bytesApplied.Load() }
@@ -160,6 +169,22 @@ func (f *FSM) load() error {
 	hist := newHistory(f.opts.HistoryReserve)
 	pools := pool.New()
 	var applied uint64
+
+	if _, closer, err := f.db.Get(keyRestoring); err == nil {
+		// What is stored is part of a snapshot: nothing of it is shown.
+		closer.Close()
+		f.restoring.Store(true)
+		f.mu.Lock()
+		f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
+		f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, chunked[string]{}, takeLog, hist
+		f.nodes, f.clusterKey, f.alerts, f.alertSeq = map[string]*NodeInfo{}, nil, nil, 0
+		f.scratch = allocScratch{}
+		f.mu.Unlock()
+		f.applied.Store(0)
+		return nil
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("cannot read restore marker: %w", err)
+	}
 
 	if v, closer, err := f.db.Get(keyApplied); err == nil {
 		if len(v) != 8 {

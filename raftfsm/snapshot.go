@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
 )
+
+var errCorruptSnapshot = errors.New("corrupt snapshot")
 
 // snapshotMagic starts every snapshot stream; the last byte is its version.
 var snapshotMagic = []byte("coupond-snap\x00\x01")
@@ -115,52 +118,129 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return f.RestoreFrom(sr)
 }
 
+// keyRestoring is present while a restore rewrites the state. It reaches
+// disk before anything of the old state is dropped and leaves it in the
+// batch that stores the restored applied index, so a crash in between
+// leaves a state that says it is unfinished rather than an applied index
+// that vouches for a part of the snapshot (load). Changing this key breaks
+// existing data folders.
+var keyRestoring = []byte{prefixMeta, 'r'}
+
 // RestoreFrom replaces the whole state with the rest of the stream.
+//
+// Pebble runs without a WAL, so whatever a memtable flush writes is durable
+// and the rest is not; a flush may come at any point of a long restore. The
+// order below keeps every crash point recoverable: (1) the marker with the
+// old state's removal, flushed; (2) the stream's keys, its applied index
+// held back; (3) the applied index with the marker's removal, flushed. A
+// restore that fails half-way leaves the marker, and the FSM refuses to
+// apply on top of a partial state (Apply panics; the next start restores
+// again from the snapshot store).
 func (f *FSM) RestoreFrom(sr *SnapshotReader) error {
-	br := sr.br
-	if err := f.db.DeleteRange([]byte{0}, []byte{0xff, 0xff}, pebble.NoSync); err != nil {
+	f.restoring.Store(true)
+	var snapIndex [8]byte
+	binary.BigEndian.PutUint64(snapIndex[:], sr.Applied)
+	b := f.db.NewBatch()
+	err := b.DeleteRange([]byte{0}, []byte{0xff, 0xff}, nil)
+	if err == nil {
+		err = b.Set(keyRestoring, snapIndex[:], nil)
+	}
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	b.Close()
+	if err == nil {
+		err = f.db.Flush()
+	}
+	if err != nil {
 		return fmt.Errorf("cannot clear state before restore: %w", err)
 	}
+	applied, err := f.restoreKeys(sr)
+	if err != nil {
+		return fmt.Errorf("cannot restore snapshot: %w", err)
+	}
+	if applied != nil && binary.BigEndian.Uint64(applied) != sr.Applied {
+		return fmt.Errorf("cannot restore snapshot: its header says index %d, its state %d: %w",
+			sr.Applied, binary.BigEndian.Uint64(applied), errCorruptSnapshot)
+	}
+	b = f.db.NewBatch()
+	if applied != nil {
+		err = b.Set(keyApplied, applied, nil)
+	}
+	if err == nil {
+		err = b.Delete(keyRestoring, nil)
+	}
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	b.Close()
+	// The restored state must be durable before Raft trusts it.
+	if err == nil {
+		err = f.db.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot finish restore: %w", err)
+	}
+	if err := f.load(); err != nil {
+		return err
+	}
+	f.restoring.Store(false)
+	return nil
+}
+
+// restoreBatchBytes is the size of the batches a restore commits: bounded
+// memory for a stream of any size. A variable so tests can make a small
+// stream span many batches and memtables.
+var restoreBatchBytes = 16 << 20
+
+// restoreKeys writes the stream's keys in batches of restoreBatchBytes and
+// returns the stream's applied index (nil if it has none), unwritten.
+func (f *FSM) restoreKeys(sr *SnapshotReader) (applied []byte, err error) {
+	br := sr.br
 	b := f.db.NewBatch()
+	defer func() { b.Close() }()
 	for {
 		kl, err := binary.ReadUvarint(br)
 		if err != nil {
-			b.Close()
-			return fmt.Errorf("cannot restore snapshot: %w", err)
+			return nil, err
 		}
 		if kl == 0 {
 			break
 		}
 		k, err := readN(br, kl)
-		if err == nil {
-			var vl uint64
-			if vl, err = binary.ReadUvarint(br); err == nil {
-				var v []byte
-				if v, err = readN(br, vl); err == nil {
-					err = b.Set(k, v, nil)
-				}
-			}
+		if err != nil {
+			return nil, err
 		}
-		if err == nil && b.Len() > 16<<20 {
-			err = b.Commit(pebble.NoSync)
+		vl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, err
+		}
+		v, err := readN(br, vl)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case bytes.Equal(k, keyApplied):
+			if len(v) != 8 {
+				return nil, fmt.Errorf("applied index of %d bytes: %w", len(v), errCorruptSnapshot)
+			}
+			applied = v
+			continue
+		case bytes.Equal(k, keyRestoring):
+			return nil, fmt.Errorf("it holds an unfinished restore: %w", errCorruptSnapshot)
+		}
+		if err := b.Set(k, v, nil); err != nil {
+			return nil, err
+		}
+		if b.Len() > restoreBatchBytes {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return nil, err
+			}
 			b.Close()
 			b = f.db.NewBatch()
 		}
-		if err != nil {
-			b.Close()
-			return fmt.Errorf("cannot restore snapshot: %w", err)
-		}
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		b.Close()
-		return fmt.Errorf("cannot restore snapshot: %w", err)
-	}
-	b.Close()
-	// The restored state must be durable before Raft trusts it.
-	if err := f.db.Flush(); err != nil {
-		return fmt.Errorf("cannot flush restored state: %w", err)
-	}
-	return f.load()
+	return applied, b.Commit(pebble.NoSync)
 }
 
 func readN(r io.Reader, n uint64) ([]byte, error) {
