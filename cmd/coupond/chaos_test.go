@@ -33,7 +33,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -138,9 +137,7 @@ func (n *chaosNode) restart() error {
 
 // spawn runs the node's process on its folder without waiting for it.
 func (p *proc) spawn() error {
-	args := append([]string{"--data", p.data, "--http", p.httpAddr, "--raft", p.raftAddr, "--log-format", "json"}, p.extra...)
-	cmd := exec.Command(binPath, args...)
-	cmd.Dir = p.dir
+	cmd := p.command()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		return err

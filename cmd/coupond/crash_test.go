@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,9 +38,7 @@ func skipBug(t *testing.T, msg string) {
 // launch runs the process like start, but returns as soon as it runs.
 func (p *proc) launch() {
 	p.t.Helper()
-	args := append([]string{"--data", p.data, "--http", p.httpAddr, "--raft", p.raftAddr, "--log-format", "json"}, p.extra...)
-	cmd := exec.Command(binPath, args...)
-	cmd.Dir = p.dir
+	cmd := p.command()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("cannot start coupond: %v", err)

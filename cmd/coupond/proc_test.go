@@ -37,6 +37,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// fastBin is a coupond built without the race detector, for the tests whose
+// subject is the disk, not concurrency, and that move millions of codes:
+// under the race detector a restore of 5M codes takes ten times as long.
+var fastBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func fastBinary(t *testing.T) string {
+	t.Helper()
+	fastBin.once.Do(func() {
+		fastBin.path = filepath.Join(filepath.Dir(binPath), "coupond-norace")
+		out, err := exec.Command("go", "build", "-o", fastBin.path, ".").CombinedOutput()
+		if err != nil {
+			fastBin.err = fmt.Errorf("cannot build coupond without -race: %v: %s", err, out)
+		}
+	})
+	if fastBin.err != nil {
+		t.Fatal(fastBin.err)
+	}
+	return fastBin.path
+}
+
 // proc is a real coupond process on loopback ports.
 type proc struct {
 	t        *testing.T
@@ -45,6 +69,7 @@ type proc struct {
 	httpAddr string
 	raftAddr string
 	extra    []string
+	bin      string // the binary to run; binPath when empty
 	cmd      *exec.Cmd
 	logs     *syncBuffer
 	done     chan struct{}
@@ -99,9 +124,7 @@ func tail(s string, n int) string {
 
 func (p *proc) start() {
 	p.t.Helper()
-	args := append([]string{"--data", p.data, "--http", p.httpAddr, "--raft", p.raftAddr, "--log-format", "json"}, p.extra...)
-	p.cmd = exec.Command(binPath, args...)
-	p.cmd.Dir = p.dir
+	p.cmd = p.command()
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatalf("cannot start coupond: %v", err)
@@ -109,6 +132,18 @@ func (p *proc) start() {
 	p.done = make(chan struct{})
 	go func() { p.cmd.Wait(); close(p.done) }()
 	p.waitReady()
+}
+
+// command is the node's process on its folder and addresses, not started.
+func (p *proc) command() *exec.Cmd {
+	args := append([]string{"--data", p.data, "--http", p.httpAddr, "--raft", p.raftAddr, "--log-format", "json"}, p.extra...)
+	bin := p.bin
+	if bin == "" {
+		bin = binPath
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = p.dir
+	return cmd
 }
 
 func (p *proc) url(path string) string { return "http://" + p.httpAddr + path }
