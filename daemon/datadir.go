@@ -145,3 +145,27 @@ func prepareDataDir(dir string, log zerolog.Logger) (*os.File, error) {
 	}
 	return lock, nil
 }
+
+// snapshotsMissing notices a snapshots folder deleted while the node runs
+// and takes a snapshot at once to make it again: without one, the log's
+// compacted start is covered by nothing, and a restart would be refused
+// (checkSnapshotsCoverLog). It reports whether the folder was missing.
+// Raft answers ErrNothingNewToSnapshot until this process applied an
+// entry; the next poll tries again, and *logged keeps that to one log line.
+func (n *Node) snapshotsMissing(logged *bool) bool {
+	dir := filepath.Join(n.cfg.DataDir, snapshotsDir)
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	err := n.raft.Snapshot().Error()
+	switch {
+	case err == nil:
+		n.log.Warn().Str("path", dir).Msg("the snapshots folder was deleted: a new snapshot made it again")
+		*logged = false
+	case !*logged:
+		n.log.Error().Str("path", dir).Err(err).
+			Msg("the snapshots folder was deleted and no snapshot can replace it yet; a restart before one is taken will be refused")
+		*logged = true
+	}
+	return true
+}

@@ -236,11 +236,12 @@ func TestDataFolderModes(t *testing.T) {
 }
 
 // TestDeletedSnapshotsFolder (issue 15, 7.v): a snapshots folder deleted by
-// hand must not end in a Go panic. While the node runs, the next snapshot
-// makes it again, and a crash after that restarts as usual. While it is
-// stopped, with the log compacted past what any snapshot left covers, the
-// node cannot rebuild Raft's state: it refuses to start with a message
-// that says what is missing, and changes nothing.
+// hand must not end in a Go panic. While the node runs, it notices and
+// takes a snapshot at once (no write needs to come first), so a crash
+// after that restarts as usual. While it is stopped, with the log
+// compacted past what any snapshot left covers, the node cannot rebuild
+// Raft's state: it refuses to start with a message that says what is
+// missing, and changes nothing.
 func TestDeletedSnapshotsFolder(t *testing.T) {
 	p := newProc(t, snapshotFlags...)
 	p.start()
@@ -251,8 +252,8 @@ func TestDeletedSnapshotsFolder(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	p.importCodes("while", 200)
 	waitSnapshotBeyond(t, p.data, []string{first})
+	p.importCodes("while", 200)
 	select {
 	case <-p.done:
 		t.Fatalf("coupond exited after its snapshots folder was deleted:\n%s", tail(p.logs.String(), 4000))
