@@ -63,10 +63,14 @@ func tightenDataDir(dir string, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cannot read data folder: %w", err)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("cannot make data folder %s private: %w", dir, err)
-		}
+	switch perm := fi.Mode().Perm(); {
+	case perm&0o077 == 0:
+	case os.Chmod(dir, 0o700) != nil:
+		// A folder of another owner (a mount point, say): what the node
+		// keeps in it is owner-only all the same, so it may still run.
+		log.Error().Str("data", dir).Str("mode", fmt.Sprintf("%04o", perm)).
+			Msg("cannot tighten the data folder to 0700: others may list it; its files stay owner-only")
+	default:
 		log.Warn().Str("data", dir).Str("was", fmt.Sprintf("%04o", perm)).
 			Msg("data folder was readable by others: tightened to 0700")
 	}

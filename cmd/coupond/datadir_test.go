@@ -9,19 +9,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// snapshotFlags make a node snapshot and compact its log after a few small
+// compactingFlags make a node snapshot and compact its log after a few small
 // writes: a snapshot every 5 entries or 1 KiB of commands, one entry kept.
-var snapshotFlags = []string{"--raft-snapshot-entries", "5", "--raft-snapshot-bytes", "1KiB", "--raft-trailing-entries", "1"}
+var compactingFlags = []string{"--raft-snapshot-entries", "5", "--raft-snapshot-bytes", "1KiB", "--raft-trailing-entries", "1"}
 
-// waitExit waits for a process started with spawn to end by itself and
+// waitSelfExit waits for a process started with spawn to end by itself and
 // answers its exit code.
-func (p *proc) waitExit(limit time.Duration) int {
+func (p *proc) waitSelfExit(limit time.Duration) int {
 	p.t.Helper()
 	select {
 	case <-p.done:
@@ -33,8 +34,8 @@ func (p *proc) waitExit(limit time.Duration) int {
 	return code
 }
 
-// importCodes creates a list with n codes; it answers the list's id.
-func (p *proc) importCodes(name string, n int) string {
+// importNamedList creates a list called name with n codes.
+func (p *proc) importNamedList(name string, n int) {
 	p.t.Helper()
 	var b strings.Builder
 	for i := range n {
@@ -44,12 +45,11 @@ func (p *proc) importCodes(name string, n int) string {
 	if st != http.StatusCreated && st != http.StatusOK {
 		p.t.Fatalf("import %s: %d %s", name, st, body)
 	}
-	return string(body)
 }
 
-// raftSnapshots answers the finished and the unfinished snapshots where
+// snapshotFolders answers the finished and the unfinished snapshots where
 // Raft writes them (DATA/snapshots/snapshots).
-func raftSnapshots(t *testing.T, data string) (done, tmp []string) {
+func snapshotFolders(t *testing.T, data string) (done, tmp []string) {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(data, "snapshots", "snapshots"))
 	if err != nil && !os.IsNotExist(err) {
@@ -65,15 +65,15 @@ func raftSnapshots(t *testing.T, data string) (done, tmp []string) {
 	return done, tmp
 }
 
-// waitSnapshotBeyond polls until a finished snapshot other than those in
+// waitNewSnapshot polls until a finished snapshot other than those in
 // old exists, and answers its name.
-func waitSnapshotBeyond(t *testing.T, data string, old []string) string {
+func waitNewSnapshot(t *testing.T, data string, old []string) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		done, _ := raftSnapshots(t, data)
+		done, _ := snapshotFolders(t, data)
 		for _, d := range done {
-			if !contains(old, d) {
+			if !slices.Contains(old, d) {
 				if _, err := os.Stat(filepath.Join(data, "snapshots", "snapshots", d, "meta.json")); err == nil {
 					return d
 				}
@@ -83,15 +83,6 @@ func waitSnapshotBeyond(t *testing.T, data string, old []string) string {
 	}
 	t.Fatalf("no new snapshot in %s after 30s", data)
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestSecondProcessOnSameDataFolder (issue 15, 7.iv): a second coupond on a
@@ -105,7 +96,7 @@ func TestSecondProcessOnSameDataFolder(t *testing.T) {
 	if err := second.spawn(); err != nil {
 		t.Fatal(err)
 	}
-	if code := second.waitExit(60 * time.Second); code == 0 {
+	if code := second.waitSelfExit(60 * time.Second); code == 0 {
 		t.Fatalf("the second coupond exited 0:\n%s", second.logs)
 	}
 	logs := second.logs.String()
@@ -125,10 +116,10 @@ func TestSecondProcessOnSameDataFolder(t *testing.T) {
 // (DATA/snapshots/snapshots/*.tmp) and at the old place; finished
 // snapshots stay.
 func TestTempSnapshotsRemovedAtStart(t *testing.T) {
-	p := newProc(t, snapshotFlags...)
+	p := newProc(t, compactingFlags...)
 	p.start()
-	p.importCodes("tmpsnap", 200)
-	snap := waitSnapshotBeyond(t, p.data, nil)
+	p.importNamedList("tmpsnap", 200)
+	snap := waitNewSnapshot(t, p.data, nil)
 	p.kill9()
 	// What Raft leaves when it is killed while it writes a snapshot: a
 	// folder named like a snapshot with ".tmp", holding a partial state.
@@ -153,8 +144,8 @@ func TestTempSnapshotsRemovedAtStart(t *testing.T) {
 			t.Fatalf("%s is still there after a start (stat: %v)", dir, err)
 		}
 	}
-	done, tmp := raftSnapshots(t, p.data)
-	if len(tmp) != 0 || !contains(done, snap) {
+	done, tmp := snapshotFolders(t, p.data)
+	if len(tmp) != 0 || !slices.Contains(done, snap) {
 		t.Fatalf("snapshots after the start: finished %v (want %s among them), unfinished %v", done, snap, tmp)
 	}
 	if st, body := p.do("GET", "/v1/lists", p.token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), "tmpsnap") {
@@ -171,17 +162,16 @@ func TestTempSnapshotsRemovedAtStart(t *testing.T) {
 func TestDataFolderModes(t *testing.T) {
 	old := syscall.Umask(0o022) // inherited by the child: the usual umask
 	defer syscall.Umask(old)
-	p := newProc(t, snapshotFlags...)
+	p := newProc(t, compactingFlags...)
 	if err := os.Mkdir(p.data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	p.start()
-	p.importCodes("modes", 200)
-	waitSnapshotBeyond(t, p.data, nil)
+	p.importNamedList("modes", 200)
+	waitNewSnapshot(t, p.data, nil)
 	p.stop()
 	checkModes := func(when string) {
 		t.Helper()
-		n := 0
 		err := filepath.WalkDir(p.data, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -197,7 +187,6 @@ func TestDataFolderModes(t *testing.T) {
 			if fi.Mode().Perm() != want {
 				t.Errorf("%s: %s has mode %v, want %v", when, path, fi.Mode().Perm(), want)
 			}
-			n++
 			return nil
 		})
 		if err != nil {
@@ -230,9 +219,13 @@ func TestDataFolderModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := p.logs.String()
 	p.start()
 	p.stop()
 	checkModes("after a start on a readable folder")
+	if !strings.Contains(strings.TrimPrefix(p.logs.String(), before), "tightened to owner only") {
+		t.Fatalf("no log line says that files were tightened:\n%s", tail(p.logs.String(), 4000))
+	}
 }
 
 // TestDeletedSnapshotsFolder (issue 15, 7.v): a snapshots folder deleted by
@@ -241,19 +234,19 @@ func TestDataFolderModes(t *testing.T) {
 // after that restarts as usual. While it is stopped, with the log
 // compacted past what any snapshot left covers, the node cannot rebuild
 // Raft's state: it refuses to start with a message that says what is
-// missing, and changes nothing.
+// missing, and harms nothing: with the snapshots put back it starts.
 func TestDeletedSnapshotsFolder(t *testing.T) {
-	p := newProc(t, snapshotFlags...)
+	p := newProc(t, compactingFlags...)
 	p.start()
-	p.importCodes("before", 200)
-	first := waitSnapshotBeyond(t, p.data, nil)
+	p.importNamedList("before", 200)
+	first := waitNewSnapshot(t, p.data, nil)
 
 	// While running.
 	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	waitSnapshotBeyond(t, p.data, []string{first})
-	p.importCodes("while", 200)
+	waitNewSnapshot(t, p.data, []string{first})
+	p.importNamedList("while", 200)
 	select {
 	case <-p.done:
 		t.Fatalf("coupond exited after its snapshots folder was deleted:\n%s", tail(p.logs.String(), 4000))
@@ -268,15 +261,16 @@ func TestDeletedSnapshotsFolder(t *testing.T) {
 	}
 	p.stop()
 
-	// While stopped.
-	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
+	// While stopped. Moved away rather than deleted, to put back below.
+	saved := filepath.Join(p.dir, "snapshots.saved")
+	if err := os.Rename(filepath.Join(p.data, "snapshots"), saved); err != nil {
 		t.Fatal(err)
 	}
 	before := p.logs.String()
 	if err := p.spawn(); err != nil {
 		t.Fatal(err)
 	}
-	code := p.waitExit(60 * time.Second)
+	code := p.waitSelfExit(60 * time.Second)
 	logs := strings.TrimPrefix(p.logs.String(), before)
 	if code == 0 || strings.Contains(logs, "panic") || strings.Contains(logs, "goroutine ") {
 		t.Fatalf("want a refusal with a message, got exit %d:\n%s", code, tail(logs, 4000))
@@ -284,7 +278,18 @@ func TestDeletedSnapshotsFolder(t *testing.T) {
 	if !strings.Contains(logs, "no snapshot") || !strings.Contains(logs, filepath.Join(p.data, "snapshots")) {
 		t.Fatalf("the refusal does not say that the snapshots are missing:\n%s", tail(logs, 4000))
 	}
-	if _, err := os.Stat(filepath.Join(p.data, "raft.db")); err != nil {
-		t.Fatalf("the refused start changed the data folder: %v", err)
+	// The refusal harmed nothing: with the snapshots back, the node starts
+	// with every list.
+	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(saved, filepath.Join(p.data, "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	for _, name := range []string{"before", "while"} {
+		if st, body := p.do("GET", "/v1/lists", p.token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), name) {
+			t.Fatalf("list %s after the snapshots were put back: %d %s", name, st, body)
+		}
 	}
 }
