@@ -128,6 +128,7 @@ func (n *Node) leaderDuties() error {
 // entries, and import entries are large.
 func (n *Node) snapshotBySize() {
 	last := n.fsm.BytesApplied()
+	missingLogged := false // snapshotsMissing logged that it could not act yet
 	t := time.NewTicker(snapshotPoll)
 	defer t.Stop()
 	for {
@@ -135,6 +136,9 @@ func (n *Node) snapshotBySize() {
 		case <-n.done:
 			return
 		case <-t.C:
+		}
+		if n.snapshotsMissing(&missingLogged) {
+			continue
 		}
 		total := n.fsm.BytesApplied()
 		if total-last < uint64(n.cfg.SnapshotBytes) {

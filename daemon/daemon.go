@@ -66,6 +66,7 @@ type Node struct {
 	served    chan error
 	done      chan struct{}  // closed when Close starts
 	webhook   *webhook       // nil without --webhook-url
+	lock      *os.File       // holds the data folder (lockDataDir); released last
 	workers   sync.WaitGroup // the background loops, stopped by done
 }
 
@@ -113,9 +114,11 @@ func (n *Node) abort() {
 
 func (n *Node) start() error {
 	cfg := n.cfg
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("cannot create data folder: %w", err)
+	lock, err := prepareDataDir(cfg.DataDir, n.log)
+	if err != nil {
+		return err
 	}
+	n.lock = lock
 	tc, err := peerTLS(cfg)
 	if err != nil {
 		return err
@@ -209,6 +212,9 @@ func (n *Node) startRaft() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("cannot open snapshot store: %w", err)
 	}
+	if err := checkSnapshotsCoverLog(logStore, snaps, filepath.Join(cfg.DataDir, snapshotsDir)); err != nil {
+		return false, err
+	}
 	if err := n.catchUpWithSnapshot(snaps); err != nil {
 		return false, err
 	}
@@ -280,11 +286,17 @@ func (n *Node) startRaft() (bool, error) {
 
 // removeTempSnapshots drops the folders of snapshots that a crash cut off
 // while they were written: Raft skips them but never deletes them, and
-// each holds up to a whole copy of the state.
+// each holds up to a whole copy of the state. Raft's file store writes
+// into a "snapshots" folder of the folder it is given (dir/snapshots/
+// *.tmp); dir/*.tmp is swept too, for what older versions looked for.
 func removeTempSnapshots(dir string) error {
-	tmps, err := filepath.Glob(filepath.Join(dir, "*.tmp"))
-	if err != nil {
-		return err
+	var tmps []string
+	for _, pattern := range []string{filepath.Join(dir, "snapshots", "*.tmp"), filepath.Join(dir, "*.tmp")} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			return fmt.Errorf("cannot look for unfinished snapshots: %w", err)
+		}
+		tmps = append(tmps, m...)
 	}
 	for _, t := range tmps {
 		if err := os.RemoveAll(t); err != nil {
@@ -482,6 +494,10 @@ func (n *Node) closeStores() error {
 			errs = append(errs, fmt.Errorf("cannot close Raft log: %w", err))
 		}
 		n.logStore = nil
+	}
+	if n.lock != nil {
+		n.lock.Close() // releases the data folder, after everything in it is closed
+		n.lock = nil
 	}
 	return errors.Join(errs...)
 }

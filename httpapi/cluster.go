@@ -188,12 +188,23 @@ func (s *Server) removeNode(r *request) *apiError {
 	if err := f.Error(); err != nil {
 		return fromApply(err)
 	}
-	member := false
+	member, otherVoters := false, 0
 	for _, srv := range f.Configuration().Servers {
-		member = member || string(srv.ID) == id
+		switch {
+		case string(srv.ID) == id:
+			member = true
+		case srv.Suffrage == raft.Voter:
+			otherVoters++
+		}
 	}
 	if !member {
 		return errNotFound
+	}
+	// Raft refuses a configuration without a voter (it could never elect a
+	// leader again); say so instead of answering 500.
+	if otherVoters == 0 {
+		return newError(fasthttp.StatusConflict, "last_voter",
+			"node "+id+" is the last voter of the cluster; removing it would leave no node to lead (add another node first)")
 	}
 	if err := s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
 		return fromApply(err)

@@ -128,16 +128,39 @@ func (t *table) insert(s, h uint64, pos uint32) {
 	atomic.StoreUint64(wp, *wp|tagOf(h)<<((s&7)*8))
 }
 
-// growIndex replaces the index by one twice the size, rebuilt from the codes
-// of positions [0, w.n) in order (first occurrences only). Writer only.
+// growIndex replaces the index by one twice the size. Writer only.
+func (l *List) growIndex() *table {
+	return l.rebuildIndex(2 * len(l.w.idx.slots))
+}
+
+// GrowIndex makes room in the index for n more distinct codes, rebuilding
+// it once to the size that n further Adds would have grown it to step by
+// step: a big import then rehashes its list once instead of at each
+// doubling. It changes no outcome of any call (the index only decides
+// equal or not). Writer only.
+func (l *List) GrowIndex(n int) {
+	w := &l.w
+	want := (w.entries + uint64(n)) * loadDen
+	size := len(w.idx.slots)
+	for want > uint64(size)*loadNum {
+		size *= 2
+	}
+	if size > len(w.idx.slots) {
+		l.rebuildIndex(size)
+	}
+}
+
+// rebuildIndex replaces the index by one of size slots (a power of two,
+// larger than the current one), rebuilt from the codes of positions
+// [0, w.n) in order (first occurrences only). Writer only.
 //
 // The rebuild works in batches: hash a batch of codes (sequential arena
 // reads), then load the tag word and home slot of every hash in the batch
 // (independent loads, so their cache and TLB misses overlap), then insert.
-func (l *List) growIndex() *table {
+func (l *List) rebuildIndex(size int) *table {
 	w := &l.w
 	old := w.idx
-	nt := newTable(2 * len(old.slots))
+	nt := newTable(size)
 	lay := w.lay
 	const batch = 32
 	var hs [batch]uint64

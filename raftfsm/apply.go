@@ -535,10 +535,15 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 		return ImportResult{}, err
 	}
 
+	// One rehash of the index up front instead of one at each doubling on
+	// the way: the commit holds up every other write of the node.
+	p.GrowIndex(int(codes))
 	res := ImportResult{List: l.ID}
+	var batch [][]byte // the codes of one chunk, valid while its callback runs
 	err = a.f.eachStagedChunk(a.b, c.Upload, func(_ uint32, b CodeBlock) error {
-		b.Each(func(code []byte) {
-			_, added, err := p.Add(code)
+		batch = batch[:0]
+		b.Each(func(code []byte) { batch = append(batch, code) })
+		p.AddMany(batch, func(_ int, _ uint32, added bool, err error) {
 			if err != nil {
 				panic(fmt.Sprintf("BUG: add after capacity check: %v", err))
 			}

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -146,12 +147,24 @@ func (e *Error) Error() string {
 		} else {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s=%v", k, e.Details[k])
+		b.WriteString(k + "=" + detailString(e.Details[k]))
 		if i == len(keys)-1 {
 			b.WriteString(")")
 		}
 	}
 	return b.String()
+}
+
+// maxExactFloat is the largest integer a float64 holds exactly (2^53).
+const maxExactFloat = 1 << 53
+
+// detailString prints a detail value; a whole JSON number prints as an
+// integer (available=10000000), as %v would print it in exponent form.
+func detailString(v any) string {
+	if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) <= maxExactFloat {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
 }
 
 // StatusOf answers the HTTP status of a server error, 0 for other errors.
