@@ -254,6 +254,8 @@ type importTarget struct {
 // (already in the upload id), method and path are fixed by the route and
 // its target, then the parameters; the body is written as it is read. A
 // retry with the same key and another digest is another request.
+// Changing these bytes makes every retry of an upload bound by an earlier
+// release answer 409: bump the leading tag only with that in mind.
 func requestDigest(t importTarget, header bool) hash.Hash {
 	h := sha256.New()
 	var b []byte
