@@ -7,12 +7,15 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // keyed sends a CSV import with an Idempotency-Key ("" sends none).
@@ -242,4 +245,76 @@ func TestIdempotencyKeyCrossRouteReuses(t *testing.T) {
 			t.Fatalf("top-up under the key a withdrawal carried: %+v", res)
 		}
 	})
+}
+
+// appliedIndex is the node's applied index, as GET /v1/cluster shows it.
+func (n *testNode) appliedIndex(t testing.TB) uint64 {
+	t.Helper()
+	var c struct {
+		Applied uint64 `json:"applied_index"`
+	}
+	decode(t, n.do(t, "GET", "/v1/cluster", n.operator, nil), http.StatusOK, &c)
+	return c.Applied
+}
+
+// While the first upload under a key still streams, the same key answers
+// 409 upload_in_progress (whatever the retry's body). A connection cut
+// before the declared Content-Length aborts the upload: nothing of it is
+// committed and the key stays free, so the retry imports the whole body.
+func TestIdempotencyKeyOfAStreamingUpload(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	id := n.newList(t, n.admin, "streaming")
+	body := []byte(codeLines("S-", 0, 400_000)) // about 3.4 MiB: several staged chunks
+	path := "/v1/lists/" + id + "/codes"
+
+	// The first upload sends three quarters of its body and stalls.
+	c, err := net.Dial("tcp", strings.TrimPrefix(n.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := n.appliedIndex(t)
+	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: text/csv\r\n"+
+		"Idempotency-Key: busy\r\nContent-Length: %d\r\n\r\n", path, n.admin, len(body))
+	if _, err := c.Write(append([]byte(head), body[:len(body)*3/4]...)); err != nil {
+		t.Fatal(err)
+	}
+	// A staged chunk in the log says the handler holds the upload.
+	deadline := time.Now().Add(20 * time.Second)
+	for n.appliedIndex(t) < before+1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled upload staged no chunks within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, retry := range [][]byte{body, []byte("OTHER\n")} {
+		wantError(t, n.keyed(t, n.admin, path, "busy", string(retry)), http.StatusConflict, "upload_in_progress")
+	}
+	if l := n.getList(t, n.admin, id); l.Added != 0 {
+		t.Fatalf("a streaming upload is visible: %+v", l)
+	}
+	c.Close() // cut before its Content-Length: the upload aborts, nothing of it is imported
+
+	// The key is free once the cut upload is gone: poll, its handler ends
+	// when it notices the closed connection.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		r := n.keyed(t, n.admin, path, "busy", string(body))
+		if r.status == http.StatusOK {
+			var res importResult
+			decode(t, r, http.StatusOK, &res)
+			if res.Imported != 400_000 {
+				t.Fatalf("import after the cut upload: %+v", res)
+			}
+			break
+		}
+		if l := n.getList(t, n.admin, id); l.Added != 0 {
+			t.Fatalf("the upload cut before its Content-Length was committed: %+v (retry: %s)", l.counts(), r)
+		}
+		wantError(t, r, http.StatusConflict, "upload_in_progress")
+		if time.Now().After(deadline) {
+			t.Fatal("the cut upload still holds its key after 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
