@@ -120,9 +120,30 @@ func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, *apiError) {
 // StreamRequestBody, large bodies are never held whole in memory.
 func bodyStream(ctx *fasthttp.RequestCtx) io.Reader {
 	if r := ctx.RequestBodyStream(); r != nil {
-		return r
+		if n := ctx.Request.Header.ContentLength(); n >= 0 {
+			return &declaredBody{r: r, left: int64(n)}
+		}
+		return r // chunked: fasthttp reports a cut itself
 	}
 	return bytes.NewReader(ctx.Request.Body())
+}
+
+// declaredBody is a streamed body with a Content-Length. fasthttp ends
+// such a stream with a plain io.EOF when the client stops sending before
+// the length (a broken connection); that must not read as the end of the
+// body, or a cut upload would be committed as if it were whole.
+type declaredBody struct {
+	r    io.Reader
+	left int64 // bytes still announced
+}
+
+func (b *declaredBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // limitedBody is the body cut at max bytes; reading past it fails with errBodyTooLarge.

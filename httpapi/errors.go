@@ -95,7 +95,11 @@ func fromApply(err error) *apiError {
 	case errors.Is(err, raftfsm.ErrAssignmentsFull):
 		return newError(fasthttp.StatusConflict, "assignments_full", err.Error())
 	case errors.Is(err, raftfsm.ErrUploadReused):
-		return newError(fasthttp.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for an upload to another list")
+		return newError(fasthttp.StatusConflict, "idempotency_key_reused",
+			"this Idempotency-Key was used for another request (another list, route, parameters or body)")
+	case errors.Is(err, raftfsm.ErrUploadListDeleted):
+		return newError(fasthttp.StatusNotFound, "not_found",
+			"the list that the upload under this Idempotency-Key went into was deleted")
 	case errors.Is(err, raftfsm.ErrExists):
 		return newError(fasthttp.StatusConflict, "already_exists", "it exists already")
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),

@@ -3,9 +3,12 @@ package httpapi
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -169,7 +172,7 @@ func (s *Server) createAndImport(r *request) *apiError {
 		return e
 	}
 	c := &raftfsm.CreateList{Tenant: r.token.Tenant, ID: newID(), Name: name, Dedupe: dedupe, At: s.now().UnixNano()}
-	res, e := s.importCSV(ctx, r.token.Tenant, header, c.ID, c)
+	res, e := s.importCSV(ctx, r.token.Tenant, header, c.ID, c, importTarget{route: "create", name: name, dedupe: dedupe})
 	if e != nil {
 		return e
 	}
@@ -190,7 +193,7 @@ func (s *Server) topUp(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	res, e := s.importCSV(r.ctx, r.token.Tenant, header, v.ID, nil)
+	res, e := s.importCSV(r.ctx, r.token.Tenant, header, v.ID, nil, importTarget{route: "topup", list: v.ID})
 	if e != nil {
 		return e
 	}
@@ -238,6 +241,39 @@ func uploadID(ctx *fasthttp.RequestCtx, tenant string) raftfsm.UploadID {
 	return id
 }
 
+// importTarget is what an import request does apart from its body: top up
+// a list, or create one with a name and a de-duplication setting.
+type importTarget struct {
+	route  string // "topup" or "create"
+	list   uint64 // topup
+	name   string // create
+	dedupe bool   // create
+}
+
+// requestDigest starts the digest an Idempotency-Key is bound to: tenant
+// (already in the upload id), method and path are fixed by the route and
+// its target, then the parameters; the body is written as it is read. A
+// retry with the same key and another digest is another request.
+// Changing these bytes makes every retry of an upload bound by an earlier
+// release answer 409: bump the leading tag only with that in mind.
+func requestDigest(t importTarget, header bool) hash.Hash {
+	h := sha256.New()
+	var b []byte
+	b = appendField(b, "POST import v1")
+	b = appendField(b, t.route)
+	b = appendField(b, formatListID(t.list))
+	b = appendField(b, t.name)
+	b = appendField(b, strconv.FormatBool(t.dedupe))
+	b = appendField(b, strconv.FormatBool(header))
+	h.Write(b)
+	return h
+}
+
+// appendField appends s with its length, so no two field lists write the same bytes.
+func appendField(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
 // Streaming reports whether this node is streaming the upload right now.
 func (s *Server) Streaming(id raftfsm.UploadID) bool {
 	_, ok := s.uploads.Load(id)
@@ -247,13 +283,14 @@ func (s *Server) Streaming(id raftfsm.UploadID) bool {
 // importCSV streams a CSV body into staged chunks, several in Raft at once,
 // then commits them in one entry. Any failure aborts the upload: nothing of
 // it becomes visible.
-func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool, list uint64, create *raftfsm.CreateList) (raftfsm.ImportResult, *apiError) {
+func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool, list uint64, create *raftfsm.CreateList, target importTarget) (raftfsm.ImportResult, *apiError) {
 	start := time.Now()
 	body, e := s.csvBody(ctx)
 	if e != nil {
 		return raftfsm.ImportResult{}, e
 	}
-	if len(ctx.Request.Header.Peek("Idempotency-Key")) > maxIdempotencyKey {
+	key := ctx.Request.Header.Peek("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
 		return raftfsm.ImportResult{}, badRequest(fmt.Sprintf("Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 	}
 	upload := uploadID(ctx, tenant)
@@ -263,6 +300,16 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	}
 	defer s.uploads.Delete(upload)
 	at := s.now().UnixNano()
+
+	var digest hash.Hash
+	var src io.Reader = body
+	if len(key) > 0 {
+		digest = requestDigest(target, header)
+		src = io.TeeReader(body, digest)
+		if s.fsm.UploadBound(upload) {
+			return s.replayImport(body, digest, &raftfsm.ImportCommit{Tenant: tenant, Upload: upload, List: list, Create: create, At: at})
+		}
+	}
 
 	var inflight []raft.ApplyFuture
 	var failed *apiError
@@ -284,7 +331,7 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 			waitOldest()
 		}
 	}
-	rd := codecsv.NewReader(body, header)
+	rd := codecsv.NewReader(src, header)
 	var readErr error
 	for failed == nil {
 		code, err := rd.Next()
@@ -318,7 +365,11 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 		return raftfsm.ImportResult{}, failed
 	}
 	staged := time.Since(start)
-	v, e := s.apply(&raftfsm.ImportCommit{Tenant: tenant, Upload: upload, Chunks: chunks, List: list, Create: create, At: at})
+	commit := &raftfsm.ImportCommit{Tenant: tenant, Upload: upload, Chunks: chunks, List: list, Create: create, At: at}
+	if digest != nil {
+		copy(commit.Request[:], digest.Sum(nil))
+	}
+	v, e := s.apply(commit)
 	if e != nil {
 		return raftfsm.ImportResult{}, e
 	}
@@ -326,6 +377,24 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	s.log.Info().Str("list", formatListID(list)).Uint64("imported", res.Imported).
 		Uint64("duplicates", res.Duplicates).Uint64("size", res.Size).Dur("staged", staged).Dur("took", time.Since(start)).Msg("import")
 	return res, nil
+}
+
+// replayImport answers a retry of an upload its key is bound to already:
+// it reads the body only to finish the digest, stages nothing, and lets the
+// commit compare the digest with the bound one (the first answer, or 409).
+func (s *Server) replayImport(body io.Reader, digest hash.Hash, commit *raftfsm.ImportCommit) (raftfsm.ImportResult, *apiError) {
+	if _, err := io.Copy(digest, body); err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			return raftfsm.ImportResult{}, errTooLarge
+		}
+		return raftfsm.ImportResult{}, badRequest("cannot read the request body")
+	}
+	copy(commit.Request[:], digest.Sum(nil))
+	v, e := s.apply(commit)
+	if e != nil {
+		return raftfsm.ImportResult{}, e
+	}
+	return v.(raftfsm.ImportResult), nil
 }
 
 func (s *Server) updateList(r *request) *apiError {

@@ -438,7 +438,11 @@ func (a *applier) deleteList(c *DeleteList) error {
 		var upload UploadID
 		copy(upload[:], v)
 		a.delPrefix(append([]byte{prefixStaged}, upload[:]...))
-		a.del(uploadKey(upload))
+		// The record of an upload under an Idempotency-Key stays, so a
+		// retry learns the list is gone instead of importing again.
+		if u, ok := a.upload(upload); !ok || !u.keyed() {
+			a.del(uploadKey(upload))
+		}
 	}
 	// Messages that had the (empty) list have none now.
 	for _, m := range a.f.MessagesOfList(c.Tenant, l.ID) {
@@ -494,10 +498,22 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 		return ImportResult{}, ErrNotFound
 	}
 	if ok && u.Committed {
-		// A retried commit gets the first answer. A retried create-and-import
-		// names a new list id; the upload id alone says it is the same upload.
+		// A retried commit gets the first answer, if it is the same request:
+		// the first commit bound the key to its request digest (a legacy
+		// record knows only its list). A retried create-and-import names a
+		// new list id; the upload id alone says it is the same upload.
+		if !u.Legacy && c.Request != u.Request {
+			return ImportResult{}, ErrUploadReused
+		}
 		if c.Create == nil && u.List != c.List {
 			return ImportResult{}, ErrUploadReused
+		}
+		// The first answer names a list that was deleted since: say so,
+		// rather than answer a list no one can read.
+		if u.keyed() || u.Legacy {
+			if _, err := a.listOf(c.Tenant, u.List); err != nil {
+				return ImportResult{}, ErrUploadListDeleted
+			}
 		}
 		return u.Result, nil
 	}
@@ -579,7 +595,8 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	if avail >= l.Reserved {
 		res.Size = avail - l.Reserved
 	}
-	a.set(uploadKey(c.Upload), (&uploadRecord{Tenant: c.Tenant, Committed: true, List: l.ID, Result: res, At: c.At}).marshal())
+	a.set(uploadKey(c.Upload), (&uploadRecord{Tenant: c.Tenant, Committed: true, List: l.ID, Result: res, At: c.At,
+		Request: c.Request}).marshal())
 	return res, nil
 }
 

@@ -23,9 +23,24 @@ const (
 	CmdWithdraw     CmdType = 10
 )
 
-// bodyVersion is the encoding version of every body written today. A decoder
-// that meets a newer version refuses the entry rather than guessing.
+// bodyVersion is the encoding version of every body written today, but
+// for a command that says otherwise (versioned). A decoder that meets a
+// newer version refuses the entry rather than guessing.
 const bodyVersion = 1
+
+// versioned is a command whose encoding grew: it names the version of its
+// body, and Decode still reads the older versions up to maxVersion.
+type versioned interface {
+	version() byte
+}
+
+// maxVersion is the newest body version of a command type.
+func maxVersion(t CmdType) byte {
+	if t == CmdImportCommit {
+		return 2
+	}
+	return bodyVersion
+}
 
 // MaxEntryBytes bounds one encoded command; bigger requests are split by the caller.
 const MaxEntryBytes = 1 << 20
@@ -79,7 +94,11 @@ type Command interface {
 // so it must never alias a buffer that is reused.
 func Encode(c Command) []byte {
 	b := make([]byte, 0, 64)
-	b = append(b, byte(c.Type()), bodyVersion)
+	v := byte(bodyVersion)
+	if vc, ok := c.(versioned); ok {
+		v = vc.version()
+	}
+	b = append(b, byte(c.Type()), v)
 	return c.appendBody(b)
 }
 
@@ -137,10 +156,10 @@ func Decode(data []byte) (Command, error) {
 	default:
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
 	}
-	if data[1] != bodyVersion {
+	if data[1] < 1 || data[1] > maxVersion(CmdType(data[0])) {
 		return nil, fmt.Errorf("cannot decode command type %d version %d: %w", data[0], data[1], errCorrupt)
 	}
-	d := decoder{b: data[2:]}
+	d := decoder{b: data[2:], version: data[1]}
 	c.decodeBody(&d)
 	if d.err != nil || len(d.b) != 0 {
 		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
@@ -289,9 +308,24 @@ type ImportCommit struct {
 	List   uint64
 	Create *CreateList
 	At     int64
+	// Request is the digest of the request under an Idempotency-Key (its
+	// route, target, parameters and body); zero for an upload without a
+	// key. The first commit binds the key to it: a later commit of the same
+	// upload with another digest is refused with ErrUploadReused.
+	Request [32]byte
 }
 
 func (*ImportCommit) Type() CmdType { return CmdImportCommit }
+
+// version 2 carries Request. A commit without one is written as version 1,
+// byte for byte what older releases wrote, so every body has one encoding.
+func (c *ImportCommit) version() byte {
+	if c.Request == ([32]byte{}) {
+		return 1
+	}
+	return 2
+}
+
 func (c *ImportCommit) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = append(b, c.Upload[:]...)
@@ -302,6 +336,9 @@ func (c *ImportCommit) appendBody(b []byte) []byte {
 	if c.Create != nil {
 		b = c.Create.appendBody(b)
 	}
+	if c.Request != ([32]byte{}) {
+		b = append(b, c.Request[:]...)
+	}
 	return b
 }
 func (c *ImportCommit) decodeBody(d *decoder) {
@@ -311,6 +348,12 @@ func (c *ImportCommit) decodeBody(d *decoder) {
 	if d.bool() {
 		c.Create = &CreateList{}
 		c.Create.decodeBody(d)
+	}
+	if d.version >= 2 {
+		copy(c.Request[:], d.fixed(32))
+		if d.err == nil && c.Request == ([32]byte{}) {
+			d.fail() // version 1 is the one encoding of a commit without a digest
+		}
 	}
 }
 
@@ -405,8 +448,9 @@ func appendBool(b []byte, v bool) []byte {
 // decoder reads what the append helpers wrote; the first error sticks and
 // every later read returns a zero value.
 type decoder struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version byte // of the command or record being read
 }
 
 func (d *decoder) fail() { d.err = errCorrupt; d.b = nil }

@@ -25,7 +25,8 @@ var (
 	ErrCodesReserved     = errors.New("withdrawal would leave fewer codes than are reserved")
 	ErrListFull          = errors.New("list would exceed its maximum number of codes")
 	ErrUploadIncomplete  = errors.New("upload is missing staged chunks")
-	ErrUploadReused      = errors.New("upload id already used for another list")
+	ErrUploadReused      = errors.New("upload id already used for another request")
+	ErrUploadListDeleted = errors.New("the list of this upload was deleted")
 	ErrNoCouponList      = errors.New("message has no coupon list")
 	ErrMessageRequired   = errors.New("message_id is required to open a send")
 	ErrSendMismatch      = errors.New("message_id differs from the send's message")
@@ -427,6 +428,19 @@ func (f *FSM) PendingUploads() ([]UploadID, error) {
 		out[i] = p.id
 	}
 	return out, nil
+}
+
+// UploadBound reports whether the upload is committed and bound to a
+// request digest (made under an Idempotency-Key): a retry then only needs
+// its digest, not its codes staged again.
+func (f *FSM) UploadBound(id UploadID) bool {
+	v, closer, err := f.db.Get(uploadKey(id))
+	if err != nil {
+		return false // not found, or unreadable: the caller stages as usual
+	}
+	defer closer.Close()
+	u, err := unmarshalUpload(v)
+	return err == nil && u.Committed && u.keyed()
 }
 
 // TokenByHash finds the token whose secret hashes to h.

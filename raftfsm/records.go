@@ -114,24 +114,47 @@ type uploadRecord struct {
 	List      uint64
 	Result    ImportResult
 	At        int64
+	// Request is the digest the commit bound the upload to (ImportCommit's
+	// Request); zero for an upload without an Idempotency-Key.
+	Request [32]byte
+	// Legacy is a record of version 1, written before uploads were bound
+	// to their request: whether it had a key is unknown.
+	Legacy bool
 }
 
+// uploadRecordVersion 2 appends the request digest; version 1 records of
+// older data folders are still read.
+const uploadRecordVersion = 2
+
 func (u *uploadRecord) marshal() []byte {
-	b := []byte{recordVersion}
+	b := []byte{uploadRecordVersion}
 	b = appendString(b, u.Tenant)
 	b = appendBool(b, u.Committed)
 	b = binary.AppendUvarint(b, u.List)
 	b = binary.AppendUvarint(b, u.Result.Imported)
 	b = binary.AppendUvarint(b, u.Result.Duplicates)
 	b = binary.AppendUvarint(b, u.Result.Size)
-	return appendVarint(b, u.At)
+	b = appendVarint(b, u.At)
+	return append(b, u.Request[:]...)
 }
 
+// keyed reports whether the upload was made under an Idempotency-Key, as
+// far as its record knows.
+func (u *uploadRecord) keyed() bool { return u.Request != [32]byte{} }
+
 func unmarshalUpload(v []byte) (*uploadRecord, error) {
-	d := recordDecoder(v)
+	if len(v) == 0 || v[0] < recordVersion || v[0] > uploadRecordVersion {
+		return nil, errCorrupt
+	}
+	d := &decoder{b: v[1:], version: v[0]}
 	u := &uploadRecord{Tenant: d.string(), Committed: d.bool(), List: d.uvarint()}
 	u.Result = ImportResult{List: u.List, Imported: d.uvarint(), Duplicates: d.uvarint(), Size: d.uvarint()}
 	u.At = d.varint()
+	if d.version >= 2 {
+		copy(u.Request[:], d.fixed(32))
+	} else {
+		u.Legacy = true
+	}
 	return u, d.done()
 }
 
