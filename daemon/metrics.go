@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"io"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
 
 	"github.com/coupond/coupond/httpapi"
 	"github.com/coupond/coupond/raftfsm"
@@ -12,11 +14,13 @@ import (
 // timedFSM is the state machine as Raft sees it: it times each batch of
 // log entries the state machine applies, for
 // coupond_fsm_apply_duration_seconds, so raftfsm itself stays free of
-// metrics (and of the clock: its apply is deterministic). Snapshot and
-// Restore pass through the embedded FSM.
+// metrics (and of the clock: its apply is deterministic). Snapshot passes
+// through the embedded FSM; Restore is logged, since a follower that
+// installs a snapshot rewrites its whole state meanwhile.
 type timedFSM struct {
 	*raftfsm.FSM
 	metrics *httpapi.Metrics
+	log     zerolog.Logger
 }
 
 // Interfaces Raft looks for: with BatchApplyCh it hands whole batches to
@@ -31,6 +35,17 @@ func (t timedFSM) Apply(l *raft.Log) interface{} {
 	out := t.FSM.Apply(l)
 	t.metrics.ObserveApply(time.Since(start))
 	return out
+}
+
+func (t timedFSM) Restore(rc io.ReadCloser) error {
+	start := time.Now()
+	t.log.Info().Msg("restoring a snapshot from the leader")
+	if err := t.FSM.Restore(rc); err != nil {
+		t.log.Error().Err(err).Msg("cannot restore the leader's snapshot: the state is partial, and the node stops rather than apply entries to it; its next start restores the snapshot again")
+		return err
+	}
+	t.log.Info().Dur("took", time.Since(start)).Uint64("applied_index", t.FSM.AppliedIndex()).Msg("snapshot restored")
+	return nil
 }
 
 func (t timedFSM) ApplyBatch(logs []*raft.Log) []interface{} {

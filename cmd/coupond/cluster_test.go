@@ -54,7 +54,14 @@ var (
 // with the extra flags; it waits until every node sees three voters.
 func startCtCluster(t *testing.T, extra ...string) *ctCluster {
 	t.Helper()
+	return startCtClusterOf(t, "", extra...)
+}
+
+// startCtClusterOf is startCtCluster with the binary bin (binPath if "").
+func startCtClusterOf(t *testing.T, bin string, extra ...string) *ctCluster {
+	t.Helper()
 	n1 := &ctNode{proc: newProc(t, append([]string{"--id", "n1"}, extra...)...), id: "n1"}
+	n1.bin = bin
 	n1.start()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
@@ -63,6 +70,7 @@ func startCtCluster(t *testing.T, extra ...string) *ctCluster {
 	for _, id := range []string{"n2", "n3"} {
 		n := &ctNode{proc: newProc(t, append([]string{"--id", id, "--join", n1.httpAddr,
 			"--token-file", filepath.Join(n1.data, "operator.token")}, extra...)...), id: id}
+		n.bin = bin
 		n.start() // ready once it was added and caught up
 		c.nodes = append(c.nodes, n)
 	}

@@ -100,11 +100,12 @@ func restoreTook(t *testing.T, line string) time.Duration {
 	return time.Duration(ev.Took * float64(time.Millisecond))
 }
 
-// dirBytes is the size of the files below dir (0 if it does not exist).
-func dirBytes(dir string) int64 {
+// dirBytes is the size of the files below dir (0 if it does not exist),
+// leaving out the files named in old.
+func dirBytes(dir string, old map[string]bool) int64 {
 	var n int64
-	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !old[path] {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
 			}
@@ -112,6 +113,18 @@ func dirBytes(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// dirFiles names the files below dir.
+func dirFiles(dir string) map[string]bool {
+	files := map[string]bool{}
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files[path] = true
+		}
+		return nil
+	})
+	return files
 }
 
 // TestKill9DuringSnapshotRestore: a node whose state is behind its newest
@@ -176,7 +189,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 	if got, restored := restart(); got != want || !restored {
 		t.Fatalf("an uninterrupted restore gives digest %s (restored: %v), the node had %s", got, restored, want)
 	}
-	full := dirBytes(stateDir)
+	full := dirBytes(stateDir, nil)
 
 	dropState()
 	const points = 11
@@ -190,7 +203,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 		mark := len(p.logs.String())
 		p.launch()
 		p.waitLog(mark, "restoring", 60*time.Second)
-		for dirBytes(stateDir) < atBytes && firstLine(p.logsSince(mark), `"snapshot restored"`) == "" {
+		for dirBytes(stateDir, nil) < atBytes && firstLine(p.logsSince(mark), `"snapshot restored"`) == "" {
 			time.Sleep(time.Millisecond)
 		}
 		p.kill9()
@@ -224,5 +237,92 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 	}
 	if inside < points/2 {
 		t.Fatalf("only %d of %d kills left an unfinished restore: the test shows little", inside, points)
+	}
+}
+
+// TestKill9DuringFollowerSnapshotInstall: a follower that was down while
+// the cluster took 5M codes and compacted its log catches up by installing
+// the leader's snapshot; it is killed with kill -9 while it restores it, at
+// a tenth, half and nine tenths of the state. What it leaves on disk must
+// say the restore did not finish (or be its old state untouched, or the
+// whole snapshot), and its next start must end with the leader's digest.
+// Between the kills the follower is stopped and the leader compacts its log
+// again, so that each time it installs a snapshot anew.
+func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
+	c := startCtClusterOf(t, fastBinary(t), "--raft-snapshot-entries", "64", "--raft-trailing-entries", "32", "--raft-snapshot-bytes", "1GiB")
+	L := c.node(c.waitMembers(c.nodes...))
+	F := c.others(L.id)[0]
+	F.kill9()
+	var created struct {
+		List listJSON `json:"list"`
+	}
+	c.mustIdem(L, []int{201}, &created, "POST", "/v1/lists?name=big", c.admin,
+		map[string]string{"Content-Type": "text/csv", "Idempotency-Key": "follower-restore"}, restoreCSV(restoreCodes))
+	var withdrawn bytes.Buffer
+	for i := 0; i < restoreCodes; i += restoreCodes / 50 {
+		withdrawn.Write(appendCode(nil, "RESTORE-", i+3, 12))
+		withdrawn.WriteByte('\n')
+	}
+	c.mustIdem(L, []int{200}, nil, "POST", "/v1/lists/"+created.List.ID+"/codes/withdraw", c.admin, ctCSV, withdrawn.Bytes())
+	full := dirBytes(filepath.Join(L.data, "state"), nil)
+	// The writes compactPast sends change nothing: the ledger stays this.
+	var want ctDigest
+	c.must(L, 200, &want, "GET", "/v1/cluster/digest", c.operator, nil, nil)
+
+	// compactPast makes the leader snapshot and compact its log past
+	// everything the stopped follower has.
+	compactPast := func() {
+		t.Helper()
+		v, err := c.view(L)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 80 {
+			c.must(L, 404, nil, "DELETE", "/v1/tokens/tok_follower_restore", c.operator, nil, nil)
+		}
+		L.waitSnapshot(v.CommitIndex+40, 60*time.Second)
+	}
+	for i, frac := range []int64{1, 5, 9} {
+		compactPast()
+		stateDir := filepath.Join(F.data, "state")
+		f, closeDB := openState(t, F.data)
+		oldIndex, oldDigest := f.AppliedIndex(), f.Digest()
+		closeDB()
+
+		// What the restore writes is counted in files the old state has not.
+		atBytes := full * frac / 10
+		old := dirFiles(stateDir)
+		mark := len(F.logs.String())
+		F.launch()
+		F.waitLog(mark, "restoring a snapshot from the leader", 90*time.Second)
+		for dirBytes(stateDir, old) < atBytes && firstLine(F.logsSince(mark), `"snapshot restored"`) == "" {
+			time.Sleep(time.Millisecond)
+		}
+		F.kill9()
+
+		f, closeDB = openState(t, F.data)
+		unfinished, index := f.RestoreUnfinished(), f.AppliedIndex()
+		digest := ""
+		if !unfinished {
+			digest = f.Digest()
+		}
+		closeDB()
+		t.Logf("install %d: kill at %d of %d bytes: unfinished %v, index %d (before the install %d)", i+1, atBytes, full, unfinished, index, oldIndex)
+		if !unfinished && !(index == oldIndex && digest == oldDigest) && digest != want.Digest {
+			t.Fatalf("install %d: the kill, at %d of %d bytes of the restore, left a state that claims index %d with another ledger (digest %s, want %s)",
+				i+1, atBytes, full, index, digest, want.Digest)
+		}
+		mark = len(F.logs.String())
+		F.launch()
+		F.waitReady()
+		d := c.sameDigest(c.nodes...)
+		if d.Digest != want.Digest {
+			t.Fatalf("install %d: the cluster's digest changed to %s, want %s", i+1, d.Digest, want.Digest)
+		}
+		if unfinished && firstLine(F.logsSince(mark), "did not finish; restoring the snapshot again") == "" {
+			t.Fatalf("install %d: the start after the kill did not restore the snapshot again:\n%s", i+1, tail(F.logsSince(mark), 4000))
+		}
+		t.Logf("install %d: after its restart %s has the leader's digest at index %d", i+1, F.id, d.Applied)
+		F.kill9()
 	}
 }
