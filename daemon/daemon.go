@@ -174,15 +174,16 @@ func (n *Node) openState() error {
 		MemTableSize: 64 << 20,
 		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
 	}
-	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
+	path := filepath.Join(n.cfg.DataDir, stateDir)
+	db, err := pebble.Open(path, opts)
 	if err != nil {
-		return fmt.Errorf("cannot open state: %w", err)
+		return fmt.Errorf("cannot open state %s: %w", path, err)
 	}
 	n.db = db
 	start := time.Now()
 	fsm, err := raftfsm.Open(db, raftfsm.Options{HistoryReserve: historyReserve})
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot load state %s: %w", path, err)
 	}
 	n.fsm = fsm
 	// Rebuilding the pools leaves garbage of the size of the stored codes;
@@ -196,9 +197,9 @@ func (n *Node) openState() error {
 // folder; it reports whether it bootstrapped a new cluster.
 func (n *Node) startRaft() (bool, error) {
 	cfg := n.cfg
-	logStore, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftLogFile)})
+	logStore, err := openRaftLog(filepath.Join(cfg.DataDir, raftLogFile))
 	if err != nil {
-		return false, fmt.Errorf("cannot open Raft log: %w", err)
+		return false, err
 	}
 	n.logStore = logStore
 	hlog := raftLogger(n.log)
@@ -208,6 +209,10 @@ func (n *Node) startRaft() (bool, error) {
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotsDir), 2, hlog)
 	if err != nil {
 		return false, fmt.Errorf("cannot open snapshot store: %w", err)
+	}
+	checked, err := n.checkIntegrity(logStore, snaps) // integrity.go
+	if err != nil {
+		return false, err
 	}
 	if err := n.catchUpWithSnapshot(snaps); err != nil {
 		return false, err
@@ -258,12 +263,12 @@ func (n *Node) startRaft() (bool, error) {
 	// again of jitter); the check is cheap, the snapshot is not.
 	rc.SnapshotInterval = 5 * time.Second
 
-	fresh, err := raft.HasExistingState(logStore, logStore, snaps)
+	fresh, err := raft.HasExistingState(checked.logs, logStore, checked.snaps)
 	if err != nil {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics}, logStore, logStore, snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics}, checked.logs, logStore, checked.snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}
