@@ -59,7 +59,7 @@ func makeCorruptFixture(t *testing.T, id, prefix string) corruptFixture {
 	if got := p.codeState(admin, list, f.code); got != "assigned" {
 		t.Fatalf("code %s is %q after the send, want assigned", f.code, got)
 	}
-	f.digest = p.digest()
+	f.digest = p.digest("")
 	if n := len(snapshotIDs(t, snaps)); n != 1 {
 		t.Fatalf("%d snapshots, want 1: the writes after the first must stay in the log alone", n)
 	}
@@ -71,12 +71,17 @@ func makeCorruptFixture(t *testing.T, id, prefix string) corruptFixture {
 	return f
 }
 
-func (p *proc) digest() string {
+// digest is GET /v1/cluster/digest with the operator token (of this node
+// when token is "").
+func (p *proc) digest(token string) string {
 	p.t.Helper()
+	if token == "" {
+		token = p.token("operator.token")
+	}
 	var d struct {
 		Digest string `json:"digest"`
 	}
-	p.must(200, &d, "GET", "/v1/cluster/digest", p.token("operator.token"), "", nil)
+	p.must(200, &d, "GET", "/v1/cluster/digest", token, "", nil)
 	return d.Digest
 }
 
@@ -165,8 +170,9 @@ func removeAll(t *testing.T, paths ...string) {
 	}
 }
 
-// largestFile is the biggest file in dir whose name ends with suffix.
-func largestFile(t *testing.T, dir, suffix string) string {
+// largestFile is the biggest file in dir whose name ends with suffix and
+// starts with prefix.
+func largestFile(t *testing.T, dir, suffix, prefix string) string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -175,12 +181,12 @@ func largestFile(t *testing.T, dir, suffix string) string {
 	best, size := "", int64(-1)
 	for _, e := range entries {
 		fi, err := e.Info()
-		if err == nil && strings.HasSuffix(e.Name(), suffix) && fi.Size() > size {
+		if err == nil && strings.HasSuffix(e.Name(), suffix) && strings.HasPrefix(e.Name(), prefix) && fi.Size() > size {
 			best, size = filepath.Join(dir, e.Name()), fi.Size()
 		}
 	}
 	if best == "" {
-		t.Fatalf("no *%s in %s", suffix, dir)
+		t.Fatalf("no %s*%s in %s", prefix, suffix, dir)
 	}
 	return best
 }
@@ -361,8 +367,14 @@ func TestDamagedDataFolder(t *testing.T) {
 		{"state: deleted (rebuilt from the snapshot and the log)", func(t *testing.T, data string) {
 			removeAll(t, filepath.Join(data, "state"))
 		}, ""},
+		{"state: its stamp lost (a crash between the two stamps)", func(t *testing.T, data string) {
+			removeAll(t, filepath.Join(data, "state", "coupond.stamp"))
+		}, ""},
+		{"state: MANIFEST truncated", func(t *testing.T, data string) {
+			truncateTo(t, largestFile(t, filepath.Join(data, "state"), "", "MANIFEST-"), 0.5)
+		}, "state"},
 		{"state: an sstable flipped", func(t *testing.T, data string) {
-			flipByte(t, largestFile(t, filepath.Join(data, "state"), ".sst"), 0.5)
+			flipByte(t, largestFile(t, filepath.Join(data, "state"), ".sst", ""), 0.5)
 		}, "state"},
 		{"state: from the same node id of another cluster", swap(other, "state"), "state"},
 		{"state: from another node", swap(node2, "state"), "state"},
@@ -376,7 +388,7 @@ func TestDamagedDataFolder(t *testing.T) {
 			case tc.refuse == "" && failure != "":
 				t.Fatalf("refused to start: %s", failure)
 			case tc.refuse != "" && failure == "":
-				if got := p.digest(); got != f.digest {
+				if got := p.digest(""); got != f.digest {
 					t.Fatalf("started and serves another ledger: digest %s, want %s (or a refusal naming %s)", got, f.digest, tc.refuse)
 				}
 				t.Fatalf("started with its ledger, want a refusal naming %s", tc.refuse)
@@ -390,7 +402,7 @@ func TestDamagedDataFolder(t *testing.T) {
 				}
 				t.Logf("refused: %s", failure)
 			default:
-				if got := p.digest(); got != f.digest {
+				if got := p.digest(""); got != f.digest {
 					t.Fatalf("digest %s after the restart, want %s", got, f.digest)
 				}
 				if _, err := os.Stat(filepath.Join(p.data, "state", "coupond.stamp")); err != nil {
@@ -398,5 +410,54 @@ func TestDamagedDataFolder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReceivedSnapshotIsStamped: a node that joins after the leader
+// compacted its log gets the leader's snapshot; it stores it under its own
+// stamp, so after kill -9 it starts again, with the leader's digest.
+func TestReceivedSnapshotIsStamped(t *testing.T) {
+	tune := []string{"--raft-snapshot-bytes", "16KiB", "--raft-trailing-entries", "1"}
+	n1 := newProc(t, append([]string{"--id", "n1"}, tune...)...)
+	n1.start()
+	admin := n1.token("admin.token")
+	n1.createList(admin, "before", codesCSV("JOIN", 0, 2000))
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(n1.logs.String(), "compacting logs") {
+		if time.Now().After(deadline) {
+			t.Fatal("no compaction 30s after an import past --raft-snapshot-bytes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n2 := newProc(t, append([]string{"--id", "n2", "--join", n1.httpAddr, "--token-file", filepath.Join(n1.data, "operator.token")}, tune...)...)
+	n2.start() // ready once added and caught up: through the snapshot
+	if !strings.Contains(n2.logs.String(), "Installed remote snapshot") {
+		t.Fatal("n2 caught up without the leader's snapshot")
+	}
+	want := n1.digest("")
+	n2snaps := filepath.Join(n2.data, "snapshots", "snapshots")
+	ids := snapshotIDs(t, n2snaps)
+	if len(ids) == 0 {
+		t.Fatal("n2 keeps no snapshot")
+	}
+	stateStamp, err := os.ReadFile(filepath.Join(n2.data, "state", "coupond.stamp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapStamp, err := os.ReadFile(filepath.Join(n2snaps, ids[len(ids)-1], "coupond.stamp"))
+	if err != nil || !bytes.Equal(snapStamp, stateStamp) || !bytes.Contains(snapStamp, []byte(`"n2"`)) {
+		t.Fatalf("received snapshot stamped %q (%v), want n2's own stamp %q", snapStamp, err, stateStamp)
+	}
+	n2.kill9()
+	n2.start()
+	// Ready means caught up with what n2 knew committed; poll for the rest.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := n2.digest(n1.token("operator.token"))
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 digest %s 30s after its restart, want the leader's %s", got, want)
+		}
 	}
 }
