@@ -12,10 +12,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // The start-up checks of the data folder: raft.db (the log), the
@@ -56,6 +59,7 @@ const (
 	boltMetaLen    = 64 // magic, version, page size, flags, root (16), freelist, pgid, txid, checksum
 	boltMagic      = 0xED0CDAED
 	boltMaxPage    = 64 << 10
+	boltLockWait   = 5 * time.Second // another process holding raft.db: a clear error, not a hang
 )
 
 // openRaftLog opens raft.db once its header shows the file is whole: bolt
@@ -63,6 +67,9 @@ const (
 // A panic of bolt on a damaged file becomes an error naming it.
 func openRaftLog(path string) (store *raftboltdb.BoltStore, err error) {
 	if err := checkBoltFile(path); err != nil {
+		return nil, err
+	}
+	if err := checkBoltPages(path); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -98,6 +105,7 @@ func checkBoltFile(path string) error {
 	}
 	page := make([]byte, boltPageHeader+boltMetaLen)
 	var best *boltMeta
+	damaged := -1
 	offset := int64(0)
 	for i := 0; i < 2; i++ {
 		if _, err := f.ReadAt(page, offset); err != nil && !errors.Is(err, io.EOF) {
@@ -106,6 +114,9 @@ func checkBoltFile(path string) error {
 		m, ok := parseBoltMeta(page[boltPageHeader:])
 		if ok && (best == nil || m.txid > best.txid) {
 			best = &m
+		}
+		if !ok {
+			damaged = i
 		}
 		// Meta page 1 follows page 0 at the page size page 0 gives, or
 		// at the usual size when page 0 is the damaged one.
@@ -120,11 +131,77 @@ func checkBoltFile(path string) error {
 		return fmt.Errorf("%w: %s has no valid header (%d bytes): it is damaged or not a Raft log; %s",
 			errCorrupt, path, fi.Size(), integrityAdvice)
 	}
+	// bolt would fall back to the other header, the transaction before:
+	// the entries of the last one, synced and acknowledged, would be lost.
+	// (A write cut by a crash leaves the header's first sector, where the
+	// checked bytes lie, whole or untouched.)
+	if damaged >= 0 {
+		return fmt.Errorf("%w: %s has a damaged header (meta page %d): bolt would fall back to the transaction before it and lose the entries written last; %s",
+			errCorrupt, path, damaged, integrityAdvice)
+	}
 	if need := int64(best.pgid) * int64(best.pageSize); fi.Size() < need {
 		return fmt.Errorf("%w: %s is truncated: %d bytes, its header says %d; %s",
 			errCorrupt, path, fi.Size(), need, integrityAdvice)
 	}
 	return nil
+}
+
+// checkBoltPages walks every bucket of raft.db, then runs bolt's own
+// consistency check: every page below the high-water mark reachable once
+// or free, never both. bolt keeps no page checksums, so a damaged page
+// pointer could otherwise bring back a freed page of stale entries, each
+// of which passes its checksum, and lose the entries written since. The
+// open (which loads the free list) and the walk run here, where a panic
+// of bolt on a damaged page is recovered; bolt's check runs in a goroutine
+// of its own, so it comes last, on pages the walk has read already.
+func checkBoltPages(path string) (err error) {
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil // none yet: bolt makes it
+	}
+	// A page pointer past the end of the file faults in bolt's mapping;
+	// here that is a panic, recovered below, rather than a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %s is damaged (%v); %s", errCorrupt, path, p, integrityAdvice)
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: boltLockWait})
+	if err != nil {
+		return fmt.Errorf("%w: cannot open Raft log %s: %v; %s", errCorrupt, path, err, integrityAdvice)
+	}
+	defer db.Close()
+	var problems []string
+	err = db.View(func(tx *bbolt.Tx) error {
+		if err := tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { walkBucket(b); return nil }); err != nil {
+			return err
+		}
+		for e := range tx.Check() {
+			if len(problems) < 3 {
+				problems = append(problems, e.Error())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot check Raft log %s: %w", path, err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s is damaged (%s); %s", errCorrupt, path, strings.Join(problems, "; "), integrityAdvice)
+	}
+	return nil
+}
+
+// walkBucket reads every key of a bucket and of the buckets nested in it.
+func walkBucket(b *bbolt.Bucket) {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			if nested := b.Bucket(k); nested != nil {
+				walkBucket(nested)
+			}
+		}
+	}
 }
 
 type boltMeta struct {
@@ -358,6 +435,7 @@ func scanLog(logs *checkedLogStore, first, last, snapIndex uint64) (err error) {
 		return nil
 	}
 	var idx uint64
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %s is damaged near Raft log entry %d (%v)", errCorrupt, logs.path, idx, p)

@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -144,6 +145,19 @@ func flipByte(t *testing.T, path string, at float64) {
 		t.Fatal(err)
 	}
 	b[int(float64(len(b))*at)] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipAt inverts the byte at offset off of the file.
+func flipAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= 0xff
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -321,11 +335,16 @@ func TestDamagedDataFolder(t *testing.T) {
 			copyTree(t, filepath.Join(from.data, rel), filepath.Join(data, rel))
 		}
 	}
-	for _, tc := range []struct {
+	type row struct {
 		name   string
 		damage func(t *testing.T, data string)
-		refuse string // the file (in the data folder; SNAP: the newest snapshot) the error must name; "" when the node must start with its ledger
-	}{
+		// refuse is the file (in the data folder; SNAP: the newest
+		// snapshot) the error must name; "" when the node must start
+		// with its ledger; with a trailing "?" either will do.
+		refuse string
+	}
+	var rows []row
+	for _, tc := range []row{
 		{"untouched", func(*testing.T, string) {}, ""},
 		{"written before checksums and stamps", makeLegacy, ""},
 		{"raft.db: a code renamed", func(t *testing.T, data string) {
@@ -333,6 +352,9 @@ func TestDamagedDataFolder(t *testing.T) {
 		}, "raft.db"},
 		{"raft.db: a recipient renamed", func(t *testing.T, data string) {
 			replaceAll(t, filepath.Join(data, "raft.db"), f.recipient, renamed(f.recipient))
+		}, "raft.db"},
+		{"raft.db: a header damaged", func(t *testing.T, data string) {
+			flipAt(t, filepath.Join(data, "raft.db"), 16) // meta page 0's magic
 		}, "raft.db"},
 		{"raft.db: truncated", func(t *testing.T, data string) {
 			truncateTo(t, filepath.Join(data, "raft.db"), 0.5)
@@ -379,11 +401,30 @@ func TestDamagedDataFolder(t *testing.T) {
 		{"state: from the same node id of another cluster", swap(other, "state"), "state"},
 		{"state: from another node", swap(node2, "state"), "state"},
 	} {
+		rows = append(rows, tc)
+	}
+	// bolt's pages carry no checksums: whatever a flipped byte in the
+	// first pages (the headers, the free list, the roots of the buckets)
+	// hits, the node refuses, or starts with its ledger.
+	for page := int64(0); page < 6; page++ {
+		for _, off := range []int64{8, 16, 40} {
+			rows = append(rows, row{fmt.Sprintf("raft.db: page %d byte %d flipped", page, off), func(t *testing.T, data string) {
+				flipAt(t, filepath.Join(data, "raft.db"), page*4096+off)
+			}, "raft.db?"})
+		}
+	}
+	for _, tc := range rows {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProc(t, "--id", f.id)
 			copyTree(t, f.data, p.data)
 			tc.damage(t, p.data)
 			failure := p.startOrRefuse()
+			if strings.HasSuffix(tc.refuse, "?") {
+				tc.refuse = strings.TrimSuffix(tc.refuse, "?")
+				if failure == "" {
+					tc.refuse = ""
+				}
+			}
 			switch {
 			case tc.refuse == "" && failure != "":
 				t.Fatalf("refused to start: %s", failure)
