@@ -167,8 +167,13 @@ func checkBoltPages(path string) (err error) {
 		}
 	}()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: boltLockWait})
-	if err != nil {
+	switch {
+	case errors.Is(err, bbolt.ErrTimeout):
+		return fmt.Errorf("cannot open Raft log %s: another process holds it (a second coupond on this data folder?)", path)
+	case errors.Is(err, bbolt.ErrInvalid) || errors.Is(err, bbolt.ErrChecksum) || errors.Is(err, bbolt.ErrVersionMismatch):
 		return fmt.Errorf("%w: cannot open Raft log %s: %v; %s", errCorrupt, path, err, integrityAdvice)
+	case err != nil:
+		return fmt.Errorf("cannot open Raft log %s: %w", path, err)
 	}
 	defer db.Close()
 	var problems []string
