@@ -177,15 +177,16 @@ func (n *Node) openState() error {
 		MemTableSize: 64 << 20,
 		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
 	}
-	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
+	path := filepath.Join(n.cfg.DataDir, stateDir)
+	db, err := pebble.Open(path, opts)
 	if err != nil {
-		return fmt.Errorf("cannot open state: %w", err)
+		return fmt.Errorf("cannot open state %s: %w", path, err)
 	}
 	n.db = db
 	start := time.Now()
 	fsm, err := raftfsm.Open(db, raftfsm.Options{HistoryReserve: historyReserve})
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot load state %s: %w", path, err)
 	}
 	n.fsm = fsm
 	// Rebuilding the pools leaves garbage of the size of the stored codes;
@@ -199,9 +200,9 @@ func (n *Node) openState() error {
 // folder; it reports whether it bootstrapped a new cluster.
 func (n *Node) startRaft() (bool, error) {
 	cfg := n.cfg
-	logStore, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, raftLogFile)})
+	logStore, err := openRaftLog(filepath.Join(cfg.DataDir, raftLogFile))
 	if err != nil {
-		return false, fmt.Errorf("cannot open Raft log: %w", err)
+		return false, err
 	}
 	n.logStore = logStore
 	hlog := raftLogger(n.log)
@@ -212,7 +213,8 @@ func (n *Node) startRaft() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("cannot open snapshot store: %w", err)
 	}
-	if err := checkSnapshotsCoverLog(logStore, snaps, filepath.Join(cfg.DataDir, snapshotsDir)); err != nil {
+	checked, err := n.checkIntegrity(logStore, snaps) // integrity.go
+	if err != nil {
 		return false, err
 	}
 	if err := n.catchUpWithSnapshot(snaps); err != nil {
@@ -264,12 +266,12 @@ func (n *Node) startRaft() (bool, error) {
 	// again of jitter); the check is cheap, the snapshot is not.
 	rc.SnapshotInterval = 5 * time.Second
 
-	fresh, err := raft.HasExistingState(logStore, logStore, snaps)
+	fresh, err := raft.HasExistingState(checked.logs, logStore, checked.snaps)
 	if err != nil {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, logStore, logStore, snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, checked.logs, logStore, checked.snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
 )
 
@@ -107,29 +106,6 @@ func tightenDataDir(dir string, log zerolog.Logger) error {
 	return nil
 }
 
-// checkSnapshotsCoverLog refuses a Raft log whose first entries were
-// compacted into a snapshot that is gone (a snapshots folder deleted by
-// hand): Raft would panic on the missing entries, and the cluster
-// membership they held cannot be rebuilt from anything else.
-func checkSnapshotsCoverLog(logs raft.LogStore, snaps raft.SnapshotStore, snapDir string) error {
-	first, err := logs.FirstIndex()
-	if err != nil {
-		return fmt.Errorf("cannot read Raft log: %w", err)
-	}
-	if first <= 1 {
-		return nil // empty, or never compacted
-	}
-	metas, err := snaps.List()
-	if err != nil {
-		return fmt.Errorf("cannot list snapshots: %w", err)
-	}
-	if len(metas) > 0 && metas[0].Index+1 >= first {
-		return nil
-	}
-	return fmt.Errorf("cannot start: the Raft log begins at entry %d, and no snapshot in %s holds the entries before it "+
-		"(was the snapshots folder deleted?); put the snapshots back, or, in a cluster, empty this node's data folder and start it with --join", first, snapDir)
-}
-
 // prepareDataDir makes the data folder private and takes it for this
 // process: the umask first, so that whatever the node creates from here on
 // is its owner's only; then the folder, its lock, and the tightening of
@@ -153,7 +129,7 @@ func prepareDataDir(dir string, log zerolog.Logger) (*os.File, error) {
 // snapshotsMissing notices a snapshots folder deleted while the node runs
 // and takes a snapshot at once to make it again: without one, the log's
 // compacted start is covered by nothing, and a restart would be refused
-// (checkSnapshotsCoverLog). It reports whether the folder was missing.
+// (checkIntegrity). It reports whether the folder was missing.
 // Raft answers ErrNothingNewToSnapshot until this process applied an
 // entry; the next poll tries again, and *logged keeps that to one log line.
 func (n *Node) snapshotsMissing(logged *bool) bool {

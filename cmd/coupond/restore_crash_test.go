@@ -28,16 +28,6 @@ func restoreCSV(n int) []byte {
 	return b
 }
 
-// digest is GET /v1/cluster/digest of the running node.
-func (p *proc) digest() string {
-	p.t.Helper()
-	var d struct {
-		Digest string `json:"digest"`
-	}
-	p.must(200, &d, "GET", "/v1/cluster/digest", p.token("operator.token"), "", nil)
-	return d.Digest
-}
-
 // logsSince is what the node logged after mark (a length of p.logs).
 func (p *proc) logsSince(mark int) string { return p.logs.String()[mark:] }
 
@@ -163,7 +153,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 		p.must(404, nil, "DELETE", "/v1/tokens/tok_restore_test", op, "", nil)
 	}
 	p.waitSnapshot(target, 60*time.Second)
-	want := p.digest()
+	want := p.digest("")
 	p.stop()
 
 	stateDir := filepath.Join(p.data, "state")
@@ -179,7 +169,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 		mark := len(p.logs.String())
 		p.launch()
 		p.waitApplied()
-		got := p.digest()
+		got := p.digest("")
 		p.stop()
 		return got, firstLine(p.logsSince(mark), `"snapshot restored"`) != ""
 	}
