@@ -62,6 +62,7 @@ type Node struct {
 	api       *httpapi.Server
 	metrics   *httpapi.Metrics // made before Raft, which applies entries from its start
 	http      *fasthttp.Server
+	httpLogs  *limitedLog // fasthttp's warnings, rate-limited
 	ln        net.Listener
 	served    chan error
 	done      chan struct{}  // closed when Close starts
@@ -363,11 +364,12 @@ func (n *Node) serveHTTP() error {
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
 	}, n.raft, n.fsm)
+	n.httpLogs = newLimitedLog(n.log.With().Str("component", "fasthttp").Logger())
 	n.http = &fasthttp.Server{
 		Handler:      n.api.Handler,
 		ErrorHandler: httpapi.HandleParseError,
 		// fasthttp's own error logs would otherwise quote request headers,
-		// bearer tokens included.
+		// bearer tokens included (fasthttpLogger redacts the rest).
 		SecureErrorLogMessage: true,
 		Name:                  "coupond",
 		StreamRequestBody:     true,
@@ -376,7 +378,7 @@ func (n *Node) serveHTTP() error {
 		ReadBufferSize:        16 << 10,
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
+		Logger:                fasthttpLogger{n.httpLogs},
 	}
 	go func() {
 		var err error
@@ -388,12 +390,6 @@ func (n *Node) serveHTTP() error {
 		n.served <- err
 	}()
 	return nil
-}
-
-type fasthttpLogger struct{ log zerolog.Logger }
-
-func (l fasthttpLogger) Printf(format string, args ...interface{}) {
-	l.log.Warn().Str("component", "fasthttp").Msgf(format, args...)
 }
 
 // HTTPAddr is the address the API listens on (useful with port 0).
@@ -433,6 +429,7 @@ func (n *Node) Close() error {
 		}
 		cancel()
 		n.api.Close()
+		n.httpLogs.flush()
 	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
