@@ -45,6 +45,7 @@ type proc struct {
 	httpAddr string
 	raftAddr string
 	extra    []string
+	nofile   int // when set, the process's open-file limit (ulimit -n)
 	cmd      *exec.Cmd
 	logs     *syncBuffer
 	done     chan struct{}
@@ -101,6 +102,10 @@ func (p *proc) start() {
 	p.t.Helper()
 	args := append([]string{"--data", p.data, "--http", p.httpAddr, "--raft", p.raftAddr, "--log-format", "json"}, p.extra...)
 	p.cmd = exec.Command(binPath, args...)
+	if p.nofile > 0 {
+		// The shell lowers the limit and becomes coupond: same process.
+		p.cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, p.nofile), binPath}, args...)...)
+	}
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
