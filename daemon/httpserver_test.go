@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"net"
 	"os"
 	"strings"
@@ -71,4 +72,23 @@ func TestHTTPConnectionFlags(t *testing.T) {
 	f([]string{"--http-idle-timeout", "-1s"}, nil, "--http-idle-timeout", nil)
 	f([]string{"--http-max-conns", "-1"}, nil, "--http-max-conns", nil)
 	f([]string{"--http-max-conns", "many"}, nil, "--http-max-conns", nil)
+}
+
+// trackIdle finds the httpConn under TLS too, so an idle HTTPS connection
+// waits --http-idle-timeout, not the body timeout.
+func TestTrackIdleUnderTLS(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	hc := &httpConn{Conn: a, body: time.Second}
+	for _, c := range []net.Conn{hc, tls.Server(hc, &tls.Config{})} {
+		trackIdle(c, fasthttp.StateIdle)
+		if !hc.idle.Load() {
+			t.Fatalf("%T: not idle after StateIdle", c)
+		}
+		trackIdle(c, fasthttp.StateActive)
+		if hc.idle.Load() {
+			t.Fatalf("%T: idle after StateActive", c)
+		}
+	}
 }
