@@ -31,6 +31,17 @@ type Config struct {
 	LogLevel  string
 	LogFormat string // "json" or "console"
 
+	// HTTP connections (httpserver.go): a request's header must be in
+	// within HTTPHeaderTimeout of its first byte (of the connection, for
+	// the first request), a body may pause at most HTTPBodyTimeout between
+	// bytes, a keep-alive connection waits HTTPIdleTimeout for its next
+	// request. At most HTTPMaxConns connections are served at once; 0
+	// derives the cap from the open-file limit.
+	HTTPIdleTimeout   time.Duration
+	HTTPHeaderTimeout time.Duration
+	HTTPBodyTimeout   time.Duration
+	HTTPMaxConns      int
+
 	// Raft log compaction: a snapshot every SnapshotEntries entries or
 	// SnapshotBytes bytes of commands, whichever comes first, keeping
 	// TrailingEntries entries after it for followers that lag a little.
@@ -77,6 +88,7 @@ const DefaultMaxBody = 1 << 30
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
 	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout string
+	var httpIdle, httpHeader, httpBody, httpConns string
 	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	str := func(p *string, name, def, usage string) {
@@ -98,6 +110,10 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&snapEntries, "raft-snapshot-entries", strconv.Itoa(DefaultSnapshotEntries), "Raft entries between snapshots")
 	str(&snapBytes, "raft-snapshot-bytes", "256MiB", "bytes of Raft entries between snapshots (suffixes KiB, MiB, GiB allowed)")
 	str(&trailing, "raft-trailing-entries", strconv.Itoa(DefaultTrailingEntries), "Raft entries kept after a snapshot, for followers that lag")
+	str(&httpIdle, "http-idle-timeout", DefaultHTTPIdleTimeout.String(), "how long a keep-alive HTTP connection waits for its next request")
+	str(&httpHeader, "http-header-timeout", DefaultHTTPHeaderTimeout.String(), "time limit for a request's header, from its first byte (from the connection, for the first request)")
+	str(&httpBody, "http-body-timeout", DefaultHTTPBodyTimeout.String(), "longest pause between bytes of a request body; a slow body that keeps moving has no time limit")
+	str(&httpConns, "http-max-conns", "0", "HTTP connections served at once, more are refused with 503 (0: half the open-file limit, at most 4096)")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
 	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs low-stock alerts to")
@@ -121,6 +137,19 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return Config{}, errors.New("--webhook-timeout: must be a positive duration such as 10s")
 	}
 	c.WebhookTimeout = d
+	for _, f := range []struct {
+		name, s string
+		p       *time.Duration
+	}{{"--http-idle-timeout", httpIdle, &c.HTTPIdleTimeout}, {"--http-header-timeout", httpHeader, &c.HTTPHeaderTimeout}, {"--http-body-timeout", httpBody, &c.HTTPBodyTimeout}} {
+		d, err := time.ParseDuration(strings.TrimSpace(f.s))
+		if err != nil || d <= 0 {
+			return Config{}, fmt.Errorf("%s: must be a positive duration such as 30s", f.name)
+		}
+		*f.p = d
+	}
+	if c.HTTPMaxConns, err = strconv.Atoi(strings.TrimSpace(httpConns)); err != nil || c.HTTPMaxConns < 0 {
+		return Config{}, errors.New("--http-max-conns: must be 0 (automatic) or a positive number")
+	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
@@ -185,6 +214,15 @@ func (c *Config) Validate() error {
 	if c.TrailingEntries == 0 {
 		c.TrailingEntries = DefaultTrailingEntries
 	}
+	if c.HTTPIdleTimeout <= 0 {
+		c.HTTPIdleTimeout = DefaultHTTPIdleTimeout
+	}
+	if c.HTTPHeaderTimeout <= 0 {
+		c.HTTPHeaderTimeout = DefaultHTTPHeaderTimeout
+	}
+	if c.HTTPBodyTimeout <= 0 {
+		c.HTTPBodyTimeout = DefaultHTTPBodyTimeout
+	}
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
 		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -202,6 +240,8 @@ func (c *Config) Validate() error {
 		return errors.New("--tls-cert and --tls-key go together")
 	case c.TLSCA != "" && c.TLSCert == "":
 		return errors.New("--tls-ca needs --tls-cert and --tls-key: the nodes prove who they are with them")
+	case c.HTTPMaxConns < 0:
+		return errors.New("--http-max-conns must be 0 (automatic) or a positive number")
 	case c.Join != "" && c.TokenFile == "":
 		return errors.New("--join needs --token-file with an operator token")
 	}

@@ -62,6 +62,7 @@ type Node struct {
 	api       *httpapi.Server
 	metrics   *httpapi.Metrics // made before Raft, which applies entries from its start
 	http      *fasthttp.Server
+	httpLogs  *limitedLog // fasthttp's and the listener's warnings, rate-limited
 	ln        net.Listener
 	served    chan error
 	done      chan struct{}  // closed when Close starts
@@ -392,37 +393,45 @@ func (n *Node) serveHTTP() error {
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
 	}, n.raft, n.fsm)
+	logs := newLimitedLog(n.log.With().Str("component", "fasthttp").Logger())
+	n.httpLogs = logs
+	conns := n.cfg.HTTPMaxConns
+	if conns == 0 {
+		conns = autoHTTPConns()
+	}
 	n.http = &fasthttp.Server{
 		Handler:      n.api.Handler,
 		ErrorHandler: httpapi.HandleParseError,
 		// fasthttp's own error logs would otherwise quote request headers,
-		// bearer tokens included.
+		// bearer tokens included (fasthttpLogger redacts the rest).
 		SecureErrorLogMessage: true,
 		Name:                  "coupond",
 		StreamRequestBody:     true,
 		MaxRequestBodySize:    streamingCutoff,
-		IdleTimeout:           2 * time.Minute,
-		ReadBufferSize:        16 << 10,
-		NoDefaultDate:         true,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
+		// Timeouts and the cap: see httpserver.go.
+		ReadTimeout: n.cfg.HTTPHeaderTimeout,
+		IdleTimeout: n.cfg.HTTPIdleTimeout,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: noRequestDeadline}
+		},
+		ConnState:       trackIdle,
+		Concurrency:     conns,
+		ReadBufferSize:  16 << 10,
+		NoDefaultDate:   true,
+		CloseOnShutdown: true,
+		Logger:          fasthttpLogger{logs},
 	}
+	hl := &httpListener{Listener: ln, body: n.cfg.HTTPBodyTimeout, log: logs}
 	go func() {
 		var err error
 		if n.cfg.TLSCert != "" {
-			err = n.http.ServeTLS(ln, n.cfg.TLSCert, n.cfg.TLSKey)
+			err = n.http.ServeTLS(hl, n.cfg.TLSCert, n.cfg.TLSKey)
 		} else {
-			err = n.http.Serve(ln)
+			err = n.http.Serve(hl)
 		}
 		n.served <- err
 	}()
 	return nil
-}
-
-type fasthttpLogger struct{ log zerolog.Logger }
-
-func (l fasthttpLogger) Printf(format string, args ...interface{}) {
-	l.log.Warn().Str("component", "fasthttp").Msgf(format, args...)
 }
 
 // HTTPAddr is the address the API listens on (useful with port 0).
@@ -462,6 +471,7 @@ func (n *Node) Close() error {
 		}
 		cancel()
 		n.api.Close()
+		n.httpLogs.flush()
 	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
@@ -512,18 +522,31 @@ func Run(cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case sig := <-sigs:
-		log.Info().Str("signal", sig.String()).Msg("stopping")
-	case err := <-n.served:
-		log.Error().Err(err).Msg("HTTP server stopped")
-	}
+	stopped := n.wait(sigs)
 	go func() {
 		sig := <-sigs
 		log.Warn().Str("signal", sig.String()).Msg("second signal: exiting now")
 		os.Exit(1)
 	}()
-	return n.Close()
+	return errors.Join(stopped, n.Close())
+}
+
+// wait returns nil on a signal, and an error if the HTTP server stopped
+// by itself: the process must then exit non-zero, so that a supervisor
+// restarts it.
+func (n *Node) wait(sigs <-chan os.Signal) error {
+	select {
+	case sig := <-sigs:
+		n.log.Info().Str("signal", sig.String()).Msg("stopping")
+		return nil
+	case err := <-n.served:
+		if err == nil {
+			err = errors.New("its listener closed")
+		}
+		err = fmt.Errorf("cannot serve HTTP: %w", err)
+		n.log.Error().Err(err).Msg("HTTP server stopped")
+		return err
+	}
 }
 
 // onLeadership runs each time this node becomes leader. A barrier of the

@@ -70,6 +70,7 @@ type proc struct {
 	raftAddr string
 	extra    []string
 	bin      string // the binary to run; binPath when empty
+	nofile   int    // when set, the process's open-file limit (ulimit -n)
 	cmd      *exec.Cmd
 	logs     *syncBuffer
 	done     chan struct{}
@@ -142,6 +143,10 @@ func (p *proc) command() *exec.Cmd {
 		bin = binPath
 	}
 	cmd := exec.Command(bin, args...)
+	if p.nofile > 0 {
+		// The shell lowers the limit and becomes coupond: same process.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, p.nofile), bin}, args...)...)
+	}
 	cmd.Dir = p.dir
 	return cmd
 }
