@@ -144,7 +144,7 @@ func (n *Node) snapshotBySize() {
 		if total-last < uint64(n.cfg.SnapshotBytes) {
 			continue
 		}
-		if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		if err := n.await(n.raft.Snapshot()); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 			n.log.Warn().Err(err).Msg("cannot take a snapshot")
 			continue
 		}

@@ -555,11 +555,26 @@ func (n *Node) wait(sigs <-chan os.Signal) error {
 // (staged under an earlier leader, or before a crash) are dropped. Uploads
 // this node is streaming itself are left alone. The low-stock alerts of
 // the outbox are delivered from the barrier until the leadership ends.
+// await waits for a Raft future, or for Close: Raft leaves a future that
+// is still queued when it shuts down unanswered, and a background loop
+// waiting on one would hold up Close (and so a SIGTERM) for ever. The
+// goroutine left waiting then ends with the process.
+func (n *Node) await(f raft.Future) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-n.done:
+		return raft.ErrRaftShutdown
+	}
+}
+
 func (n *Node) onLeadership() {
 	var alerts alertDelivery
 	defer alerts.stop()
 	check := func() {
-		if err := n.raft.Barrier(10 * time.Second).Error(); err != nil {
+		if err := n.await(n.raft.Barrier(10 * time.Second)); err != nil {
 			return // not leader any more, or shutting down
 		}
 		if err := n.leaderDuties(); err != nil {
@@ -577,7 +592,7 @@ func (n *Node) onLeadership() {
 				continue
 			}
 			f := n.raft.Apply(raftfsm.Encode(&raftfsm.ImportAbort{Upload: id}), 10*time.Second)
-			if f.Error() != nil {
+			if n.await(f) != nil {
 				return
 			}
 			dropped++

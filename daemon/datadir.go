@@ -137,7 +137,7 @@ func (n *Node) snapshotsMissing(logged *bool) bool {
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
-	err := n.raft.Snapshot().Error()
+	err := n.await(n.raft.Snapshot())
 	switch {
 	case err == nil:
 		n.log.Warn().Str("path", dir).Msg("the snapshots folder was deleted: a new snapshot made it again")

@@ -15,8 +15,7 @@ import (
 // If the HTTP server stops by itself, the node reports an error, so the
 // process exits non-zero and a supervisor restarts it; it once exited 0.
 // The server is fasthttp's on httpListener, as the node runs it, without
-// Raft: a node closed right after it became leader can hang in Close (a
-// Barrier that Raft's shutdown never answers), which is not this test's.
+// Raft.
 func TestHTTPServerStoppingIsAnError(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

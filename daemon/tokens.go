@@ -64,7 +64,7 @@ func (n *Node) ensureBootstrapTokens(fresh bool) error {
 // already" means an earlier run or leader did it: that is success.
 func (n *Node) applyOnce(c raftfsm.Command) error {
 	f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		return err
 	}
 	if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {

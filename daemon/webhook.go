@@ -326,7 +326,7 @@ func (d *alertDelivery) stop() {
 // ackAlerts proposes an AckAlerts entry and waits until it is applied.
 func (n *Node) ackAlerts(ids []uint64) error {
 	f := n.raft.Apply(raftfsm.Encode(&raftfsm.AckAlerts{IDs: append([]uint64(nil), ids...)}), webhookAckTimeout)
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		return err
 	}
 	if resp := f.Response().(*raftfsm.Response); resp.Err != nil {
