@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -542,7 +541,7 @@ func writeFileSynced(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, bytes.NewReader(b))
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -80,23 +80,7 @@ func exists(path string) bool {
 
 // writeSecretFile writes a 0600 file atomically: a crash leaves the old file or the new one.
 func writeSecretFile(path, secret string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	_, err = f.WriteString(secret + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writeFileSynced(path, []byte(secret+"\n")); err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	return nil

@@ -117,6 +117,29 @@ func dirFiles(dir string) map[string]bool {
 	return files
 }
 
+// killDuringRestore starts the node and kills it with kill -9 once its
+// restore (announced by a log line holding started) has written atBytes to
+// files of its state not named in old, or has finished. It answers what
+// the next start will find: a restore that says it did not finish, or the
+// index and digest of the state on disk.
+func (p *proc) killDuringRestore(started string, old map[string]bool, atBytes int64) (unfinished bool, index uint64, digest string) {
+	p.t.Helper()
+	stateDir := filepath.Join(p.data, "state")
+	mark := len(p.logs.String())
+	p.launch()
+	p.waitLog(mark, started, 90*time.Second)
+	for dirBytes(stateDir, old) < atBytes && firstLine(p.logsSince(mark), `"snapshot restored"`) == "" {
+		time.Sleep(time.Millisecond)
+	}
+	p.kill9()
+	f, closeDB := openState(p.t, p.data)
+	defer closeDB()
+	if f.RestoreUnfinished() {
+		return true, 0, ""
+	}
+	return false, f.AppliedIndex(), f.Digest()
+}
+
 // TestKill9DuringSnapshotRestore: a node whose state is behind its newest
 // snapshot (here: state/ removed) restores it at start. The node is killed
 // with kill -9 at eleven points of that restore: as it begins, then each
@@ -190,23 +213,10 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 		if i > 0 {
 			atBytes = full * int64(2*i-1) / 20
 		}
-		mark := len(p.logs.String())
-		p.launch()
-		p.waitLog(mark, "restoring", 60*time.Second)
-		for dirBytes(stateDir, nil) < atBytes && firstLine(p.logsSince(mark), `"snapshot restored"`) == "" {
-			time.Sleep(time.Millisecond)
-		}
-		p.kill9()
 		// What the next start will find: a restore that says it did not
 		// finish, a state never touched (the first run, before its marker
 		// reached the disk), or the snapshot's state, restored whole.
-		f, closeDB := openState(t, p.data)
-		unfinished, index := f.RestoreUnfinished(), f.AppliedIndex()
-		var digest string
-		if !unfinished && index != 0 {
-			digest = f.Digest()
-		}
-		closeDB()
+		unfinished, index, digest := p.killDuringRestore("restoring", nil, atBytes)
 		t.Logf("kill %d at %d of %d bytes: unfinished %v, index %d", i+1, atBytes, full, unfinished, index)
 		switch {
 		case unfinished:
@@ -282,27 +292,13 @@ func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
 		// What the restore writes is counted in files the old state has not.
 		atBytes := full * frac / 10
 		old := dirFiles(stateDir)
-		mark := len(F.logs.String())
-		F.launch()
-		F.waitLog(mark, "restoring a snapshot from the leader", 90*time.Second)
-		for dirBytes(stateDir, old) < atBytes && firstLine(F.logsSince(mark), `"snapshot restored"`) == "" {
-			time.Sleep(time.Millisecond)
-		}
-		F.kill9()
-
-		f, closeDB = openState(t, F.data)
-		unfinished, index := f.RestoreUnfinished(), f.AppliedIndex()
-		digest := ""
-		if !unfinished {
-			digest = f.Digest()
-		}
-		closeDB()
+		unfinished, index, digest := F.killDuringRestore("restoring a snapshot from the leader", old, atBytes)
 		t.Logf("install %d: kill at %d of %d bytes: unfinished %v, index %d (before the install %d)", i+1, atBytes, full, unfinished, index, oldIndex)
 		if !unfinished && !(index == oldIndex && digest == oldDigest) && digest != want.Digest {
 			t.Fatalf("install %d: the kill, at %d of %d bytes of the restore, left a state that claims index %d with another ledger (digest %s, want %s)",
 				i+1, atBytes, full, index, digest, want.Digest)
 		}
-		mark = len(F.logs.String())
+		mark := len(F.logs.String())
 		F.launch()
 		F.waitReady()
 		d := c.sameDigest(c.nodes...)
