@@ -38,6 +38,10 @@ type Config struct {
 	SnapshotBytes   int64
 	TrailingEntries uint64
 
+	// MemTableSize is the size of one Pebble memtable; Pebble stops
+	// writes while two of them wait for a flush (see openState).
+	MemTableSize int64
+
 	// The low-stock webhook (webhook.go): the leader POSTs each alert of
 	// the outbox to WebhookURL, signed with WebhookSecret. The secret is
 	// never logged; WebhookSecretFile, when set, is read by Validate and
@@ -69,6 +73,14 @@ const (
 	DefaultTrailingEntries = 2048
 )
 
+// Bounds of --state-memtable-size: Pebble takes a batch of half a
+// memtable or more aside, and refuses memtables of 4 GiB.
+const (
+	DefaultMemTableSize = 64 << 20
+	minMemTableSize     = 1 << 20
+	maxMemTableSize     = 1 << 30
+)
+
 // DefaultMaxBody is the request body limit when none is given (SPEC §3).
 const DefaultMaxBody = 1 << 30
 
@@ -76,7 +88,7 @@ const DefaultMaxBody = 1 << 30
 // environment variable when set (getenv is os.Getenv in production).
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
-	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout string
+	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout, memTable string
 	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	str := func(p *string, name, def, usage string) {
@@ -98,6 +110,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&snapEntries, "raft-snapshot-entries", strconv.Itoa(DefaultSnapshotEntries), "Raft entries between snapshots")
 	str(&snapBytes, "raft-snapshot-bytes", "256MiB", "bytes of Raft entries between snapshots (suffixes KiB, MiB, GiB allowed)")
 	str(&trailing, "raft-trailing-entries", strconv.Itoa(DefaultTrailingEntries), "Raft entries kept after a snapshot, for followers that lag")
+	str(&memTable, "state-memtable-size", "64MiB", "size of one memtable of the Pebble state (suffixes KiB, MiB, GiB allowed)")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
 	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs low-stock alerts to")
@@ -131,6 +144,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	c.MaxBody = n
 	if c.SnapshotBytes, err = parseBytes(snapBytes); err != nil {
 		return Config{}, fmt.Errorf("--raft-snapshot-bytes: %w", err)
+	}
+	if c.MemTableSize, err = parseBytes(memTable); err != nil {
+		return Config{}, fmt.Errorf("--state-memtable-size: %w", err)
 	}
 	for _, f := range []struct {
 		name string
@@ -185,6 +201,9 @@ func (c *Config) Validate() error {
 	if c.TrailingEntries == 0 {
 		c.TrailingEntries = DefaultTrailingEntries
 	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = DefaultMemTableSize
+	}
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
 		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -204,6 +223,8 @@ func (c *Config) Validate() error {
 		return errors.New("--tls-ca needs --tls-cert and --tls-key: the nodes prove who they are with them")
 	case c.Join != "" && c.TokenFile == "":
 		return errors.New("--join needs --token-file with an operator token")
+	case c.MemTableSize < minMemTableSize || c.MemTableSize > maxMemTableSize:
+		return fmt.Errorf("--state-memtable-size must be between %d MiB and %d MiB", minMemTableSize>>20, maxMemTableSize>>20)
 	}
 	for _, a := range []struct{ flag, addr string }{{"--http", c.HTTPAddr}, {"--raft", c.RaftAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {

@@ -165,13 +165,14 @@ func (n *Node) openState() error {
 		// The Raft log is the write-ahead log: Apply never syncs, and the
 		// state machine flushes before Raft may drop log entries (raftfsm).
 		DisableWAL: true,
-		// A 64 MiB memtable holds a whole 1,000,000-recipient send (~22 MB
-		// of history) with its import, so a burst is flushed and compacted
-		// once, after it, instead of several times under it; on 3 nodes
-		// sharing 2 cores that was a third of each node's CPU during a big
-		// send. It costs up to two memtables (128 MiB) of memory under
-		// sustained writes, and a longer log replay after a crash.
-		MemTableSize: 64 << 20,
+		// A 64 MiB memtable (the --state-memtable-size default) holds a
+		// whole 1,000,000-recipient send (~22 MB of history) with its
+		// import, so a burst is flushed and compacted once, after it,
+		// instead of several times under it; on 3 nodes sharing 2 cores
+		// that was a third of each node's CPU during a big send. It costs
+		// up to two memtables (128 MiB) of memory under sustained writes,
+		// and a longer log replay after a crash.
+		MemTableSize: uint64(n.cfg.MemTableSize),
 		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
 	}
 	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
