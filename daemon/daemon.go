@@ -66,6 +66,7 @@ type Node struct {
 	served    chan error
 	done      chan struct{}  // closed when Close starts
 	webhook   *webhook       // nil without --webhook-url
+	health    *stateHealth   // can the state be written (a full disk)
 	workers   sync.WaitGroup // the background loops, stopped by done
 }
 
@@ -161,6 +162,8 @@ func (n *Node) start() error {
 }
 
 func (n *Node) openState() error {
+	pebbleLog := n.log.With().Str("component", "pebble").Logger()
+	n.health = newStateHealth(pebbleLog)
 	opts := &pebble.Options{
 		// The Raft log is the write-ahead log: Apply never syncs, and the
 		// state machine flushes before Raft may drop log entries (raftfsm).
@@ -173,7 +176,9 @@ func (n *Node) openState() error {
 		// up to two memtables (128 MiB) of memory under sustained writes,
 		// and a longer log replay after a crash.
 		MemTableSize: uint64(n.cfg.MemTableSize),
-		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
+		Logger:       newPebbleLogger(pebbleLog),
+		// A failed flush makes the state unwritable (statehealth.go).
+		EventListener: n.health.listener(),
 	}
 	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
 	if err != nil {
@@ -363,6 +368,7 @@ func (n *Node) serveHTTP() error {
 	n.api = httpapi.New(httpapi.Config{
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
+		StateErr: n.health.Err,
 	}, n.raft, n.fsm)
 	n.http = &fasthttp.Server{
 		Handler:      n.api.Handler,
@@ -455,7 +461,11 @@ func (n *Node) closeStores() error {
 		n.transport = nil
 	}
 	if n.db != nil {
-		if err := n.db.Flush(); err != nil {
+		// A flush that cannot succeed (a full disk) would wait for space
+		// forever; what it would write is in raft.db and replayed at start.
+		if err := n.health.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot flush state: %w", err))
+		} else if err := n.db.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("cannot flush state: %w", err))
 		}
 		if err := n.db.Close(); err != nil {

@@ -42,6 +42,11 @@ var (
 	errNotFound     = newError(fasthttp.StatusNotFound, "not_found", "no such resource")
 	errTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the server accepts")
 	errNotReady     = newError(fasthttp.StatusServiceUnavailable, "not_ready", "no leader known yet or the state is still catching up")
+	// errStateUnwritable refuses a write while the node cannot write its
+	// state (Config.StateErr); nothing was done, the retry is safe.
+	errStateUnwritable = unavailable("this node cannot write its state right now (is its disk full?); retry")
+	// errStateNotReady is /readyz's answer then.
+	errStateNotReady = newError(fasthttp.StatusServiceUnavailable, "not_ready", "this node cannot write its state right now (is its disk full?)")
 )
 
 // errApplyTimeout: a command's outcome did not come within applyTimeout.

@@ -278,6 +278,10 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 		cmd := raftfsm.Encode(&raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at})
 		chunks++
 		block = block[:0]
+		if e := s.writable(); e != nil {
+			failed = e
+			return
+		}
 		inflight = append(inflight, s.applyRaw(cmd))
 		for len(inflight) >= importPipeline {
 			waitOldest()

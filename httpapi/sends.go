@@ -268,6 +268,9 @@ func (s *Server) allocate(r *request) *apiError {
 	}
 	codes := make([][]byte, 0, len(recips))
 	var available uint64
+	if e := s.writable(); e != nil {
+		return e
+	}
 	futures := make([]pendingApply, len(chunks))
 	for i, b := range chunks {
 		futures[i] = s.applyRaw(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}))

@@ -47,6 +47,11 @@ type Config struct {
 	PeerTLS *tls.Config
 	// Metrics is the node's registry (metrics.go); nil makes a fresh one.
 	Metrics *Metrics
+	// StateErr, when set, reports why this node cannot write its state
+	// right now (a full disk), nil when it can: writes are then refused at
+	// once and /readyz answers not ready, instead of waiting on a state
+	// machine that cannot apply.
+	StateErr func() error
 }
 
 // Limits of the API. Each is tested at the boundary and one past it.
@@ -261,6 +266,9 @@ func equalFoldASCII(b []byte, s string) bool {
 // most applyTimeout. Small commands share log entries with concurrent ones
 // (batcher.go).
 func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
+	if e := s.writable(); e != nil {
+		return nil, e
+	}
 	cmd := raftfsm.Encode(c)
 	if len(cmd) > smallCmdBytes {
 		return s.wait(s.applyRaw(cmd))
@@ -269,15 +277,27 @@ func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
 	return outcome(resp, err)
 }
 
+// writable refuses a write at once while the node cannot write its state:
+// it would wait out the apply timeout and add to the entries stuck in Raft.
+func (s *Server) writable() *apiError {
+	if s.cfg.StateErr == nil {
+		return nil
+	}
+	if err := s.cfg.StateErr(); err != nil {
+		return errStateUnwritable
+	}
+	return nil
+}
+
 // pendingApply is a command handed to Raft and the time its outcome is due.
 type pendingApply struct {
 	f        raft.ApplyFuture
 	deadline time.Time
 }
 
-// applyRaw hands cmd to Raft on its own, without waiting for its outcome.
-// The wait for a place in Raft's queue
-// counts against the same applyTimeout as the outcome.
+// applyRaw hands cmd to Raft on its own, without waiting for its outcome;
+// the caller checks s.writable first. The wait for a place in Raft's
+// queue counts against the same applyTimeout as the outcome.
 func (s *Server) applyRaw(cmd []byte) pendingApply {
 	deadline := time.Now().Add(applyTimeout)
 	return pendingApply{f: s.raft.Apply(cmd, applyTimeout), deadline: deadline}
