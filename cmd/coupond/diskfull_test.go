@@ -136,6 +136,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	var acked []ackedWrite
 	var codes = map[string]string{} // code -> recipient: no code twice
 	refused := 0
+	var slowest time.Duration
 	// try sends w once: a 2xx is acknowledged, a 503 must carry
 	// Retry-After, anything else (or no answer in time) fails the test.
 	try := func(w diskWrite) (ok bool) {
@@ -155,6 +156,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		slowest = max(slowest, time.Since(start))
 		if err != nil {
 			t.Fatalf("%s: %v", w.name, err)
 		}
@@ -257,8 +259,8 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 			logLines++ // not the info lines of the writes that succeeded
 		}
 	}
-	t.Logf("disk full for %s: %d rounds of writes, %d acknowledged, %d refused; %d warnings and errors logged, and %d lines of Raft",
-		fullFor.Round(time.Millisecond), i, len(acked), refused, logLines, raftLines)
+	t.Logf("disk full for %s: %d rounds of writes, %d acknowledged, %d refused, slowest answer %s; %d warnings and errors logged, and %d lines of Raft",
+		fullFor.Round(time.Millisecond), i, len(acked), refused, slowest.Round(time.Millisecond), logLines, raftLines)
 	if logLines > diskFullMaxLogLines {
 		t.Errorf("%d warnings and errors logged while the disk was full, want at most %d:\n%s", logLines, diskFullMaxLogLines, tail(p.logs.String(), 3000))
 	}
