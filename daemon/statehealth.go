@@ -9,21 +9,22 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// What a full disk does to the state (README, API notes, "A full disk"). Pebble runs
-// without its WAL, so a write only fills a memtable, and memtables must be
-// flushed to files. When a flush fails (no space left), Pebble retries at
-// once and without end, logging each failure, while writes go on filling
-// memtables until two wait for a flush; then every write stalls, the Raft
-// apply goroutine with it, and no write is ever answered. So a failed
-// flush marks the state unwritable until a flush succeeds: the API refuses
-// writes at once (503 unavailable) and /readyz answers not ready. The
-// entries Raft holds already stay in its log and are applied once space
-// is back; nothing acknowledged is lost.
+// What a full disk does to the state (README, API notes, "A full disk").
+// Pebble runs without its WAL, so a write only fills a memtable, and
+// memtables must be flushed to files. When a flush fails (no space left),
+// Pebble retries at once and without end, logging each failure, while
+// writes go on filling memtables until two wait for a flush; then every
+// write stalls, the Raft apply goroutine with it, and no write is ever
+// answered. So a failed flush marks the state unwritable until a flush
+// succeeds: the API refuses writes at once (503 unavailable) and /readyz
+// answers not ready. The entries Raft holds already stay in its log and
+// are applied once space is back; nothing acknowledged is lost.
 const (
 	// flushRetryPause slows Pebble's retries of a failed flush, which it
 	// makes back to back (hundreds a second, each creating and removing a
-	// file). Pebble calls FlushEnd on its flush goroutine, so the pause
-	// delays the retry; nothing else waits for it while the flush fails.
+	// file). Pebble calls FlushEnd on its flush goroutine with its mutex
+	// held: the pause delays the retry, and what needs that mutex meanwhile
+	// (a Pebble snapshot, its metrics) waits as long; writes wait anyway.
 	flushRetryPause = 200 * time.Millisecond
 	// storeLogEvery is the least time between two log lines of one kind
 	// of storage trouble; the lines left out are counted in the next one.
@@ -32,7 +33,7 @@ const (
 
 // emptyFlushMsg is the text of the error Pebble gives FlushEnd for a flush
 // that succeeded but wrote no file (it does not export the error); no
-// other failure reads so. TestStateHealthEmptyFlush guards it.
+// other failure reads so. TestStateHealthFollowsFlushes guards it.
 const emptyFlushMsg = "pebble: empty table"
 
 // stateHealth tracks whether the Pebble state can be written.

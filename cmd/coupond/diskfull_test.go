@@ -1,9 +1,10 @@
 package main
 
-// A full disk (README, API notes, "A full disk"): the node refuses writes with 503 and
-// Retry-After instead of hanging them, reports not ready, logs its trouble
-// a few times instead of hundreds of times a second, loses nothing it
-// acknowledged, and takes writes again by itself once space is back.
+// A full disk (README, API notes, "A full disk"): the node refuses writes
+// with 503 and Retry-After instead of hanging them, reports not ready, logs
+// its trouble a few times instead of hundreds of times a second, loses
+// nothing it acknowledged, and takes writes again by itself once space is
+// back.
 
 import (
 	"bytes"
