@@ -97,7 +97,7 @@ func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
 	if m == nil {
 		m = NewMetrics()
 	}
-	m.registerNode(r, fsm)
+	m.registerNode(r, fsm, cfg.StateErr)
 	b := newBatcher(r)
 	if fsm != nil {
 		fsm.SetEarlyAnswers(b.answerEarly)

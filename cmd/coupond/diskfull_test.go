@@ -220,6 +220,16 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 				}},
 		}
 	}
+	metrics := func() string {
+		t.Helper()
+		resp, err := client.Get(p.url("/metrics"))
+		if err != nil {
+			t.Fatalf("/metrics: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
 	readyz := func() int {
 		t.Helper()
 		resp, err := client.Get(p.url("/readyz"))
@@ -249,6 +259,9 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 	if readyz() != 503 {
 		t.Fatal("/readyz answers ready while the disk is still full")
+	}
+	if stateStuck && !strings.Contains(metrics(), "\ncoupond_state_writable 0\n") {
+		t.Error("coupond_state_writable is not 0 while Pebble cannot flush")
 	}
 	fullFor := time.Since(fullAt)
 	var logLines, raftLines int
@@ -285,6 +298,10 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("writes have not resumed 30 s after space was back (/readyz %d)", readyz())
 		}
+	}
+
+	if !strings.Contains(metrics(), "\ncoupond_state_writable 1\n") {
+		t.Error("coupond_state_writable is not 1 once writes resumed")
 	}
 
 	verify := func(when string) {
