@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// RaftLayer, when set, carries Raft instead of a TCP listener on
 	// RaftAddr (tests inject faults with it); its Addr must be RaftAddr.
 	RaftLayer raft.StreamLayer
+	// StateFS, when set, is the file system under Pebble instead of the
+	// operating system's (tests inject disk faults with it).
+	StateFS vfs.FS
 }
 
 // Defaults of the Raft log compaction. A snapshot costs a Pebble flush and

@@ -179,6 +179,7 @@ func (n *Node) openState() error {
 		Logger:       newPebbleLogger(pebbleLog),
 		// A failed flush makes the state unwritable (statehealth.go).
 		EventListener: n.health.listener(),
+		FS:            n.cfg.StateFS, // nil: the operating system's
 	}
 	db, err := pebble.Open(filepath.Join(n.cfg.DataDir, stateDir), opts)
 	if err != nil {
