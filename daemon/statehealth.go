@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,9 @@ import (
 // answered. So a failed flush marks the state unwritable until a flush
 // succeeds: the API refuses writes at once (503 unavailable) and /readyz
 // answers not ready. The entries Raft holds already stay in its log and
-// are applied once space is back; nothing acknowledged is lost.
+// are applied once space is back; nothing acknowledged is lost. A flush
+// that hangs instead (a disk that stopped answering) reports nothing, so a
+// write stall longer than stallLimit counts as unwritable too.
 const (
 	// flushRetryPause slows Pebble's retries of a failed flush, which it
 	// makes back to back (hundreds a second, each creating and removing a
@@ -29,7 +32,16 @@ const (
 	// storeLogEvery is the least time between two log lines of one kind
 	// of storage trouble; the lines left out are counted in the next one.
 	storeLogEvery = 10 * time.Second
+	// stallLimit is how long Pebble may stall writes before the state
+	// counts as unwritable. A flush that hangs (a disk that stopped
+	// answering) reports no error, and a stall of a busy disk passes in
+	// well under a second; past half the apply timeout, the writes in
+	// flight are about to time out anyway.
+	stallLimit = 5 * time.Second
 )
+
+// errStalled: Pebble has stalled writes for longer than stallLimit.
+var errStalled = errors.New("cannot write the state: Pebble has stalled writes for more than " + stallLimit.String())
 
 // emptyFlushMsg is the text of the error Pebble gives FlushEnd for a flush
 // that succeeded but wrote no file (it does not export the error); no
@@ -40,6 +52,7 @@ const emptyFlushMsg = "pebble: empty table"
 type stateHealth struct {
 	log     zerolog.Logger
 	failure atomic.Pointer[error] // the last flush's error; nil once one succeeded
+	stalled atomic.Int64          // UnixNano when the current write stall began; 0: none
 
 	bgLog    logLimiter // Pebble's background errors (flushes, compactions)
 	stallLog logLimiter
@@ -56,6 +69,9 @@ func (h *stateHealth) Err() error {
 	if p := h.failure.Load(); p != nil {
 		return *p
 	}
+	if at := h.stalled.Load(); at != 0 && time.Since(time.Unix(0, at)) > stallLimit {
+		return errStalled
+	}
 	return nil
 }
 
@@ -66,10 +82,12 @@ func (h *stateHealth) listener() *pebble.EventListener {
 		FlushEnd:        h.flushEnd,
 		BackgroundError: h.backgroundError,
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			h.stalled.Store(time.Now().UnixNano())
 			if ok, n := h.stallLog.allow(); ok {
 				h.log.Warn().Str("reason", info.Reason).Int("suppressed", n).Msg("state writes stalled")
 			}
 		},
+		WriteStallEnd: func() { h.stalled.Store(0) },
 		LowDiskSpace: func(info pebble.LowDiskSpaceInfo) {
 			if ok, n := h.spaceLog.allow(); ok {
 				h.log.Warn().Uint64("available_bytes", info.AvailBytes).Uint64("total_bytes", info.TotalBytes).

@@ -38,6 +38,7 @@ func (fs *hangingFS) release() { fs.once.Do(func() { close(fs.released) }) }
 // without reporting an error (its flush hangs), the state machine stops
 // applying and nothing tells the API so; every kind of write is still
 // answered, 503 unavailable with Retry-After, within the apply timeout.
+// A stall that lasts makes the node not ready and refuse writes at once.
 // Once the disk answers again, writes resume.
 func TestWritesAnswerWhileTheStateIsStuck(t *testing.T) {
 	const applyTimeout = 10 * time.Second // httpapi's
@@ -148,12 +149,36 @@ func TestWritesAnswerWhileTheStateIsStuck(t *testing.T) {
 		}
 	}
 
+	// The stall has lasted past stallLimit: the node says so, and refuses
+	// writes at once instead of adding to the entries it cannot apply.
+	ready, err := client.Get("http://" + n.HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != 503 {
+		t.Errorf("/readyz answers %d while the state machine has not applied for %s", ready.StatusCode, applyTimeout)
+	}
+	if a := call("PUT", "/v1/messages/m2", "application/json",
+		[]byte(`{"name":"n","campaign":"c","campaign_type":"standard","channel":"email","doi":false}`)); a.status != 503 ||
+		!strings.Contains(a.body, "cannot write its state") {
+		t.Errorf("a write during the stall answered %d: %s", a.status, a.body)
+	}
+
 	fs.release()
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		a := call("PUT", "/v1/messages/m3", "application/json",
 			[]byte(`{"name":"n","campaign":"c","campaign_type":"standard","channel":"email","doi":false}`))
 		if a.status/100 == 2 {
+			ready, err := client.Get("http://" + n.HTTPAddr() + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ready.Body.Close()
+			if ready.StatusCode != 200 {
+				t.Errorf("/readyz answers %d once writes resumed", ready.StatusCode)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

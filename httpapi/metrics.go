@@ -125,7 +125,7 @@ func (m *Metrics) registerNode(r Consensus, fsm *raftfsm.FSM, stateErr func() er
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coupond_state_writable",
-			Help: "1 while this node can write its state; 0 while it cannot (a failed Pebble flush, as on a full disk) and refuses writes.",
+			Help: "1 while this node can write its state; 0 while it cannot (a failed Pebble flush, as on a full disk, or a long write stall) and refuses writes.",
 		}, func() float64 {
 			if stateErr != nil && stateErr() != nil {
 				return 0
