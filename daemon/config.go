@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 )
 
@@ -49,6 +50,10 @@ type Config struct {
 	SnapshotBytes   int64
 	TrailingEntries uint64
 
+	// MemTableSize is the size of one Pebble memtable; Pebble stops
+	// writes while two of them wait for a flush (see openState).
+	MemTableSize int64
+
 	// The low-stock webhook (webhook.go): the leader POSTs each alert of
 	// the outbox to WebhookURL, signed with WebhookSecret. The secret is
 	// never logged; WebhookSecretFile, when set, is read by Validate and
@@ -65,6 +70,9 @@ type Config struct {
 	// RaftLayer, when set, carries Raft instead of a TCP listener on
 	// RaftAddr (tests inject faults with it); its Addr must be RaftAddr.
 	RaftLayer raft.StreamLayer
+	// StateFS, when set, is the file system under Pebble instead of the
+	// operating system's (tests inject disk faults with it).
+	StateFS vfs.FS
 }
 
 // Defaults of the Raft log compaction. A snapshot costs a Pebble flush and
@@ -80,6 +88,14 @@ const (
 	DefaultTrailingEntries = 2048
 )
 
+// Bounds of --state-memtable-size: Pebble takes a batch of half a
+// memtable or more aside, and refuses memtables of 4 GiB.
+const (
+	DefaultMemTableSize = 64 << 20
+	minMemTableSize     = 1 << 20
+	maxMemTableSize     = 1 << 30
+)
+
 // DefaultMaxBody is the request body limit when none is given (SPEC §3).
 const DefaultMaxBody = 1 << 30
 
@@ -87,7 +103,7 @@ const DefaultMaxBody = 1 << 30
 // environment variable when set (getenv is os.Getenv in production).
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
-	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout string
+	var maxBody, snapEntries, snapBytes, trailing, webhookTimeout, memTable string
 	var httpIdle, httpHeader, httpBody, httpConns string
 	fs := flag.NewFlagSet("coupond", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -114,6 +130,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&httpHeader, "http-header-timeout", DefaultHTTPHeaderTimeout.String(), "time limit for a request's header, from its first byte (from the connection, for the first request)")
 	str(&httpBody, "http-body-timeout", DefaultHTTPBodyTimeout.String(), "longest pause between bytes of a request body; a slow body that keeps moving has no time limit")
 	str(&httpConns, "http-max-conns", "0", "HTTP connections served at once, more are refused with 503 (0: half the open-file limit, at most 4096)")
+	str(&memTable, "state-memtable-size", "64MiB", "size of one memtable of the Pebble state (suffixes KiB, MiB, GiB allowed)")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
 	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs low-stock alerts to")
@@ -160,6 +177,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	c.MaxBody = n
 	if c.SnapshotBytes, err = parseBytes(snapBytes); err != nil {
 		return Config{}, fmt.Errorf("--raft-snapshot-bytes: %w", err)
+	}
+	if c.MemTableSize, err = parseBytes(memTable); err != nil {
+		return Config{}, fmt.Errorf("--state-memtable-size: %w", err)
 	}
 	for _, f := range []struct {
 		name string
@@ -223,6 +243,9 @@ func (c *Config) Validate() error {
 	if c.HTTPBodyTimeout <= 0 {
 		c.HTTPBodyTimeout = DefaultHTTPBodyTimeout
 	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = DefaultMemTableSize
+	}
 	if c.LogFormat == "" {
 		c.LogFormat = "json"
 		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -244,6 +267,8 @@ func (c *Config) Validate() error {
 		return errors.New("--http-max-conns must be 0 (automatic) or a positive number")
 	case c.Join != "" && c.TokenFile == "":
 		return errors.New("--join needs --token-file with an operator token")
+	case c.MemTableSize < minMemTableSize || c.MemTableSize > maxMemTableSize:
+		return fmt.Errorf("--state-memtable-size must be between %d MiB and %d MiB", minMemTableSize>>20, maxMemTableSize>>20)
 	}
 	for _, a := range []struct{ flag, addr string }{{"--http", c.HTTPAddr}, {"--raft", c.RaftAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {

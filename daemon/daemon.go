@@ -68,6 +68,7 @@ type Node struct {
 	done      chan struct{}  // closed when Close starts
 	webhook   *webhook       // nil without --webhook-url
 	lock      *os.File       // holds the data folder (lockDataDir); released last
+	health    *stateHealth   // can the state be written (a full disk)
 	workers   sync.WaitGroup // the background loops, stopped by done
 }
 
@@ -165,18 +166,24 @@ func (n *Node) start() error {
 }
 
 func (n *Node) openState() error {
+	pebbleLog := n.log.With().Str("component", "pebble").Logger()
+	n.health = newStateHealth(pebbleLog)
 	opts := &pebble.Options{
 		// The Raft log is the write-ahead log: Apply never syncs, and the
 		// state machine flushes before Raft may drop log entries (raftfsm).
 		DisableWAL: true,
-		// A 64 MiB memtable holds a whole 1,000,000-recipient send (~22 MB
-		// of history) with its import, so a burst is flushed and compacted
-		// once, after it, instead of several times under it; on 3 nodes
-		// sharing 2 cores that was a third of each node's CPU during a big
-		// send. It costs up to two memtables (128 MiB) of memory under
-		// sustained writes, and a longer log replay after a crash.
-		MemTableSize: 64 << 20,
-		Logger:       pebbleLogger{n.log.With().Str("component", "pebble").Logger()},
+		// A 64 MiB memtable (the --state-memtable-size default) holds a
+		// whole 1,000,000-recipient send (~22 MB of history) with its
+		// import, so a burst is flushed and compacted once, after it,
+		// instead of several times under it; on 3 nodes sharing 2 cores
+		// that was a third of each node's CPU during a big send. It costs
+		// up to two memtables (128 MiB) of memory under sustained writes,
+		// and a longer log replay after a crash.
+		MemTableSize: uint64(n.cfg.MemTableSize),
+		Logger:       newPebbleLogger(pebbleLog),
+		// A failed flush makes the state unwritable (statehealth.go).
+		EventListener: n.health.listener(),
+		FS:            n.cfg.StateFS, // nil: the operating system's
 	}
 	path := filepath.Join(n.cfg.DataDir, stateDir)
 	db, err := pebble.Open(path, opts)
@@ -392,6 +399,7 @@ func (n *Node) serveHTTP() error {
 	n.api = httpapi.New(httpapi.Config{
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
+		StateErr: n.health.Err,
 	}, n.raft, n.fsm)
 	logs := newLimitedLog(n.log.With().Str("component", "fasthttp").Logger())
 	n.httpLogs = logs
@@ -493,7 +501,11 @@ func (n *Node) closeStores() error {
 		n.transport = nil
 	}
 	if n.db != nil {
-		if err := n.db.Flush(); err != nil {
+		// A flush that cannot succeed (a full disk) would wait for space
+		// forever; what it would write is in raft.db and replayed at start.
+		if err := n.health.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot flush state: %w", err))
+		} else if err := n.db.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("cannot flush state: %w", err))
 		}
 		if err := n.db.Close(); err != nil {

@@ -70,14 +70,25 @@ func (z zerologWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// pebbleLogger sends Pebble's own messages to zerolog.
-type pebbleLogger struct{ log zerolog.Logger }
+// pebbleLogger sends Pebble's own messages to zerolog. Its errors are
+// rate-limited: a failing disk makes Pebble repeat the same one hundreds of
+// times a second.
+type pebbleLogger struct {
+	log    zerolog.Logger
+	errors *logLimiter
+}
+
+func newPebbleLogger(log zerolog.Logger) pebbleLogger {
+	return pebbleLogger{log: log, errors: &logLimiter{every: storeLogEvery}}
+}
 
 func (p pebbleLogger) Infof(format string, args ...interface{}) {
 	p.log.Debug().Msgf(format, args...)
 }
 func (p pebbleLogger) Errorf(format string, args ...interface{}) {
-	p.log.Error().Msgf(format, args...)
+	if ok, n := p.errors.allow(); ok {
+		p.log.Error().Int("suppressed", n).Msgf(format, args...)
+	}
 }
 func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
 	p.log.Fatal().Msgf(format, args...)

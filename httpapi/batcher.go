@@ -59,8 +59,9 @@ const (
 )
 
 type pendingCmd struct {
-	cmd  []byte
-	done chan cmdResult
+	cmd   []byte
+	done  chan cmdResult
+	timer *time.Timer // the submitter's deadline, reused with the command
 }
 
 type cmdResult struct {
@@ -102,6 +103,7 @@ type batcher struct {
 
 	maxWait time.Duration    // groupWaitMax; tests lengthen it
 	now     func() time.Time // time.Now; tests stretch the cycle
+	timeout time.Duration    // applyTimeout; tests shorten it
 }
 
 // raftApplier is the part of Raft the batcher uses.
@@ -114,7 +116,7 @@ func newBatcher(r raftApplier) *batcher { return startBatcher(r, groupWaitMax, t
 func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
 		slots: make(chan struct{}, batchInflight), inflight: make(chan *batchInFlight, batchInflight),
-		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now}
+		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now, timeout: applyTimeout}
 	go b.pack()
 	go b.deliver()
 	return b
@@ -122,17 +124,23 @@ func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *b
 
 // pendingPool recycles pendingCmds with their channels: deliver sends on
 // a command's channel once and never touches it again, so the submitter
-// owns it again once it has the answer.
-var pendingPool = sync.Pool{New: func() any { return &pendingCmd{done: make(chan cmdResult, 1)} }}
+// owns it again once it has the answer. A command given up on (timed out)
+// is never put back: its answer may still come.
+var pendingPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &pendingCmd{done: make(chan cmdResult, 1), timer: t}
+}}
 
-// submit queues cmd and waits for its outcome.
+// submit queues cmd and waits for its outcome, for at most b.timeout from
+// now: a state machine that cannot write (Pebble stalls on a full disk)
+// holds the batch in flight, and everything queued behind it, until space
+// returns, and the client must have an answer before that. A command given
+// up on may still be applied: its outcome is unknown (errApplyTimeout).
 func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 	p := pendingPool.Get().(*pendingCmd)
 	p.cmd = cmd
-	defer func() {
-		p.cmd = nil
-		pendingPool.Put(p)
-	}()
+	p.timer.Reset(b.timeout)
 	select {
 	case b.queue <- p:
 		if n := b.submitted.Add(1); n == b.groupAt.Load() {
@@ -142,10 +150,26 @@ func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 			}
 		}
 	case <-b.done:
+		b.recycle(p)
 		return nil, raft.ErrRaftShutdown
+	case <-p.timer.C:
+		// Never queued: nothing was done, and p is still ours.
+		b.recycle(p)
+		return nil, errApplyTimeout
 	}
-	r := <-p.done
-	return r.resp, r.err
+	select {
+	case r := <-p.done:
+		b.recycle(p)
+		return r.resp, r.err
+	case <-p.timer.C:
+		return nil, errApplyTimeout
+	}
+}
+
+func (b *batcher) recycle(p *pendingCmd) {
+	p.timer.Stop()
+	p.cmd = nil
+	pendingPool.Put(p)
 }
 
 // close stops the batcher once nothing submits any more; what is queued

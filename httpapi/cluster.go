@@ -164,8 +164,9 @@ func (s *Server) addNode(r *request) *apiError {
 	if _, e := s.apply(&raftfsm.SetNode{Node: node}); e != nil {
 		return e
 	}
-	if err := s.raft.AddVoter(raft.ServerID(node.ID), raft.ServerAddress(node.RaftAddr), 0, applyTimeout).Error(); err != nil {
-		return fromApply(err)
+	deadline := time.Now().Add(applyTimeout)
+	if err := await(s.raft.AddVoter(raft.ServerID(node.ID), raft.ServerAddress(node.RaftAddr), 0, applyTimeout), deadline); err != nil {
+		return fromRaft(err)
 	}
 	s.log.Info().Str("node", node.ID).Str("raft_addr", node.RaftAddr).Str("http_addr", node.HTTPAddr).Msg("node added")
 	status := fasthttp.StatusCreated
@@ -206,8 +207,9 @@ func (s *Server) removeNode(r *request) *apiError {
 		return newError(fasthttp.StatusConflict, "last_voter",
 			"node "+id+" is the last voter of the cluster; removing it would leave no node to lead (add another node first)")
 	}
-	if err := s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
-		return fromApply(err)
+	deadline := time.Now().Add(applyTimeout)
+	if err := await(s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout), deadline); err != nil {
+		return fromRaft(err)
 	}
 	// A stale directory entry of a removed node is harmless (it can never
 	// lead again), so a failure here does not undo the removal.

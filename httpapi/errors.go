@@ -42,7 +42,15 @@ var (
 	errNotFound     = newError(fasthttp.StatusNotFound, "not_found", "no such resource")
 	errTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "the request body is larger than the server accepts")
 	errNotReady     = newError(fasthttp.StatusServiceUnavailable, "not_ready", "no leader known yet or the state is still catching up")
+	// errStateUnwritable refuses a write while the node cannot write its
+	// state (Config.StateErr); nothing was done, the retry is safe.
+	errStateUnwritable = unavailable("this node cannot write its state right now (is its disk full?); retry")
+	// errStateNotReady is /readyz's answer then.
+	errStateNotReady = newError(fasthttp.StatusServiceUnavailable, "not_ready", "this node cannot write its state right now (is its disk full?)")
 )
+
+// errApplyTimeout: a command's outcome did not come within applyTimeout.
+var errApplyTimeout = errors.New("cannot learn the outcome of the write in time")
 
 // HandleParseError answers a request that fasthttp could not parse, in the
 // API's error shape (fasthttp's ErrorHandler).
@@ -108,6 +116,20 @@ func fromApply(err error) *apiError {
 		return unavailable("the cluster could not complete the write; retry")
 	}
 	return newError(fasthttp.StatusInternalServerError, "internal", "internal error")
+}
+
+// fromRaft maps an error of Raft itself (a future's, not the state
+// machine's answer). Any of them leaves the outcome unknown, including the
+// log store's own (a full disk fails the leader's write of its log): 503,
+// and the retry is safe.
+func fromRaft(err error) *apiError {
+	if errors.Is(err, errApplyTimeout) {
+		return unavailable("the write's outcome is unknown: it did not complete in time; retry")
+	}
+	if e := fromApply(err); e.status != fasthttp.StatusInternalServerError {
+		return e
+	}
+	return unavailable("the cluster could not complete the write; retry")
 }
 
 func writeError(ctx *fasthttp.RequestCtx, e *apiError) {

@@ -228,8 +228,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
 // applied yet, so waiting for it would not do.) Concurrent barriers share
 // one log write.
 func (s *Server) readBarrier() *apiError {
-	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
-		return fromApply(err)
+	deadline := time.Now().Add(applyTimeout)
+	if err := await(s.raft.Barrier(applyTimeout), deadline); err != nil {
+		return fromRaft(err)
 	}
 	return nil
 }

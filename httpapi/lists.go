@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/httpapi/codecsv"
@@ -311,7 +310,7 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 		}
 	}
 
-	var inflight []raft.ApplyFuture
+	var inflight []pendingApply
 	var failed *apiError
 	waitOldest := func() {
 		f := inflight[0]
@@ -326,7 +325,11 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 		cmd := raftfsm.Encode(&raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at})
 		chunks++
 		block = block[:0]
-		inflight = append(inflight, s.raft.Apply(cmd, applyTimeout))
+		if e := s.writable(); e != nil {
+			failed = e
+			return
+		}
+		inflight = append(inflight, s.applyRaw(cmd))
 		for len(inflight) >= importPipeline {
 			waitOldest()
 		}
@@ -356,8 +359,15 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	if readErr != nil || failed != nil {
 		if chunks > 0 {
 			// Best effort: a leader change leaves staged chunks that no
-			// commit will ever name; they are invisible either way.
-			s.apply(&raftfsm.ImportAbort{Upload: upload})
+			// commit will ever name; they are invisible either way. After
+			// a 503 (no leader, or a state machine that cannot apply) the
+			// abort would fare no better: the client does not wait for it.
+			abort := func() { s.apply(&raftfsm.ImportAbort{Upload: upload}) }
+			if failed != nil && failed.status == fasthttp.StatusServiceUnavailable {
+				go abort()
+			} else {
+				abort()
+			}
 		}
 		if readErr != nil {
 			return raftfsm.ImportResult{}, csvError(readErr)

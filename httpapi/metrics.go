@@ -121,8 +121,17 @@ func (m *Metrics) addChildren(k requestKey) requestChildren {
 
 // registerNode adds the metrics read from the node's Raft and state
 // machine at scrape time.
-func (m *Metrics) registerNode(r Consensus, fsm *raftfsm.FSM) {
+func (m *Metrics) registerNode(r Consensus, fsm *raftfsm.FSM, stateErr func() error) {
 	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coupond_state_writable",
+			Help: "1 while this node can write its state; 0 while it cannot (a failed Pebble flush, as on a full disk, or a long write stall) and refuses writes.",
+		}, func() float64 {
+			if stateErr != nil && stateErr() != nil {
+				return 0
+			}
+			return 1
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "coupond_codes_allocated_total",
 			Help: "Codes this node's state machine assigned to recipients since the process started.",

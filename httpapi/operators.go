@@ -142,9 +142,15 @@ func (s *Server) Ready() bool {
 	return leader != ""
 }
 
+// readyz also answers not ready while the node cannot write its state:
+// its writes are refused then, and a load balancer should send them to a
+// node that can take them. (Reads are still answered.)
 func (s *Server) readyz(r *request) *apiError {
 	if !s.Ready() {
 		return errNotReady
+	}
+	if s.writable() != nil {
+		return errStateNotReady
 	}
 	writeJSON(r.ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
 	return nil

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -269,9 +268,12 @@ func (s *Server) allocate(r *request) *apiError {
 	}
 	codes := make([][]byte, 0, len(recips))
 	var available uint64
-	futures := make([]raft.ApplyFuture, len(chunks))
+	if e := s.writable(); e != nil {
+		return e
+	}
+	futures := make([]pendingApply, len(chunks))
 	for i, b := range chunks {
-		futures[i] = s.raft.Apply(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}), applyTimeout)
+		futures[i] = s.applyRaw(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}))
 	}
 	var failed *apiError
 	for _, f := range futures {

@@ -47,6 +47,11 @@ type Config struct {
 	PeerTLS *tls.Config
 	// Metrics is the node's registry (metrics.go); nil makes a fresh one.
 	Metrics *Metrics
+	// StateErr, when set, reports why this node cannot write its state
+	// right now (a full disk), nil when it can: writes are then refused at
+	// once and /readyz answers not ready, instead of waiting on a state
+	// machine that cannot apply.
+	StateErr func() error
 }
 
 // Limits of the API. Each is tested at the boundary and one past it.
@@ -57,7 +62,9 @@ const (
 	maxIdempotencyKey = 256
 	// maxNameLen bounds list and tenant names, in bytes.
 	maxNameLen = 256
-	// applyTimeout bounds the wait for the Raft queue.
+	// applyTimeout bounds the wait for one command's outcome, from the
+	// Raft queue to the state machine's answer; past it the outcome is
+	// unknown (503 unavailable).
 	applyTimeout = 10 * time.Second
 	// importChunkBytes is the payload of one staged import entry, kept
 	// under raftfsm.MaxEntryBytes with room for the header.
@@ -90,7 +97,7 @@ func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
 	if m == nil {
 		m = NewMetrics()
 	}
-	m.registerNode(r, fsm)
+	m.registerNode(r, fsm, cfg.StateErr)
 	b := newBatcher(r)
 	if fsm != nil {
 		fsm.SetEarlyAnswers(b.answerEarly)
@@ -255,20 +262,50 @@ func equalFoldASCII(b []byte, s string) bool {
 	return true
 }
 
-// apply runs one command through Raft and waits for its outcome. Small
-// commands share log entries with concurrent ones (batcher.go).
+// apply runs one command through Raft and waits for its outcome, for at
+// most applyTimeout. Small commands share log entries with concurrent ones
+// (batcher.go).
 func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
+	if e := s.writable(); e != nil {
+		return nil, e
+	}
 	cmd := raftfsm.Encode(c)
 	if len(cmd) > smallCmdBytes {
-		return s.wait(s.raft.Apply(cmd, applyTimeout))
+		return s.wait(s.applyRaw(cmd))
 	}
 	resp, err := s.batch.submit(cmd)
 	return outcome(resp, err)
 }
 
+// writable refuses a write at once while the node cannot write its state:
+// it would wait out the apply timeout and add to the entries stuck in Raft.
+func (s *Server) writable() *apiError {
+	if s.cfg.StateErr == nil {
+		return nil
+	}
+	if err := s.cfg.StateErr(); err != nil {
+		return errStateUnwritable
+	}
+	return nil
+}
+
+// pendingApply is a command handed to Raft and the time its outcome is due.
+type pendingApply struct {
+	f        raft.ApplyFuture
+	deadline time.Time
+}
+
+// applyRaw hands cmd to Raft on its own, without waiting for its outcome;
+// the caller checks s.writable first. The wait for a place in Raft's
+// queue counts against the same applyTimeout as the outcome.
+func (s *Server) applyRaw(cmd []byte) pendingApply {
+	deadline := time.Now().Add(applyTimeout)
+	return pendingApply{f: s.raft.Apply(cmd, applyTimeout), deadline: deadline}
+}
+
 func outcome(resp *raftfsm.Response, err error) (any, *apiError) {
 	if err != nil {
-		return nil, fromApply(err)
+		return nil, fromRaft(err)
 	}
 	if resp.Err != nil {
 		return nil, fromApply(resp.Err)
@@ -276,15 +313,32 @@ func outcome(resp *raftfsm.Response, err error) (any, *apiError) {
 	return resp.Value, nil
 }
 
-func (s *Server) wait(f raft.ApplyFuture) (any, *apiError) {
-	if err := f.Error(); err != nil {
+func (s *Server) wait(p pendingApply) (any, *apiError) {
+	if err := await(p.f, p.deadline); err != nil {
 		return outcome(nil, err)
 	}
-	resp, ok := f.Response().(*raftfsm.Response)
+	resp, ok := p.f.Response().(*raftfsm.Response)
 	if !ok {
 		return nil, fromApply(nil)
 	}
 	return outcome(resp, nil)
+}
+
+// await waits for f until deadline. Raft's own timeout bounds only the wait
+// for a place in its queue: a state machine that cannot write (Pebble
+// stalls on a full disk) holds the future until space returns, and the
+// client must have an answer before that. The goroutine ends when f does.
+func await(f raft.Future, deadline time.Time) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errApplyTimeout
+	}
 }
 
 // newID returns a random 64-bit id that is never zero.

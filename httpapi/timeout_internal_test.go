@@ -1,0 +1,105 @@
+package httpapi
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/valyala/fasthttp"
+
+	"github.com/coupond/coupond/raftfsm"
+)
+
+// answerWithin runs f and fails the test if it has not returned within
+// limit: the behaviour under test is that it returns at all.
+func answerWithin[T any](t *testing.T, limit time.Duration, f func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- f() }()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(limit):
+		t.Fatalf("no answer within %s", limit)
+		panic("unreachable")
+	}
+}
+
+// TestBatcherGivesUpAtTimeout: a command whose entry never comes back from
+// Raft (a state machine stuck on a full disk) is answered errApplyTimeout
+// after the batcher's timeout; its late answer reaches no later command.
+func TestBatcherGivesUpAtTimeout(t *testing.T) {
+	h := &heldRaft{entries: make(chan *heldEntry, 8)}
+	b := startBatcher(h, groupWaitMax, time.Now)
+	defer b.close()
+	b.timeout = 50 * time.Millisecond
+	type result struct {
+		resp *raftfsm.Response
+		err  error
+	}
+	submit := func(send string) result {
+		cmd := raftfsm.Encode(&raftfsm.CloseSend{Tenant: "t", Send: send})
+		return answerWithin(t, 5*time.Second, func() result {
+			r, err := b.submit(cmd)
+			return result{r, err}
+		})
+	}
+	if r := submit("stuck"); !errors.Is(r.err, errApplyTimeout) {
+		t.Fatalf("stuck command answered %v, %v; want errApplyTimeout", r.resp, r.err)
+	}
+	// Queued behind the stuck entry: it times out as well.
+	if r := submit("queued"); !errors.Is(r.err, errApplyTimeout) {
+		t.Fatalf("queued command answered %v, %v; want errApplyTimeout", r.resp, r.err)
+	}
+	b.timeout = 5 * time.Second
+	(<-h.entries).release() // "stuck" comes back at last
+	(<-h.entries).release() // so does "queued"
+	go func() { (<-h.entries).release() }()
+	next := raftfsm.Encode(&raftfsm.CloseSend{Tenant: "t", Send: "next"})
+	r := submit("next")
+	if r.err != nil || r.resp.Value != string(next) {
+		t.Fatalf("next command answered %v, %v; want its own answer", r.resp, r.err)
+	}
+}
+
+// stuckFuture never resolves, like the future of an entry the state
+// machine cannot apply.
+type stuckFuture struct{}
+
+func (stuckFuture) Error() error          { select {} }
+func (stuckFuture) Index() uint64         { return 0 }
+func (stuckFuture) Response() interface{} { return nil }
+
+// TestWaitGivesUpAtDeadline: a command sent on its own (imports, chunked
+// allocations) is answered 503 unavailable at its deadline.
+func TestWaitGivesUpAtDeadline(t *testing.T) {
+	s := &Server{}
+	e := answerWithin(t, 5*time.Second, func() *apiError {
+		_, e := s.wait(pendingApply{f: stuckFuture{}, deadline: time.Now().Add(50 * time.Millisecond)})
+		return e
+	})
+	if e == nil || e.status != fasthttp.StatusServiceUnavailable || e.code != "unavailable" {
+		t.Fatalf("stuck command answered %v, want 503 unavailable", e)
+	}
+}
+
+// TestRaftErrorsAreUnavailable: every error of Raft itself leaves the
+// outcome unknown, including the log store's (a full disk); it is 503
+// unavailable, never 500.
+func TestRaftErrorsAreUnavailable(t *testing.T) {
+	f := func(err error) {
+		t.Helper()
+		_, e := outcome(nil, err)
+		if e == nil || e.status != fasthttp.StatusServiceUnavailable || e.code != "unavailable" {
+			t.Fatalf("%v: answered %v, want 503 unavailable", err, e)
+		}
+	}
+	f(&os.PathError{Op: "write", Path: "data/raft.db", Err: syscall.ENOSPC})
+	f(errors.New("some error of a log store"))
+	f(raft.ErrLeadershipLost)
+	f(raft.ErrEnqueueTimeout)
+	f(errApplyTimeout)
+}
