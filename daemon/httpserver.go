@@ -76,20 +76,33 @@ func (l *httpListener) Accept() (net.Conn, error) {
 // well as by the deadline fasthttp sets (the header timeout, then none
 // for the body, the idle timeout between requests): a body that stalls
 // fails its read, a body that keeps moving may take any time.
+//
+// Moving a socket's deadline costs a lock and a timer update in the
+// runtime, and fasthttp moves it several times a request; so the deadline
+// on the socket is set when a Read needs it, and only moved when it is off
+// by more than 1/deadlineSlack of the body timeout.
 type httpConn struct {
 	net.Conn
 	body     time.Duration
 	deadline atomic.Int64 // UnixNano of the deadline fasthttp set; 0: none
+	applied  atomic.Int64 // UnixNano of the deadline on the socket; 0: none
 	idle     atomic.Bool  // between requests: only the idle timeout applies
 }
 
+// deadlineSlack divides the body timeout into how far the socket's
+// deadline may be from the one wanted.
+const deadlineSlack = 16
+
+// SetReadDeadline keeps the deadline for the next Read, which puts it on
+// the socket: fasthttp sets deadlines only from the goroutine that reads
+// the connection, between reads, never to interrupt one.
 func (c *httpConn) SetReadDeadline(t time.Time) error {
 	var ns int64
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
 	c.deadline.Store(ns)
-	return c.Conn.SetReadDeadline(t)
+	return nil
 }
 
 func (c *httpConn) SetDeadline(t time.Time) error {
@@ -106,14 +119,30 @@ func (c *httpConn) Read(p []byte) (int, error) {
 			d = stall
 		}
 	}
-	t := time.Time{}
-	if d != 0 {
-		t = time.Unix(0, d)
-	}
-	if err := c.Conn.SetReadDeadline(t); err != nil {
+	if err := c.apply(d); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
+}
+
+// apply puts the deadline want (UnixNano, 0: none) on the socket, unless
+// the one there is within the slack of it.
+func (c *httpConn) apply(want int64) error {
+	have := c.applied.Load()
+	if have == want {
+		return nil
+	}
+	if have != 0 && want != 0 {
+		if diff := want - have; diff >= -int64(c.body)/deadlineSlack && diff <= int64(c.body)/deadlineSlack {
+			return nil
+		}
+	}
+	c.applied.Store(want)
+	t := time.Time{}
+	if want != 0 {
+		t = time.Unix(0, want)
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // trackIdle is fasthttp's ConnState hook: it tells httpConn when a
