@@ -140,18 +140,12 @@ func (f *FSM) RestoreFrom(sr *SnapshotReader) error {
 	f.restoring.Store(true)
 	var snapIndex [8]byte
 	binary.BigEndian.PutUint64(snapIndex[:], sr.Applied)
-	b := f.db.NewBatch()
-	err := b.DeleteRange([]byte{0}, []byte{0xff, 0xff}, nil)
-	if err == nil {
-		err = b.Set(keyRestoring, snapIndex[:], nil)
-	}
-	if err == nil {
-		err = b.Commit(pebble.NoSync)
-	}
-	b.Close()
-	if err == nil {
-		err = f.db.Flush()
-	}
+	err := f.writeFlushed(func(b *pebble.Batch) error {
+		if err := b.DeleteRange([]byte{0}, []byte{0xff, 0xff}, nil); err != nil {
+			return err
+		}
+		return b.Set(keyRestoring, snapIndex[:], nil)
+	})
 	if err != nil {
 		return fmt.Errorf("cannot clear state before restore: %w", err)
 	}
@@ -163,21 +157,15 @@ func (f *FSM) RestoreFrom(sr *SnapshotReader) error {
 		return fmt.Errorf("cannot restore snapshot: its header says index %d, its state %d: %w",
 			sr.Applied, binary.BigEndian.Uint64(applied), errCorruptSnapshot)
 	}
-	b = f.db.NewBatch()
-	if applied != nil {
-		err = b.Set(keyApplied, applied, nil)
-	}
-	if err == nil {
-		err = b.Delete(keyRestoring, nil)
-	}
-	if err == nil {
-		err = b.Commit(pebble.NoSync)
-	}
-	b.Close()
 	// The restored state must be durable before Raft trusts it.
-	if err == nil {
-		err = f.db.Flush()
-	}
+	err = f.writeFlushed(func(b *pebble.Batch) error {
+		if applied != nil {
+			if err := b.Set(keyApplied, applied, nil); err != nil {
+				return err
+			}
+		}
+		return b.Delete(keyRestoring, nil)
+	})
 	if err != nil {
 		return fmt.Errorf("cannot finish restore: %w", err)
 	}
@@ -186,6 +174,21 @@ func (f *FSM) RestoreFrom(sr *SnapshotReader) error {
 	}
 	f.restoring.Store(false)
 	return nil
+}
+
+// writeFlushed commits what fill puts in one batch, then flushes Pebble:
+// without a WAL only a flush makes a write durable.
+func (f *FSM) writeFlushed(fill func(b *pebble.Batch) error) error {
+	b := f.db.NewBatch()
+	err := fill(b)
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	b.Close()
+	if err == nil {
+		err = f.db.Flush()
+	}
+	return err
 }
 
 // restoreBatchBytes is the size of the batches a restore commits: bounded
