@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -273,6 +274,17 @@ func appendField(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
+// expectedCodes estimates the codes of a body of length bytes (-1 when
+// unknown) from its first chunk, whose codes each take about as many
+// bytes in the CSV as in the block (a length byte for the line's end).
+func expectedCodes(length int, first raftfsm.CodeBlock) uint32 {
+	if length <= 0 || len(first) == 0 {
+		return 0
+	}
+	est := float64(length) * float64(first.Count()) / float64(len(first))
+	return uint32(min(est, math.MaxUint32))
+}
+
 // Streaming reports whether this node is streaming the upload right now.
 func (s *Server) Streaming(id raftfsm.UploadID) bool {
 	_, ok := s.uploads.Load(id)
@@ -322,7 +334,14 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	var chunks uint32
 	block := make(raftfsm.CodeBlock, 0, importChunkBytes)
 	send := func() {
-		cmd := raftfsm.Encode(&raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at})
+		c := &raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at}
+		if create != nil && create.Dedupe {
+			c.NewList = true
+			if chunks == 0 {
+				c.Expect = expectedCodes(ctx.Request.Header.ContentLength(), block)
+			}
+		}
+		cmd := raftfsm.Encode(c)
 		chunks++
 		block = block[:0]
 		if e := s.writable(); e != nil {

@@ -155,3 +155,24 @@ func BenchmarkAddManyScale(b *testing.B) {
 		})
 	}
 }
+
+// TestPutReplacesAList: a list filled before it is registered (raftfsm's
+// staged pool of a new list) takes the place of the empty one under its id.
+func TestPutReplacesAList(t *testing.T) {
+	ps := New()
+	ps.Create(3, true)
+	l := NewList(true)
+	for _, c := range []string{"A", "B", "A"} {
+		l.Add([]byte(c))
+	}
+	ps.Put(3, l)
+	if got := ps.Get(3); got != l || got.Len() != 2 {
+		t.Fatalf("Get(3) after Put: %p with %d codes, want %p with 2", got, got.Len(), l)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Put of an unknown id did not panic")
+		}
+	}()
+	ps.Put(4, NewList(true))
+}

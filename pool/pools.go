@@ -63,6 +63,26 @@ func (p *Pools) Create(id uint64, dedupe bool) *List {
 	return l
 }
 
+// NewList returns an empty list registered nowhere: a writer may fill it
+// before it registers it with Put.
+func NewList(dedupe bool) *List { return newList(dedupe) }
+
+// Put registers l under id in place of the list there, which must exist;
+// readers switch to l at once. Writer only.
+func (p *Pools) Put(id uint64, l *List) {
+	s := &p.shards[shardOf(id)]
+	old := s.Load()
+	if old == nil || (*old)[id] == nil {
+		panic("BUG: pool: Put of unknown list " + strconv.FormatUint(id, 10))
+	}
+	n := make(map[uint64]*List, len(*old))
+	for k, v := range *old {
+		n[k] = v
+	}
+	n[id] = l
+	s.Store(&n)
+}
+
 // Delete removes the list with the given id (no-op when absent). Readers that
 // already hold the *List may keep using it. Writer only.
 func (p *Pools) Delete(id uint64) {

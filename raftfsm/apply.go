@@ -485,6 +485,7 @@ func (a *applier) importChunk(c *ImportChunk) error {
 		return nil // a late duplicate of a chunk of a finished upload
 	}
 	a.set(stagedKey(c.Upload, c.Chunk), c.Codes)
+	a.stageInPool(c, !ok)
 	return nil
 }
 
@@ -551,28 +552,15 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 		return ImportResult{}, err
 	}
 
-	// One rehash of the index up front instead of one at each doubling on
-	// the way: the commit holds up every other write of the node.
-	p.GrowIndex(int(codes))
 	res := ImportResult{List: l.ID}
-	var batch [][]byte // the codes of one chunk, valid while its callback runs
-	err = a.f.eachStagedChunk(a.b, c.Upload, func(_ uint32, b CodeBlock) error {
-		batch = batch[:0]
-		b.Each(func(code []byte) { batch = append(batch, code) })
-		p.AddMany(batch, func(_ int, _ uint32, added bool, err error) {
-			if err != nil {
-				panic(fmt.Sprintf("BUG: add after capacity check: %v", err))
-			}
-			if added {
-				res.Imported++
-			} else {
-				res.Duplicates++
-			}
-		})
-		return nil
-	})
-	if err != nil {
-		panic(fmt.Sprintf("cannot read staged chunks: %v", err))
+	if sp := a.takeStagedPool(c.Upload, chunks); sp != nil && p.Len() == 0 && p.Dedupe() {
+		// The same codes in the same order into an empty list: the pool
+		// the chunks built is what the adds below would build.
+		a.f.pools.Put(l.ID, sp.list)
+		p = sp.list
+		res.Imported, res.Duplicates = sp.imported, sp.duplicates
+	} else {
+		a.addStaged(c.Upload, p, codes, &res)
 	}
 	a.f.stats.codesImported.Add(uint64(res.Imported))
 	if res.Imported >= bigImport {
@@ -600,6 +588,34 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	return res, nil
 }
 
+// addStaged adds the upload's staged codes (codes of them) to p in chunk
+// order, counting them into res.
+func (a *applier) addStaged(upload UploadID, p *pool.List, codes uint64, res *ImportResult) {
+	// One rehash of the index up front instead of one at each doubling on
+	// the way: the commit holds up every other write of the node.
+	p.GrowIndex(int(codes))
+	err := a.f.eachStagedChunk(a.b, upload, func(_ uint32, b CodeBlock) error {
+		batch := a.f.stagedCodes[:0] // the codes of one chunk, valid while its callback runs
+		b.Each(func(code []byte) { batch = append(batch, code) })
+		p.AddMany(batch, func(_ int, _ uint32, added bool, err error) {
+			if err != nil {
+				panic(fmt.Sprintf("BUG: add after capacity check: %v", err))
+			}
+			if added {
+				res.Imported++
+			} else {
+				res.Duplicates++
+			}
+		})
+		clear(batch)
+		a.f.stagedCodes = batch[:0]
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("cannot read staged chunks: %v", err))
+	}
+}
+
 func (a *applier) importAbort(id UploadID) error {
 	u, ok := a.upload(id)
 	if !ok {
@@ -613,6 +629,7 @@ func (a *applier) importAbort(id UploadID) error {
 }
 
 func (a *applier) dropUpload(id UploadID) {
+	delete(a.f.staged, id)
 	a.delPrefix(append([]byte{prefixStaged}, id[:]...))
 	a.del(uploadKey(id))
 }

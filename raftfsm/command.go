@@ -36,7 +36,7 @@ type versioned interface {
 
 // maxVersion is the newest body version of a command type.
 func maxVersion(t CmdType) byte {
-	if t == CmdImportCommit {
+	if t == CmdImportCommit || t == CmdImportChunk {
 		return 2
 	}
 	return bodyVersion
@@ -278,21 +278,52 @@ type ImportChunk struct {
 	Chunk  uint32 // 0, 1, 2, ... in upload order
 	Codes  CodeBlock
 	At     int64
+	// NewList says the upload is meant for a list it creates: the state
+	// machine then adds its codes to a pool of their own as the chunks
+	// come (staged.go), and the commit only registers that pool, instead
+	// of adding millions of codes in one apply that every write waits for.
+	NewList bool
+	// Expect, with NewList on the first chunk, is the leader's estimate of
+	// the upload's codes (from Content-Length), so that the pool's index is
+	// sized once rather than rehashed, in one chunk's apply, at each
+	// doubling on the way; 0: unknown. It changes no outcome.
+	Expect uint32
 }
 
 func (*ImportChunk) Type() CmdType { return CmdImportChunk }
+
+// version 2 carries NewList and Expect, and only when NewList is set: a chunk without it is
+// written as version 1, byte for byte what older releases wrote.
+func (c *ImportChunk) version() byte {
+	if c.NewList {
+		return 2
+	}
+	return 1
+}
+
 func (c *ImportChunk) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = append(b, c.Upload[:]...)
 	b = binary.AppendUvarint(b, uint64(c.Chunk))
 	b = appendVarint(b, c.At)
-	return appendBytes(b, c.Codes)
+	b = appendBytes(b, c.Codes)
+	if c.NewList {
+		b = appendBool(b, true)
+		b = binary.AppendUvarint(b, uint64(c.Expect))
+	}
+	return b
 }
 func (c *ImportChunk) decodeBody(d *decoder) {
 	c.Tenant = d.string()
 	copy(c.Upload[:], d.fixed(16))
 	c.Chunk, c.At = d.uint32(), d.varint()
 	c.Codes = CodeBlock(d.bytes())
+	if d.version >= 2 {
+		c.NewList, c.Expect = d.bool(), d.uint32()
+		if d.err == nil && !c.NewList {
+			d.fail() // version 1 is the one encoding of a chunk without it
+		}
+	}
 	if d.err == nil && !c.Codes.valid() {
 		d.err = errCorrupt
 	}

@@ -76,6 +76,10 @@ type FSM struct {
 
 	// Writer-only scratch of allocation, reused across applies.
 	scratch allocScratch
+	// Writer only: the pools uploads for new lists build as their chunks
+	// come (staged.go), and the codes of one chunk while it is added.
+	staged      map[UploadID]*stagedPool
+	stagedCodes [][]byte
 
 	// early, once set, says for each batch entry whether this node waits
 	// for its commands (SetEarlyAnswers).
@@ -179,7 +183,7 @@ func (f *FSM) load() error {
 		f.tenants, f.tokens, f.tokenIDs, f.lists, f.pools = tenants, tokens, tokenIDs, lists, pools
 		f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = messages, sends, chunked[string]{}, takeLog, hist
 		f.nodes, f.clusterKey, f.alerts, f.alertSeq = map[string]*NodeInfo{}, nil, nil, 0
-		f.scratch = allocScratch{}
+		f.scratch, f.staged = allocScratch{}, nil
 		f.mu.Unlock()
 		f.applied.Store(0)
 		return nil
@@ -310,6 +314,7 @@ func (f *FSM) load() error {
 	f.nodes, f.clusterKey = nodes, clusterKey
 	f.alerts, f.alertSeq = alerts, alertSeq
 	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
+	f.staged = nil             // staged pools of uploads of the old state, too
 	f.mu.Unlock()
 	f.applied.Store(applied)
 	if len(alerts) > 0 {

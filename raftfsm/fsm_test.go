@@ -117,6 +117,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		&UpdateList{Tenant: "acme", ID: 3, SetName: true, Name: "y", SetThreshold: true, Threshold: 0},
 		&DeleteList{Tenant: "acme", ID: 3},
 		&ImportChunk{Tenant: "acme", Upload: UploadID{9}, Chunk: 4, Codes: block("A", "BB", "é"), At: 1},
+		&ImportChunk{Tenant: "acme", Upload: UploadID{9}, Chunk: 0, Codes: block("A"), At: 1, NewList: true, Expect: 5_000_000},
 		&ImportCommit{Tenant: "acme", Upload: UploadID{9}, Chunks: 5, List: 3, At: 2},
 		&ImportCommit{Tenant: "acme", Upload: UploadID{9}, Chunks: 5, List: 3, At: 2,
 			Create: &CreateList{Tenant: "acme", ID: 3, Name: "z", Dedupe: false}},
