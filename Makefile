@@ -53,7 +53,8 @@ check: deps
 
 # Micro-benchmarks (BenchmarkLedger10M builds 10M assignments: disk bytes
 # per assignment and history lookup latency), then every scenario against
-# a fresh node. Compare with ../shared/anchors/run-redis.sh run back to back.
+# a fresh node. Compare with a peer run back to back on the same machine
+# (bench/README.md, "Comparing with peers").
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./raftfsm
 	$(GO) test -run '^$$' -bench . -benchmem ./pool ./httpapi/codecsv
