@@ -27,41 +27,27 @@ const (
 type limitedLog struct {
 	log zerolog.Logger
 	mu  sync.Mutex
-	by  map[string]*logCount
-}
-
-type logCount struct {
-	start      time.Time
-	lines      int
-	suppressed int
+	by  map[string]*logLimiter
 }
 
 func newLimitedLog(log zerolog.Logger) *limitedLog {
-	return &limitedLog{log: log, by: map[string]*logCount{}}
+	return &limitedLog{log: log, by: map[string]*logLimiter{}}
 }
 
 // warn writes one warn line of the kind unless the kind used its lines of
 // this window; emit adds the fields and sends the event.
 func (l *limitedLog) warn(kind string, emit func(ev *zerolog.Event)) {
 	l.mu.Lock()
-	c := l.by[kind]
-	now := time.Now()
-	if c == nil {
-		c = &logCount{start: now}
-		l.by[kind] = c
+	lim := l.by[kind]
+	if lim == nil {
+		lim = &logLimiter{burst: logBurst, window: logWindow}
+		l.by[kind] = lim
 	}
-	if now.Sub(c.start) >= logWindow {
-		c.start, c.lines = now, 0
-	}
-	if c.lines >= logBurst {
-		c.suppressed++
-		l.mu.Unlock()
+	l.mu.Unlock()
+	ok, suppressed := lim.allow()
+	if !ok {
 		return
 	}
-	c.lines++
-	suppressed := c.suppressed
-	c.suppressed = 0
-	l.mu.Unlock()
 	ev := l.log.Warn()
 	if suppressed > 0 {
 		ev.Int("suppressed", suppressed)
@@ -74,10 +60,9 @@ func (l *limitedLog) warn(kind string, emit func(ev *zerolog.Event)) {
 func (l *limitedLog) flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for kind, c := range l.by {
-		if c.suppressed > 0 {
-			l.log.Warn().Int("suppressed", c.suppressed).Str("kind", kind).Msg("lines of this kind were suppressed")
-			c.suppressed = 0
+	for kind, lim := range l.by {
+		if n := lim.takeSuppressed(); n > 0 {
+			l.log.Warn().Int("suppressed", n).Str("kind", kind).Msg("lines of this kind were suppressed")
 		}
 	}
 }

@@ -79,7 +79,7 @@ type pebbleLogger struct {
 }
 
 func newPebbleLogger(log zerolog.Logger) pebbleLogger {
-	return pebbleLogger{log: log, errors: &logLimiter{every: storeLogEvery}}
+	return pebbleLogger{log: log, errors: &logLimiter{window: storeLogEvery}}
 }
 
 func (p pebbleLogger) Infof(format string, args ...interface{}) {

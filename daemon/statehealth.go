@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,8 +59,8 @@ type stateHealth struct {
 }
 
 func newStateHealth(log zerolog.Logger) *stateHealth {
-	return &stateHealth{log: log, bgLog: logLimiter{every: storeLogEvery},
-		stallLog: logLimiter{every: storeLogEvery}, spaceLog: logLimiter{every: storeLogEvery}}
+	return &stateHealth{log: log, bgLog: logLimiter{window: storeLogEvery},
+		stallLog: logLimiter{window: storeLogEvery}, spaceLog: logLimiter{window: storeLogEvery}}
 }
 
 // Err reports why the state cannot be written now, nil when it can.
@@ -115,27 +114,4 @@ func (h *stateHealth) backgroundError(err error) {
 	if ok, n := h.bgLog.allow(); ok {
 		h.log.Error().Err(err).Int("suppressed", n).Msg("state background error")
 	}
-}
-
-// logLimiter lets one log line through per period and counts the others.
-type logLimiter struct {
-	every      time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether a line may be logged now and, if so, how many
-// were left out since the last one.
-func (l *logLimiter) allow() (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < l.every {
-		l.suppressed++
-		return false, 0
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	return true, n
 }

@@ -107,7 +107,7 @@ func TestStateHealthFollowsFlushes(t *testing.T) {
 
 // TestLogLimiter: one line per period, the others counted in the next.
 func TestLogLimiter(t *testing.T) {
-	l := logLimiter{every: time.Hour}
+	l := logLimiter{window: time.Hour}
 	if ok, n := l.allow(); !ok || n != 0 {
 		t.Fatalf("first line: %v, %d", ok, n)
 	}
@@ -116,7 +116,7 @@ func TestLogLimiter(t *testing.T) {
 			t.Fatal("a second line within the period")
 		}
 	}
-	l.last = l.last.Add(-time.Hour)
+	l.start = l.start.Add(-time.Hour)
 	if ok, n := l.allow(); !ok || n != 3 {
 		t.Fatalf("line after the period: %v, %d suppressed; want true, 3", ok, n)
 	}
