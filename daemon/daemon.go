@@ -26,6 +26,7 @@ import (
 
 	"github.com/coupond/coupond/httpapi"
 	"github.com/coupond/coupond/raftfsm"
+	"github.com/coupond/coupond/raftfsm/propose"
 )
 
 // Files and folders inside the data folder. Renaming one breaks existing data folders.
@@ -59,6 +60,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	peerTLS   *tls.Config
 	raft      *raft.Raft
+	prop      *propose.Proposer // every write of the node goes through it
 	api       *httpapi.Server
 	metrics   *httpapi.Metrics // made before Raft, which applies entries from its start
 	http      *fasthttp.Server
@@ -284,6 +286,7 @@ func (n *Node) startRaft() (bool, error) {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}
 	n.raft = r
+	n.prop = propose.New(r, n.fsm, propose.Config{StateErr: n.health.Err, Log: n.log.With().Str("component", "propose").Logger()})
 	if fresh && cfg.Join == "" {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
 		if err := f.Error(); err != nil {
@@ -399,8 +402,7 @@ func (n *Node) serveHTTP() error {
 	n.api = httpapi.New(httpapi.Config{
 		NodeID: n.cfg.NodeID, HTTPAddr: n.advertisedHTTPAddr(), MaxBody: n.cfg.MaxBody,
 		Log: n.log.With().Str("component", "http").Logger(), PeerTLS: n.peerTLS, Metrics: n.metrics,
-		StateErr: n.health.Err,
-	}, n.raft, n.fsm)
+	}, n.prop, n.fsm)
 	logs := newLimitedLog(n.log.With().Str("component", "fasthttp").Logger())
 	n.httpLogs = logs
 	conns := n.cfg.HTTPMaxConns
@@ -478,8 +480,10 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("cannot stop HTTP: %w", err))
 		}
 		cancel()
-		n.api.Close()
 		n.httpLogs.flush()
+	}
+	if n.prop != nil {
+		n.prop.Close()
 	}
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
@@ -593,21 +597,9 @@ func (n *Node) onLeadership() {
 			n.log.Warn().Err(err).Msg("leader duties not done")
 		}
 		alerts.start(n.webhook)
-		ids, err := n.fsm.PendingUploads()
-		if err != nil {
-			n.log.Error().Err(err).Msg("cannot list pending uploads")
-			return
-		}
-		dropped := 0
-		for _, id := range ids {
-			if n.api.Streaming(id) {
-				continue
-			}
-			f := n.raft.Apply(raftfsm.Encode(&raftfsm.ImportAbort{Upload: id}), 10*time.Second)
-			if n.await(f) != nil {
-				return
-			}
-			dropped++
+		dropped, err := n.prop.AbortAbandonedUploads(n.done)
+		if err != nil && !errors.Is(err, propose.ErrStopped) {
+			n.log.Warn().Err(err).Msg("cannot drop the staged chunks of abandoned uploads")
 		}
 		if dropped > 0 {
 			n.log.Info().Int("uploads", dropped).Msg("dropped staged chunks of abandoned uploads")

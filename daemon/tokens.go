@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,16 +61,7 @@ func (n *Node) ensureBootstrapTokens(fresh bool) error {
 
 // applyOnce applies a command the daemon itself issues, where "it exists
 // already" means an earlier run or leader did it: that is success.
-func (n *Node) applyOnce(c raftfsm.Command) error {
-	f := n.raft.Apply(raftfsm.Encode(c), 10*time.Second)
-	if err := n.await(f); err != nil {
-		return err
-	}
-	if resp := f.Response().(*raftfsm.Response); resp.Err != nil && !errors.Is(resp.Err, raftfsm.ErrExists) {
-		return resp.Err
-	}
-	return nil
-}
+func (n *Node) applyOnce(c raftfsm.Command) error { return n.prop.ApplyOnce(c, n.done) }
 
 func exists(path string) bool {
 	_, err := os.Stat(path)

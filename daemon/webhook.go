@@ -46,7 +46,6 @@ const (
 	webhookRescan          = 5 * time.Second // the outbox is read again at least this often
 	webhookParallel        = 4               // deliveries in flight at once
 	webhookAnswerLimit     = 4 << 10         // bytes of an answer read (and logged in part)
-	webhookAckTimeout      = 10 * time.Second
 )
 
 // alertPayload is the JSON body of a delivery.
@@ -324,13 +323,4 @@ func (d *alertDelivery) stop() {
 }
 
 // ackAlerts proposes an AckAlerts entry and waits until it is applied.
-func (n *Node) ackAlerts(ids []uint64) error {
-	f := n.raft.Apply(raftfsm.Encode(&raftfsm.AckAlerts{IDs: append([]uint64(nil), ids...)}), webhookAckTimeout)
-	if err := n.await(f); err != nil {
-		return err
-	}
-	if resp := f.Response().(*raftfsm.Response); resp.Err != nil {
-		return resp.Err
-	}
-	return nil
-}
+func (n *Node) ackAlerts(ids []uint64) error { return n.prop.AckAlerts(ids, n.done) }

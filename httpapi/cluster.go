@@ -2,11 +2,9 @@ package httpapi
 
 import (
 	"net"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -28,23 +26,23 @@ type nodeJSON struct {
 // ("ready" when this node knows no leader to tell which), "catching_up"
 // when it answers not ready, "unreachable" otherwise.
 func (s *Server) getCluster(r *request) *apiError {
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	servers, err := s.prop.Members()
+	if err != nil {
 		return fromApply(err)
 	}
-	_, leader := s.raft.LeaderWithID()
-	servers := f.Configuration().Servers
+	leader := s.prop.Leader()
+	st := s.prop.Status()
 	nodes := make([]nodeJSON, len(servers))
 	var wg sync.WaitGroup
 	for i, srv := range servers {
-		n := nodeJSON{ID: string(srv.ID), RaftAddr: string(srv.Address), Suffrage: strings.ToLower(srv.Suffrage.String())}
-		if info, ok := s.fsm.Node(n.ID); ok {
+		n := nodeJSON{ID: srv.ID, RaftAddr: srv.RaftAddr, Suffrage: srv.Suffrage}
+		if info, ok := s.state.Node(n.ID); ok {
 			n.HTTPAddr = info.HTTPAddr
 		}
 		switch {
 		case n.ID == s.cfg.NodeID:
 			n.HTTPAddr = s.cfg.HTTPAddr
-			n.State = strings.ToLower(s.raft.State().String())
+			n.State = st.State
 		case n.HTTPAddr == "":
 			n.State = "unknown"
 		}
@@ -63,11 +61,11 @@ func (s *Server) getCluster(r *request) *apiError {
 	wg.Wait()
 	var leaderID any
 	if leader != "" {
-		leaderID = string(leader)
+		leaderID = leader
 	}
 	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{
-		"leader": leaderID, "nodes": nodes, "term": s.raft.CurrentTerm(),
-		"commit_index": s.raft.CommitIndex(), "applied_index": s.raft.AppliedIndex(),
+		"leader": leaderID, "nodes": nodes, "term": st.Term,
+		"commit_index": st.CommitIndex, "applied_index": st.AppliedIndex,
 	})
 	return nil
 }
@@ -94,9 +92,9 @@ func (s *Server) probe(addr string, leader bool) string {
 // taken at, for comparing replicas; it retries while entries are applied.
 func (s *Server) getDigest(r *request) *apiError {
 	for range 10 {
-		before := s.fsm.AppliedIndex()
-		d := s.fsm.Digest()
-		if s.fsm.AppliedIndex() == before {
+		before := s.state.AppliedIndex()
+		d := s.state.Digest()
+		if s.state.AppliedIndex() == before {
 			writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"node": s.cfg.NodeID, "applied_index": before, "digest": d})
 			return nil
 		}
@@ -137,20 +135,20 @@ func (s *Server) addNode(r *request) *apiError {
 		return e
 	}
 	node := raftfsm.NodeInfo{ID: *in.ID, RaftAddr: *in.RaftAddr, HTTPAddr: *in.HTTPAddr}
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	members, err := s.prop.Members()
+	if err != nil {
 		return fromApply(err)
 	}
 	existing := false
-	for _, srv := range f.Configuration().Servers {
+	for _, srv := range members {
 		switch {
-		case string(srv.ID) == node.ID:
-			existing = string(srv.Address) == node.RaftAddr && srv.Suffrage == raft.Voter
-		case string(srv.Address) == node.RaftAddr:
+		case srv.ID == node.ID:
+			existing = srv.RaftAddr == node.RaftAddr && srv.Voter
+		case srv.RaftAddr == node.RaftAddr:
 			return newError(fasthttp.StatusConflict, "address_in_use", "another node has this raft_addr")
 		}
 	}
-	known, _ := s.fsm.Node(node.ID)
+	known, _ := s.state.Node(node.ID)
 	if existing && known == node {
 		writeJSON(r.ctx, fasthttp.StatusOK, toNodeInfoJSON(node))
 		return nil
@@ -159,16 +157,9 @@ func (s *Server) addNode(r *request) *apiError {
 		return newError(fasthttp.StatusUnprocessableEntity, "node_unreachable",
 			"the node does not answer on http_addr; start it first (with --join, it asks to be added itself)")
 	}
-	// The directory first: once a voter, the node may be elected, and the
-	// others must know where to forward to.
-	if _, e := s.apply(&raftfsm.SetNode{Node: node}); e != nil {
-		return e
+	if err := s.prop.AddVoter(node); err != nil {
+		return fromApply(err)
 	}
-	deadline := time.Now().Add(applyTimeout)
-	if err := await(s.raft.AddVoter(raft.ServerID(node.ID), raft.ServerAddress(node.RaftAddr), 0, applyTimeout), deadline); err != nil {
-		return fromRaft(err)
-	}
-	s.log.Info().Str("node", node.ID).Str("raft_addr", node.RaftAddr).Str("http_addr", node.HTTPAddr).Msg("node added")
 	status := fasthttp.StatusCreated
 	if existing {
 		status = fasthttp.StatusOK
@@ -185,16 +176,16 @@ func toNodeInfoJSON(n raftfsm.NodeInfo) map[string]string {
 // itself makes it step down once the change is committed.
 func (s *Server) removeNode(r *request) *apiError {
 	id := r.seg[3]
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	members, err := s.prop.Members()
+	if err != nil {
 		return fromApply(err)
 	}
 	member, otherVoters := false, 0
-	for _, srv := range f.Configuration().Servers {
+	for _, srv := range members {
 		switch {
-		case string(srv.ID) == id:
+		case srv.ID == id:
 			member = true
-		case srv.Suffrage == raft.Voter:
+		case srv.Voter:
 			otherVoters++
 		}
 	}
@@ -207,16 +198,9 @@ func (s *Server) removeNode(r *request) *apiError {
 		return newError(fasthttp.StatusConflict, "last_voter",
 			"node "+id+" is the last voter of the cluster; removing it would leave no node to lead (add another node first)")
 	}
-	deadline := time.Now().Add(applyTimeout)
-	if err := await(s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout), deadline); err != nil {
-		return fromRaft(err)
+	if err := s.prop.RemoveMember(id); err != nil {
+		return fromApply(err)
 	}
-	// A stale directory entry of a removed node is harmless (it can never
-	// lead again), so a failure here does not undo the removal.
-	if _, e := s.apply(&raftfsm.RemoveNode{ID: id}); e != nil && e.status != fasthttp.StatusNotFound {
-		s.log.Warn().Str("node", id).Str("error", e.message).Msg("node removed; its directory entry stays")
-	}
-	s.log.Info().Str("node", id).Msg("node removed")
 	r.ctx.SetStatusCode(fasthttp.StatusNoContent)
 	return nil
 }

@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
+	"github.com/coupond/coupond/raftfsm/propose"
 )
 
 // apiError is an error answer: {"error": {"code", "message", ...details}}.
@@ -49,9 +49,6 @@ var (
 	errStateNotReady = newError(fasthttp.StatusServiceUnavailable, "not_ready", "this node cannot write its state right now (is its disk full?)")
 )
 
-// errApplyTimeout: a command's outcome did not come within applyTimeout.
-var errApplyTimeout = errors.New("cannot learn the outcome of the write in time")
-
 // HandleParseError answers a request that fasthttp could not parse, in the
 // API's error shape (fasthttp's ErrorHandler).
 func HandleParseError(ctx *fasthttp.RequestCtx, err error) {
@@ -70,15 +67,30 @@ func unavailable(message string) *apiError {
 	return newError(fasthttp.StatusServiceUnavailable, "unavailable", message)
 }
 
-// fromApply maps the errors of a Raft apply and the state machine's domain
-// outcomes to API errors. It is the one place where that mapping lives.
+// fromApply maps the errors of a write (the proposer's and the state
+// machine's domain outcomes) to API errors. It is the one place where that
+// mapping lives. Every error of Raft itself leaves the outcome unknown,
+// including the log store's (a full disk fails the leader's write of its
+// log): 503, and the retry is safe.
 func fromApply(err error) *apiError {
 	var ae *apiError
 	var ins *raftfsm.InsufficientError
 	var elig *raftfsm.EligibilityError
+	var re *propose.RaftError
+	var be *propose.BodyError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &be):
+		return csvError(be.Err)
+	case errors.Is(err, propose.ErrTimeout):
+		return unavailable("the write's outcome is unknown: it did not complete in time; retry")
+	case errors.Is(err, propose.ErrStateUnwritable):
+		return errStateUnwritable
+	case errors.Is(err, propose.ErrUploadInProgress):
+		return newError(fasthttp.StatusConflict, "upload_in_progress", "an upload with this Idempotency-Key is still in progress")
+	case errors.As(err, &re), errors.Is(err, propose.ErrStopped):
+		return unavailable("the cluster could not complete the write; retry")
 	case errors.Is(err, raftfsm.ErrNotFound):
 		return errNotFound
 	case errors.Is(err, raftfsm.ErrCodesReserved):
@@ -110,26 +122,10 @@ func fromApply(err error) *apiError {
 			"the list that the upload under this Idempotency-Key went into was deleted")
 	case errors.Is(err, raftfsm.ErrExists):
 		return newError(fasthttp.StatusConflict, "already_exists", "it exists already")
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrRaftShutdown),
-		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raftfsm.ErrUploadIncomplete):
+	case errors.Is(err, raftfsm.ErrUploadIncomplete):
 		return unavailable("the cluster could not complete the write; retry")
 	}
 	return newError(fasthttp.StatusInternalServerError, "internal", "internal error")
-}
-
-// fromRaft maps an error of Raft itself (a future's, not the state
-// machine's answer). Any of them leaves the outcome unknown, including the
-// log store's own (a full disk fails the leader's write of its log): 503,
-// and the retry is safe.
-func fromRaft(err error) *apiError {
-	if errors.Is(err, errApplyTimeout) {
-		return unavailable("the write's outcome is unknown: it did not complete in time; retry")
-	}
-	if e := fromApply(err); e.status != fasthttp.StatusInternalServerError {
-		return e
-	}
-	return unavailable("the cluster could not complete the write; retry")
 }
 
 func writeError(ctx *fasthttp.RequestCtx, e *apiError) {

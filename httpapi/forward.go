@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -73,7 +72,7 @@ func newForwardClient(cfg Config) *fasthttp.Client {
 // write, and reads asked with ?consistency=strong. The node's own views
 // (cluster state, digest, health) are always local.
 func needsLeader(rt route, ctx *fasthttp.RequestCtx) bool {
-	if rt.roles == nil || rt.name == "cluster.get" || rt.name == "cluster.digest" {
+	if rt.roles == nil || rt.local {
 		return false // no token, or a view of this node itself
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
@@ -107,7 +106,7 @@ func (s *Server) toLeader(ctx *fasthttp.RequestCtx, rt route) (handled, peer boo
 			return false, peer
 		}
 		// Still behind the writes this node forwarded: the leader answers.
-	case s.raft.State() == raft.Leader:
+	case s.prop.IsLeader():
 		if ctx.IsGet() || ctx.IsHead() {
 			if e := s.readBarrier(); e != nil {
 				return fail(e)
@@ -152,7 +151,7 @@ func (s *Server) fromPeer(ctx *fasthttp.RequestCtx) (bool, *apiError) {
 		return false, nil
 	}
 	bad := newError(fasthttp.StatusUnauthorized, "unauthorized", "the forwarding signature is not valid")
-	key, ok := s.fsm.ClusterKey()
+	key, ok := s.state.ClusterKey()
 	if !ok {
 		return true, errNotReady
 	}
@@ -175,12 +174,12 @@ func (s *Server) fromPeer(ctx *fasthttp.RequestCtx) (bool, *apiError) {
 // leader cannot be reached after the request may have reached it, the
 // outcome is unknown: the caller retries, which every write allows.
 func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
-	_, leader := s.raft.LeaderWithID()
-	if leader == "" || string(leader) == s.cfg.NodeID {
+	leader := s.prop.Leader()
+	if leader == "" || leader == s.cfg.NodeID {
 		return errNoLeader
 	}
-	node, ok := s.fsm.Node(string(leader))
-	key, hasKey := s.fsm.ClusterKey()
+	node, ok := s.state.Node(leader)
+	key, hasKey := s.state.ClusterKey()
 	if !ok || node.HTTPAddr == "" || !hasKey {
 		return errNoLeader
 	}
@@ -203,7 +202,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
 		req.SetBodyStream(bodyStream(ctx), ctx.Request.Header.ContentLength())
 	}
 	if err := s.fwd.Do(req, resp); err != nil {
-		s.log.Warn().Str("leader", string(leader)).Err(err).Msg("cannot forward to the leader")
+		s.log.Warn().Str("leader", leader).Err(err).Msg("cannot forward to the leader")
 		if errors.Is(err, fasthttp.ErrDialTimeout) || isDialError(err) {
 			return errNoLeader // nothing reached the leader
 		}
@@ -221,16 +220,11 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx) *apiError {
 	return nil
 }
 
-// readBarrier makes a read on the leader linearizable. A Raft barrier
-// commits in this term only with a quorum, so this node still leads, and
-// it resolves only after the state machine has applied every entry before
-// it. (Raft's AppliedIndex counts entries handed to the state machine, not
-// applied yet, so waiting for it would not do.) Concurrent barriers share
-// one log write.
+// readBarrier makes a read on the leader linearizable
+// (propose.Proposer.ReadBarrier).
 func (s *Server) readBarrier() *apiError {
-	deadline := time.Now().Add(applyTimeout)
-	if err := await(s.raft.Barrier(applyTimeout), deadline); err != nil {
-		return fromRaft(err)
+	if err := s.prop.ReadBarrier(); err != nil {
+		return fromApply(err)
 	}
 	return nil
 }
@@ -239,11 +233,11 @@ func (s *Server) readBarrier() *apiError {
 // write it forwarded so far; false means it is still behind.
 func (s *Server) localReadCurrent() bool {
 	floor := s.readFloor.Load()
-	if s.fsm.AppliedIndex() >= floor {
+	if s.state.AppliedIndex() >= floor {
 		return true
 	}
 	deadline := time.Now().Add(readFloorWait)
-	for s.fsm.AppliedIndex() < floor {
+	for s.state.AppliedIndex() < floor {
 		if time.Now().After(deadline) {
 			return false
 		}

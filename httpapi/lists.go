@@ -8,15 +8,14 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"math"
 	"strconv"
-	"time"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/httpapi/codecsv"
 	"github.com/coupond/coupond/raftfsm"
+	"github.com/coupond/coupond/raftfsm/propose"
 )
 
 type listJSON struct {
@@ -87,7 +86,7 @@ func (s *Server) tenantList(r *request) (*raftfsm.ListView, *apiError) {
 	if !ok {
 		return nil, errNotFound
 	}
-	v, ok := s.fsm.List(r.token.Tenant, id)
+	v, ok := s.state.List(r.token.Tenant, id)
 	if !ok {
 		return nil, errNotFound
 	}
@@ -95,7 +94,7 @@ func (s *Server) tenantList(r *request) (*raftfsm.ListView, *apiError) {
 }
 
 func (s *Server) listLists(r *request) *apiError {
-	views := s.fsm.Lists(r.token.Tenant)
+	views := s.state.Lists(r.token.Tenant)
 	out := make([]listJSON, len(views))
 	for i, v := range views {
 		out[i] = toListJSON(v)
@@ -110,7 +109,7 @@ func (s *Server) getList(r *request) *apiError {
 		return e
 	}
 	out := listDetailJSON{listJSON: toListJSON(v), AssignedMessages: []assignedMessageJSON{}}
-	for _, m := range s.fsm.MessagesOfList(r.token.Tenant, v.ID) {
+	for _, m := range s.state.MessagesOfList(r.token.Tenant, v.ID) {
 		out.AssignedMessages = append(out.AssignedMessages, assignedMessageJSON{ID: m.ID, Name: m.Name,
 			Campaign: m.Campaign, CampaignType: m.CampaignType, CampaignStatus: m.Status})
 	}
@@ -149,7 +148,7 @@ func (s *Server) createList(r *request) *apiError {
 	if _, e := s.apply(c); e != nil {
 		return e
 	}
-	v, ok := s.fsm.List(c.Tenant, c.ID)
+	v, ok := s.state.List(c.Tenant, c.ID)
 	if !ok {
 		return unavailable("the list was created but is not readable yet; read it again")
 	}
@@ -176,7 +175,7 @@ func (s *Server) createAndImport(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	v, ok := s.fsm.List(c.Tenant, res.List)
+	v, ok := s.state.List(c.Tenant, res.List)
 	if !ok {
 		return unavailable("the list was created but is not readable yet; read it again")
 	}
@@ -274,28 +273,31 @@ func appendField(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// expectedCodes estimates the codes of a body of length bytes (-1 when
-// unknown) from its first chunk, whose codes each take about as many
-// bytes in the CSV as in the block (a length byte for the line's end).
-func expectedCodes(length int, first raftfsm.CodeBlock) uint32 {
-	if length <= 0 || len(first) == 0 {
-		return 0
+// importBody reads an import's CSV body for the proposer, and digests
+// the request for a keyed upload.
+type importBody struct {
+	rd     *codecsv.Reader
+	body   io.Reader
+	digest hash.Hash // nil: no Idempotency-Key
+}
+
+func (b *importBody) Next() ([]byte, error) { return b.rd.Next() }
+
+func (b *importBody) Digest() ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	if b.digest == nil {
+		return d, nil
 	}
-	est := float64(length) * float64(first.Count()) / float64(len(first))
-	return uint32(min(est, math.MaxUint32))
+	if _, err := io.Copy(b.digest, b.body); err != nil {
+		return d, err
+	}
+	copy(d[:], b.digest.Sum(nil))
+	return d, nil
 }
 
-// Streaming reports whether this node is streaming the upload right now.
-func (s *Server) Streaming(id raftfsm.UploadID) bool {
-	_, ok := s.uploads.Load(id)
-	return ok
-}
-
-// importCSV streams a CSV body into staged chunks, several in Raft at once,
-// then commits them in one entry. Any failure aborts the upload: nothing of
-// it becomes visible.
+// importCSV streams a CSV body through the proposer's import (staged
+// chunks, then one commit). Any failure leaves nothing of it visible.
 func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool, list uint64, create *raftfsm.CreateList, target importTarget) (raftfsm.ImportResult, *apiError) {
-	start := time.Now()
 	body, e := s.csvBody(ctx)
 	if e != nil {
 		return raftfsm.ImportResult{}, e
@@ -304,126 +306,20 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	if len(key) > maxIdempotencyKey {
 		return raftfsm.ImportResult{}, badRequest(fmt.Sprintf("Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 	}
-	upload := uploadID(ctx, tenant)
-	if _, busy := s.uploads.LoadOrStore(upload, struct{}{}); busy {
-		return raftfsm.ImportResult{}, newError(fasthttp.StatusConflict, "upload_in_progress",
-			"an upload with this Idempotency-Key is still in progress")
-	}
-	defer s.uploads.Delete(upload)
-	at := s.now().UnixNano()
-
-	var digest hash.Hash
+	in := &importBody{body: body}
 	var src io.Reader = body
 	if len(key) > 0 {
-		digest = requestDigest(target, header)
-		src = io.TeeReader(body, digest)
-		if s.fsm.UploadBound(upload) {
-			return s.replayImport(body, digest, &raftfsm.ImportCommit{Tenant: tenant, Upload: upload, List: list, Create: create, At: at})
-		}
+		in.digest = requestDigest(target, header)
+		src = io.TeeReader(body, in.digest)
 	}
-
-	var inflight []pendingApply
-	var failed *apiError
-	waitOldest := func() {
-		f := inflight[0]
-		inflight = inflight[1:]
-		if _, e := s.wait(f); e != nil && failed == nil {
-			failed = e
-		}
+	in.rd = codecsv.NewReader(src, header)
+	imp := propose.Import{Tenant: tenant, Upload: uploadID(ctx, tenant), Keyed: len(key) > 0, List: list, Create: create,
+		BodyLen: ctx.Request.Header.ContentLength(), At: s.now().UnixNano()}
+	res, err := s.prop.Import(imp, in)
+	if err != nil {
+		return raftfsm.ImportResult{}, fromApply(err)
 	}
-	var chunks uint32
-	block := make(raftfsm.CodeBlock, 0, importChunkBytes)
-	send := func() {
-		c := &raftfsm.ImportChunk{Tenant: tenant, Upload: upload, Chunk: chunks, Codes: block, At: at}
-		if create != nil && create.Dedupe {
-			c.NewList = true
-			if chunks == 0 {
-				c.Expect = expectedCodes(ctx.Request.Header.ContentLength(), block)
-			}
-		}
-		cmd := raftfsm.Encode(c)
-		chunks++
-		block = block[:0]
-		if e := s.writable(); e != nil {
-			failed = e
-			return
-		}
-		inflight = append(inflight, s.applyRaw(cmd))
-		for len(inflight) >= importPipeline {
-			waitOldest()
-		}
-	}
-	rd := codecsv.NewReader(src, header)
-	var readErr error
-	for failed == nil {
-		code, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			readErr = err
-			break
-		}
-		if len(block)+1+len(code) > importChunkBytes {
-			send()
-		}
-		block = block.AppendCode(code)
-	}
-	if readErr == nil && failed == nil && len(block) > 0 {
-		send()
-	}
-	for len(inflight) > 0 {
-		waitOldest()
-	}
-	if readErr != nil || failed != nil {
-		if chunks > 0 {
-			// Best effort: a leader change leaves staged chunks that no
-			// commit will ever name; they are invisible either way. After
-			// a 503 (no leader, or a state machine that cannot apply) the
-			// abort would fare no better: the client does not wait for it.
-			abort := func() { s.apply(&raftfsm.ImportAbort{Upload: upload}) }
-			if failed != nil && failed.status == fasthttp.StatusServiceUnavailable {
-				go abort()
-			} else {
-				abort()
-			}
-		}
-		if readErr != nil {
-			return raftfsm.ImportResult{}, csvError(readErr)
-		}
-		return raftfsm.ImportResult{}, failed
-	}
-	staged := time.Since(start)
-	commit := &raftfsm.ImportCommit{Tenant: tenant, Upload: upload, Chunks: chunks, List: list, Create: create, At: at}
-	if digest != nil {
-		copy(commit.Request[:], digest.Sum(nil))
-	}
-	v, e := s.apply(commit)
-	if e != nil {
-		return raftfsm.ImportResult{}, e
-	}
-	res := v.(raftfsm.ImportResult)
-	s.log.Info().Str("list", formatListID(list)).Uint64("imported", res.Imported).
-		Uint64("duplicates", res.Duplicates).Uint64("size", res.Size).Dur("staged", staged).Dur("took", time.Since(start)).Msg("import")
 	return res, nil
-}
-
-// replayImport answers a retry of an upload its key is bound to already:
-// it reads the body only to finish the digest, stages nothing, and lets the
-// commit compare the digest with the bound one (the first answer, or 409).
-func (s *Server) replayImport(body io.Reader, digest hash.Hash, commit *raftfsm.ImportCommit) (raftfsm.ImportResult, *apiError) {
-	if _, err := io.Copy(digest, body); err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			return raftfsm.ImportResult{}, errTooLarge
-		}
-		return raftfsm.ImportResult{}, badRequest("cannot read the request body")
-	}
-	copy(commit.Request[:], digest.Sum(nil))
-	v, e := s.apply(commit)
-	if e != nil {
-		return raftfsm.ImportResult{}, e
-	}
-	return v.(raftfsm.ImportResult), nil
 }
 
 func (s *Server) updateList(r *request) *apiError {
@@ -451,7 +347,7 @@ func (s *Server) updateList(r *request) *apiError {
 	if _, e := s.apply(c); e != nil {
 		return e
 	}
-	v, ok := s.fsm.List(c.Tenant, c.ID)
+	v, ok := s.state.List(c.Tenant, c.ID)
 	if !ok {
 		return errNotFound // deleted in the meantime
 	}
@@ -494,9 +390,9 @@ func (s *Server) withdraw(r *request) *apiError {
 		if err != nil {
 			return csvError(err)
 		}
-		if len(block)+1+len(code) > importChunkBytes {
+		if len(block)+1+len(code) > propose.ImportChunkBytes {
 			return newError(fasthttp.StatusRequestEntityTooLarge, "payload_too_large",
-				fmt.Sprintf("one withdrawal holds at most %d bytes of codes; split it", importChunkBytes))
+				fmt.Sprintf("one withdrawal holds at most %d bytes of codes; split it", propose.ImportChunkBytes))
 		}
 		block = block.AppendCode(code)
 	}
@@ -516,7 +412,7 @@ func (s *Server) getCode(r *request) *apiError {
 		return e
 	}
 	code := r.seg[4]
-	info, err := s.fsm.CodeState(r.token.Tenant, v.ID, []byte(code))
+	info, err := s.state.CodeState(r.token.Tenant, v.ID, []byte(code))
 	if err != nil {
 		return newError(fasthttp.StatusNotFound, "not_found", "no such code in this list")
 	}

@@ -94,7 +94,7 @@ func (s *Server) putMessage(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	m, ok := s.fsm.Message(c.Tenant, id)
+	m, ok := s.state.Message(c.Tenant, id)
 	if !ok {
 		return unavailable("the message was written but is not readable yet; read it again")
 	}
@@ -107,7 +107,7 @@ func (s *Server) putMessage(r *request) *apiError {
 }
 
 func (s *Server) getMessage(r *request) *apiError {
-	m, ok := s.fsm.Message(r.token.Tenant, r.seg[2])
+	m, ok := s.state.Message(r.token.Tenant, r.seg[2])
 	if !ok {
 		return errNotFound
 	}
@@ -116,7 +116,7 @@ func (s *Server) getMessage(r *request) *apiError {
 }
 
 func (s *Server) assignList(r *request) *apiError {
-	if _, ok := s.fsm.Message(r.token.Tenant, r.seg[2]); !ok {
+	if _, ok := s.state.Message(r.token.Tenant, r.seg[2]); !ok {
 		return newError(fasthttp.StatusNotFound, "not_found", "no such message")
 	}
 	var in struct {
@@ -148,7 +148,7 @@ func (s *Server) setMessageList(r *request, list uint64) *apiError {
 	if _, e := s.apply(&raftfsm.AssignList{Tenant: r.token.Tenant, Message: r.seg[2], List: list}); e != nil {
 		return e
 	}
-	m, ok := s.fsm.Message(r.token.Tenant, r.seg[2])
+	m, ok := s.state.Message(r.token.Tenant, r.seg[2])
 	if !ok {
 		return errNotFound
 	}

@@ -8,14 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
 
-	"github.com/coupond/coupond/raftfsm"
 )
 
 // maxListSeries bounds the lists that get their own
@@ -121,13 +119,13 @@ func (m *Metrics) addChildren(k requestKey) requestChildren {
 
 // registerNode adds the metrics read from the node's Raft and state
 // machine at scrape time.
-func (m *Metrics) registerNode(r Consensus, fsm *raftfsm.FSM, stateErr func() error) {
+func (m *Metrics) registerNode(r Writer, fsm Reader) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "coupond_state_writable",
 			Help: "1 while this node can write its state; 0 while it cannot (a failed Pebble flush, as on a full disk, or a long write stall) and refuses writes.",
 		}, func() float64 {
-			if stateErr != nil && stateErr() != nil {
+			if r != nil && r.Writable() != nil {
 				return 0
 			}
 			return 1
@@ -147,8 +145,8 @@ func (m *Metrics) registerNode(r Consensus, fsm *raftfsm.FSM, stateErr func() er
 // nodeCollector reads Raft, the lists and Pebble when scraped: values that
 // live elsewhere are copied at scrape time, never tracked twice.
 type nodeCollector struct {
-	raft Consensus
-	fsm  *raftfsm.FSM
+	raft Writer
+	fsm  Reader
 
 	raftState, raftLeader, term, commitIndex, raftApplied, fsmApplied, lastContact *prometheus.Desc
 	lists, available, listAvailable                                                *prometheus.Desc
@@ -156,7 +154,7 @@ type nodeCollector struct {
 	cacheSize, cacheHits, cacheMisses, flushedBytes, compactedBytes                *prometheus.Desc
 }
 
-func newNodeCollector(r Consensus, fsm *raftfsm.FSM) *nodeCollector {
+func newNodeCollector(r Writer, fsm Reader) *nodeCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
@@ -211,21 +209,21 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		return 0
 	}
 
-	state := c.raft.State()
-	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
-		gauge(c.raftState, boolean(state == s), stateLabel(s))
+	st := c.raft.Status()
+	for _, s := range []string{"follower", "candidate", "leader", "shutdown"} {
+		gauge(c.raftState, boolean(st.State == s), s)
 	}
-	gauge(c.raftLeader, boolean(state == raft.Leader))
-	gauge(c.term, float64(c.raft.CurrentTerm()))
-	gauge(c.commitIndex, float64(c.raft.CommitIndex()))
-	gauge(c.raftApplied, float64(c.raft.AppliedIndex()))
+	gauge(c.raftLeader, boolean(st.State == "leader"))
+	gauge(c.term, float64(st.Term))
+	gauge(c.commitIndex, float64(st.CommitIndex))
+	gauge(c.raftApplied, float64(st.AppliedIndex))
 	gauge(c.fsmApplied, float64(c.fsm.AppliedIndex()))
 	// As raft.Stats reports it: a leader is its own contact, and a node
 	// that never heard from a leader has no age to report.
-	if state == raft.Leader {
+	if st.State == "leader" {
 		gauge(c.lastContact, 0)
-	} else if last := c.raft.LastContact(); !last.IsZero() {
-		gauge(c.lastContact, time.Since(last).Seconds())
+	} else if !st.LastContact.IsZero() {
+		gauge(c.lastContact, time.Since(st.LastContact).Seconds())
 	}
 
 	oldest, lists, available := c.fsm.ListsSummary(maxListSeries)
@@ -249,20 +247,6 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.cacheMisses, float64(pm.BlockCache.Misses))
 	counter(c.flushedBytes, float64(total.TableBytesFlushed))
 	counter(c.compactedBytes, float64(total.TableBytesCompacted))
-}
-
-// stateLabel is a RaftState in lower case, as GET /v1/cluster writes states.
-func stateLabel(s raft.RaftState) string {
-	switch s {
-	case raft.Follower:
-		return "follower"
-	case raft.Candidate:
-		return "candidate"
-	case raft.Leader:
-		return "leader"
-	default:
-		return "shutdown"
-	}
 }
 
 // metrics answers GET /metrics: the node's registry in the format the

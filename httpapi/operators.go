@@ -65,7 +65,7 @@ func (s *Server) createTenant(r *request) *apiError {
 }
 
 func (s *Server) listTenants(r *request) *apiError {
-	ts := s.fsm.Tenants()
+	ts := s.state.Tenants()
 	out := make([]tenantJSON, len(ts))
 	for i, t := range ts {
 		out[i] = toTenantJSON(t)
@@ -86,7 +86,7 @@ func NewSecret() (secret string, hash [32]byte, id string) {
 
 func (s *Server) createToken(r *request) *apiError {
 	tenant := r.seg[2]
-	if _, ok := s.fsm.Tenant(tenant); !ok {
+	if _, ok := s.state.Tenant(tenant); !ok {
 		return errNotFound
 	}
 	var in struct {
@@ -138,8 +138,7 @@ func (s *Server) Ready() bool {
 	if !s.CaughtUp() {
 		return false
 	}
-	_, leader := s.raft.LeaderWithID()
-	return leader != ""
+	return s.prop.Leader() != ""
 }
 
 // readyz also answers not ready while the node cannot write its state:

@@ -55,8 +55,8 @@ var routeTable = [...]routeDef{
 	{"POST", "/v1/tenants/{id}/tokens", route{name: "tokens.create", roles: operatorOnly, handler: (*Server).createToken}},
 	{"DELETE", "/v1/tokens/{token_id}", route{name: "tokens.revoke", roles: operatorOnly, handler: (*Server).revokeToken}},
 
-	{"GET", "/v1/cluster", route{name: "cluster.get", roles: operatorOnly, handler: (*Server).getCluster}},
-	{"GET", "/v1/cluster/digest", route{name: "cluster.digest", roles: operatorOnly, handler: (*Server).getDigest}},
+	{"GET", "/v1/cluster", route{name: "cluster.get", roles: operatorOnly, handler: (*Server).getCluster, local: true}},
+	{"GET", "/v1/cluster/digest", route{name: "cluster.digest", roles: operatorOnly, handler: (*Server).getDigest, local: true}},
 	{"POST", "/v1/cluster/nodes", route{name: "cluster.add", roles: operatorOnly, handler: (*Server).addNode}},
 	{"DELETE", "/v1/cluster/nodes/{id}", route{name: "cluster.remove", roles: operatorOnly, handler: (*Server).removeNode}},
 }

@@ -5,14 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strconv"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
+	"github.com/coupond/coupond/raftfsm/propose"
 )
 
 // Limits of allocation (SPEC §2).
@@ -21,9 +20,6 @@ const (
 	// maxAllocBody bounds an allocation body: 100,000 recipients of 256
 	// bytes with JSON quoting fit.
 	maxAllocBody = 64 << 20
-	// allocEntryBytes is the recipients payload of one Allocate entry; a
-	// larger request becomes a Reserve entry and several Allocate chunks.
-	allocEntryBytes = raftfsm.MaxEntryBytes - 4096
 )
 
 type sendJSON struct {
@@ -45,35 +41,11 @@ func toSendJSON(sd *raftfsm.Send) sendJSON {
 		Reserved: sd.Reserved, Assigned: sd.Assigned, CreatedAt: rfc3339(sd.CreatedAt)}
 }
 
-// sendLocks orders the requests of one send on this node. A request that
-// takes several entries (a hold, then chunks drawing from it) must not
-// interleave with anything else that draws from or changes that hold, or it
-// could stop half-way; requests of one entry are atomic in the state
-// machine and share the lock. Sends hash onto a fixed set of locks.
-type sendLocks struct {
-	seed  maphash.Seed
-	locks [256]sync.RWMutex
-}
-
-func newSendLocks() *sendLocks { return &sendLocks{seed: maphash.MakeSeed()} }
-
-func (l *sendLocks) of(tenant, send string) *sync.RWMutex {
-	var h maphash.Hash
-	h.SetSeed(l.seed)
-	h.WriteString(tenant)
-	h.WriteByte(0)
-	h.WriteString(send)
-	return &l.locks[h.Sum64()%uint64(len(l.locks))]
-}
-
 func (s *Server) openSend(r *request) *apiError {
 	id := r.seg[2]
 	if e := validID("send id", id); e != nil {
 		return e
 	}
-	lock := s.sends.of(r.token.Tenant, id)
-	lock.Lock()
-	defer lock.Unlock()
 	var in struct {
 		MessageID          *string `json:"message_id"`
 		ExpectedRecipients *uint64 `json:"expected_recipients"`
@@ -88,11 +60,10 @@ func (s *Server) openSend(r *request) *apiError {
 	if in.ExpectedRecipients != nil {
 		c.HasExpected, c.Expected = true, *in.ExpectedRecipients
 	}
-	v, e := s.apply(c)
-	if e != nil {
-		return e
+	res, err := s.prop.OpenSend(c)
+	if err != nil {
+		return fromApply(err)
 	}
-	res := v.(raftfsm.OpenResult)
 	status := fasthttp.StatusOK
 	if res.Created {
 		status = fasthttp.StatusCreated
@@ -102,7 +73,7 @@ func (s *Server) openSend(r *request) *apiError {
 }
 
 func (s *Server) getSend(r *request) *apiError {
-	sd, ok := s.fsm.Send(r.token.Tenant, r.seg[2])
+	sd, ok := s.state.Send(r.token.Tenant, r.seg[2])
 	if !ok {
 		return errNotFound
 	}
@@ -111,14 +82,11 @@ func (s *Server) getSend(r *request) *apiError {
 }
 
 func (s *Server) closeSend(r *request) *apiError {
-	lock := s.sends.of(r.token.Tenant, r.seg[2])
-	lock.Lock()
-	defer lock.Unlock()
-	v, e := s.apply(&raftfsm.CloseSend{Tenant: r.token.Tenant, Send: r.seg[2], At: s.now().UnixNano()})
-	if e != nil {
-		return e
+	sd, err := s.prop.CloseSend(&raftfsm.CloseSend{Tenant: r.token.Tenant, Send: r.seg[2], At: s.now().UnixNano()})
+	if err != nil {
+		return fromApply(err)
 	}
-	writeJSON(r.ctx, fasthttp.StatusOK, toSendJSON(v.(*raftfsm.Send)))
+	writeJSON(r.ctx, fasthttp.StatusOK, toSendJSON(sd))
 	return nil
 }
 
@@ -219,79 +187,15 @@ func (s *Server) allocate(r *request) *apiError {
 	}
 	tenant, at := r.token.Tenant, s.now().UnixNano()
 	if message == "" {
-		if _, ok := s.fsm.Send(tenant, send); !ok {
+		if _, ok := s.state.Send(tenant, send); !ok {
 			return badRequest("message_id is required: the send does not exist yet")
 		}
 	}
-	size := 0
-	for _, rc := range recips {
-		size += len(rc) + 3
+	res, err := s.prop.Allocate(propose.Allocation{Tenant: tenant, Send: send, Message: message, Recipients: recips, At: at})
+	if err != nil {
+		return fromApply(err)
 	}
-	var chunks []raftfsm.RecipientBlock
-	block := make(raftfsm.RecipientBlock, 0, min(size, allocEntryBytes))
-	for _, rc := range recips {
-		if len(block)+len(rc)+3 > allocEntryBytes {
-			chunks = append(chunks, block)
-			block = nil
-		}
-		block = block.AppendRecipient(rc)
-	}
-	chunks = append(chunks, block)
-
-	lock := s.sends.of(tenant, send)
-	if len(chunks) == 1 {
-		lock.RLock()
-		defer lock.RUnlock()
-	} else {
-		lock.Lock()
-		defer lock.Unlock()
-	}
-	if len(chunks) > 1 {
-		// Too big for one entry: hold the codes first (the all-or-nothing
-		// check), then assign in chunks that draw from the hold.
-		need, err := s.fsm.CountUnassigned(tenant, send, recips)
-		if err != nil {
-			return fromApply(err)
-		}
-		if _, e := s.apply(&raftfsm.Reserve{Tenant: tenant, Send: send, Message: message, Need: need, At: at}); e != nil {
-			return e
-		}
-	}
-	if len(chunks) == 1 {
-		v, e := s.apply(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: chunks[0], At: at})
-		if e != nil {
-			return e
-		}
-		res := v.(*raftfsm.AllocResult)
-		s.writeAssignments(r.ctx, recips, res.Codes, res.Available)
-		return nil
-	}
-	codes := make([][]byte, 0, len(recips))
-	var available uint64
-	if e := s.writable(); e != nil {
-		return e
-	}
-	futures := make([]pendingApply, len(chunks))
-	for i, b := range chunks {
-		futures[i] = s.applyRaw(raftfsm.Encode(&raftfsm.Allocate{Tenant: tenant, Send: send, Message: message, Recipients: b, At: at}))
-	}
-	var failed *apiError
-	for _, f := range futures {
-		v, e := s.wait(f)
-		if e != nil {
-			if failed == nil {
-				failed = e
-			}
-			continue
-		}
-		res := v.(*raftfsm.AllocResult)
-		codes = append(codes, res.Codes...)
-		available = res.Available
-	}
-	if failed != nil {
-		return failed
-	}
-	s.writeAssignments(r.ctx, recips, codes, available)
+	s.writeAssignments(r.ctx, recips, res.Codes, res.Available)
 	return nil
 }
 
@@ -418,7 +322,7 @@ func appendCSVField(b, s []byte) []byte {
 
 func (s *Server) sendAssignments(r *request) *apiError {
 	tenant, send := r.token.Tenant, r.seg[2]
-	if _, ok := s.fsm.Send(tenant, send); !ok {
+	if _, ok := s.state.Send(tenant, send); !ok {
 		return errNotFound
 	}
 	csv := wantsCSV(r.ctx)
@@ -428,7 +332,7 @@ func (s *Server) sendAssignments(r *request) *apiError {
 		r.ctx.SetContentType("application/json")
 	}
 	r.ctx.SetStatusCode(fasthttp.StatusOK)
-	fsm := s.fsm
+	fsm := s.state
 	conn, log := r.ctx.Conn(), s.log
 	r.ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		var b []byte
@@ -498,7 +402,7 @@ func (s *Server) recipientHistory(r *request) *apiError {
 	if e := validID("recipient", rc); e != nil {
 		return e
 	}
-	hist, err := s.fsm.RecipientHistory(r.token.Tenant, []byte(rc))
+	hist, err := s.state.RecipientHistory(r.token.Tenant, []byte(rc))
 	if err != nil {
 		return fromApply(err)
 	}

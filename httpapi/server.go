@@ -10,31 +10,15 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
+	"github.com/coupond/coupond/raftfsm/propose"
 )
-
-// Consensus is the part of Raft the API uses; *raft.Raft implements it.
-type Consensus interface {
-	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
-	State() raft.RaftState
-	LeaderWithID() (raft.ServerAddress, raft.ServerID)
-	CurrentTerm() uint64
-	CommitIndex() uint64
-	AppliedIndex() uint64
-	LastContact() time.Time
-	GetConfiguration() raft.ConfigurationFuture
-	Barrier(timeout time.Duration) raft.Future
-	AddVoter(id raft.ServerID, addr raft.ServerAddress, prevIndex uint64, timeout time.Duration) raft.IndexFuture
-	RemoveServer(id raft.ServerID, prevIndex uint64, timeout time.Duration) raft.IndexFuture
-}
 
 // Config holds what the API needs from the daemon's configuration.
 type Config struct {
@@ -47,11 +31,6 @@ type Config struct {
 	PeerTLS *tls.Config
 	// Metrics is the node's registry (metrics.go); nil makes a fresh one.
 	Metrics *Metrics
-	// StateErr, when set, reports why this node cannot write its state
-	// right now (a full disk), nil when it can: writes are then refused at
-	// once and /readyz answers not ready, instead of waiting on a state
-	// machine that cannot apply.
-	StateErr func() error
 }
 
 // Limits of the API. Each is tested at the boundary and one past it.
@@ -62,52 +41,34 @@ const (
 	maxIdempotencyKey = 256
 	// maxNameLen bounds list and tenant names, in bytes.
 	maxNameLen = 256
-	// applyTimeout bounds the wait for one command's outcome, from the
-	// Raft queue to the state machine's answer; past it the outcome is
-	// unknown (503 unavailable).
-	applyTimeout = 10 * time.Second
-	// importChunkBytes is the payload of one staged import entry, kept
-	// under raftfsm.MaxEntryBytes with room for the header.
-	importChunkBytes = raftfsm.MaxEntryBytes - 1024
-	// importPipeline is how many import chunks may wait in Raft at once,
-	// so parsing overlaps with the log writes.
-	importPipeline = 8
+	// applyTimeout is how long the leader takes at most to answer a
+	// write (the proposer's); a forwarding node waits a little longer.
+	applyTimeout = propose.DefaultApplyTimeout
 )
 
 // Server answers the API for one node.
 type Server struct {
-	cfg  Config
-	raft Consensus
-	fsm  *raftfsm.FSM
-	log  zerolog.Logger
-	now  func() time.Time
-	prom *Metrics
+	cfg   Config
+	prop  Writer
+	state Reader
+	log   zerolog.Logger
+	now   func() time.Time
+	prom  *Metrics
 
-	batch     *batcher
-	sends     *sendLocks
 	fwd       *fasthttp.Client
 	ready     atomic.Bool   // see caughtUp
 	readFloor atomic.Uint64 // applied index the leader reported after the last write this node forwarded
-	uploads   sync.Map      // UploadID -> struct{}: imports this node is streaming now
 }
 
-// New returns the API of one node.
-func New(cfg Config, r Consensus, fsm *raftfsm.FSM) *Server {
+// New returns the API of one node: it writes through prop and reads state.
+func New(cfg Config, prop Writer, state Reader) *Server {
 	m := cfg.Metrics
 	if m == nil {
 		m = NewMetrics()
 	}
-	m.registerNode(r, fsm, cfg.StateErr)
-	b := newBatcher(r)
-	if fsm != nil {
-		fsm.SetEarlyAnswers(b.answerEarly)
-	}
-	return &Server{cfg: cfg, raft: r, fsm: fsm, log: cfg.Log, now: time.Now, prom: m, batch: b,
-		sends: newSendLocks(), fwd: newForwardClient(cfg)}
+	m.registerNode(prop, state)
+	return &Server{cfg: cfg, prop: prop, state: state, log: cfg.Log, now: time.Now, prom: m, fwd: newForwardClient(cfg)}
 }
-
-// Close stops the API's background work; call it after the HTTP server stopped.
-func (s *Server) Close() { s.batch.close() }
 
 // Handler is the fasthttp entry point.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
@@ -135,6 +96,9 @@ type route struct {
 	name    string
 	roles   []raftfsm.Role // nil: no token needed
 	handler handlerFunc
+	// local routes answer this node's own view (its cluster state, its
+	// digest): never forwarded to the leader.
+	local bool
 }
 
 var all = []raftfsm.Role{raftfsm.RoleOperator, raftfsm.RoleAdmin, raftfsm.RoleSender}
@@ -169,7 +133,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 		defer func() {
 			// Settled: the write may have been answered before its entry was
 			// committed to the state (early answers, batcher.go).
-			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.fsm.SettledIndex(), 10))
+			ctx.Response.Header.Set(hdrAppliedIndex, strconv.FormatUint(s.state.SettledIndex(), 10))
 		}()
 	}
 	r.seg = seg
@@ -235,7 +199,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*raftfsm.Token, bool) {
 	if len(h) <= len(prefix) || !equalFoldASCII(h[:len(prefix)], prefix) {
 		return nil, false
 	}
-	return s.fsm.TokenByHash(sha256.Sum256(h[len(prefix):]))
+	return s.state.TokenByHash(sha256.Sum256(h[len(prefix):]))
 }
 
 // containsFoldASCII reports whether b holds s, ignoring ASCII case; s is
@@ -262,83 +226,21 @@ func equalFoldASCII(b []byte, s string) bool {
 	return true
 }
 
-// apply runs one command through Raft and waits for its outcome, for at
-// most applyTimeout. Small commands share log entries with concurrent ones
-// (batcher.go).
+// apply proposes one command and waits for its outcome.
 func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
-	if e := s.writable(); e != nil {
-		return nil, e
+	v, err := s.prop.Apply(c)
+	if err != nil {
+		return nil, fromApply(err)
 	}
-	cmd := raftfsm.Encode(c)
-	if len(cmd) > smallCmdBytes {
-		return s.wait(s.applyRaw(cmd))
-	}
-	resp, err := s.batch.submit(cmd)
-	return outcome(resp, err)
+	return v, nil
 }
 
-// writable refuses a write at once while the node cannot write its state:
-// it would wait out the apply timeout and add to the entries stuck in Raft.
+// writable refuses a write at once while the node cannot write its state.
 func (s *Server) writable() *apiError {
-	if s.cfg.StateErr == nil {
-		return nil
-	}
-	if err := s.cfg.StateErr(); err != nil {
+	if err := s.prop.Writable(); err != nil {
 		return errStateUnwritable
 	}
 	return nil
-}
-
-// pendingApply is a command handed to Raft and the time its outcome is due.
-type pendingApply struct {
-	f        raft.ApplyFuture
-	deadline time.Time
-}
-
-// applyRaw hands cmd to Raft on its own, without waiting for its outcome;
-// the caller checks s.writable first. The wait for a place in Raft's
-// queue counts against the same applyTimeout as the outcome.
-func (s *Server) applyRaw(cmd []byte) pendingApply {
-	deadline := time.Now().Add(applyTimeout)
-	return pendingApply{f: s.raft.Apply(cmd, applyTimeout), deadline: deadline}
-}
-
-func outcome(resp *raftfsm.Response, err error) (any, *apiError) {
-	if err != nil {
-		return nil, fromRaft(err)
-	}
-	if resp.Err != nil {
-		return nil, fromApply(resp.Err)
-	}
-	return resp.Value, nil
-}
-
-func (s *Server) wait(p pendingApply) (any, *apiError) {
-	if err := await(p.f, p.deadline); err != nil {
-		return outcome(nil, err)
-	}
-	resp, ok := p.f.Response().(*raftfsm.Response)
-	if !ok {
-		return nil, fromApply(nil)
-	}
-	return outcome(resp, nil)
-}
-
-// await waits for f until deadline. Raft's own timeout bounds only the wait
-// for a place in its queue: a state machine that cannot write (Pebble
-// stalls on a full disk) holds the future until space returns, and the
-// client must have an answer before that. The goroutine ends when f does.
-func await(f raft.Future, deadline time.Time) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return errApplyTimeout
-	}
 }
 
 // newID returns a random 64-bit id that is never zero.

@@ -1,4 +1,4 @@
-package httpapi
+package propose
 
 import (
 	"errors"
@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
 )
@@ -29,7 +28,7 @@ func answerWithin[T any](t *testing.T, limit time.Duration, f func() T) T {
 }
 
 // TestBatcherGivesUpAtTimeout: a command whose entry never comes back from
-// Raft (a state machine stuck on a full disk) is answered errApplyTimeout
+// Raft (a state machine stuck on a full disk) is answered ErrTimeout
 // after the batcher's timeout; its late answer reaches no later command.
 func TestBatcherGivesUpAtTimeout(t *testing.T) {
 	h := &heldRaft{entries: make(chan *heldEntry, 8)}
@@ -47,12 +46,12 @@ func TestBatcherGivesUpAtTimeout(t *testing.T) {
 			return result{r, err}
 		})
 	}
-	if r := submit("stuck"); !errors.Is(r.err, errApplyTimeout) {
-		t.Fatalf("stuck command answered %v, %v; want errApplyTimeout", r.resp, r.err)
+	if r := submit("stuck"); !errors.Is(r.err, ErrTimeout) {
+		t.Fatalf("stuck command answered %v, %v; want ErrTimeout", r.resp, r.err)
 	}
 	// Queued behind the stuck entry: it times out as well.
-	if r := submit("queued"); !errors.Is(r.err, errApplyTimeout) {
-		t.Fatalf("queued command answered %v, %v; want errApplyTimeout", r.resp, r.err)
+	if r := submit("queued"); !errors.Is(r.err, ErrTimeout) {
+		t.Fatalf("queued command answered %v, %v; want ErrTimeout", r.resp, r.err)
 	}
 	b.timeout = 5 * time.Second
 	(<-h.entries).release() // "stuck" comes back at last
@@ -74,32 +73,57 @@ func (stuckFuture) Index() uint64         { return 0 }
 func (stuckFuture) Response() interface{} { return nil }
 
 // TestWaitGivesUpAtDeadline: a command sent on its own (imports, chunked
-// allocations) is answered 503 unavailable at its deadline.
+// allocations) is answered ErrTimeout at its deadline (503 unavailable).
 func TestWaitGivesUpAtDeadline(t *testing.T) {
-	s := &Server{}
-	e := answerWithin(t, 5*time.Second, func() *apiError {
-		_, e := s.wait(pendingApply{f: stuckFuture{}, deadline: time.Now().Add(50 * time.Millisecond)})
-		return e
+	p := &Proposer{}
+	err := answerWithin(t, 5*time.Second, func() error {
+		_, err := p.wait(pending{f: stuckFuture{}, deadline: time.Now().Add(50 * time.Millisecond)}, nil)
+		return err
 	})
-	if e == nil || e.status != fasthttp.StatusServiceUnavailable || e.code != "unavailable" {
-		t.Fatalf("stuck command answered %v, want 503 unavailable", e)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("stuck command answered %v, want ErrTimeout", err)
 	}
 }
 
-// TestRaftErrorsAreUnavailable: every error of Raft itself leaves the
-// outcome unknown, including the log store's (a full disk); it is 503
-// unavailable, never 500.
-func TestRaftErrorsAreUnavailable(t *testing.T) {
+// TestWaitEndsWithStop: the daemon's background writes wait without a
+// deadline, but give up once the node closes, or Close (and so a SIGTERM)
+// would wait for ever on a future Raft never answers.
+func TestWaitEndsWithStop(t *testing.T) {
+	p := &Proposer{}
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.wait(pending{f: stuckFuture{}}, stop)
+		errc <- err
+	}()
+	close(stop)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrStopped) {
+			t.Fatalf("wait after stop: %v, want ErrStopped", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait still waits 10s after stop")
+	}
+}
+
+// TestRaftErrorsLeaveTheOutcomeUnknown: every error of Raft itself,
+// including the log store's (a full disk), is a *RaftError (503
+// unavailable, never 500); the timeout stays ErrTimeout.
+func TestRaftErrorsLeaveTheOutcomeUnknown(t *testing.T) {
 	f := func(err error) {
 		t.Helper()
-		_, e := outcome(nil, err)
-		if e == nil || e.status != fasthttp.StatusServiceUnavailable || e.code != "unavailable" {
-			t.Fatalf("%v: answered %v, want 503 unavailable", err, e)
+		_, got := outcome(nil, err)
+		var re *RaftError
+		if !errors.As(got, &re) || !errors.Is(got, err) {
+			t.Fatalf("%v: answered %v, want a *RaftError", err, got)
 		}
 	}
 	f(&os.PathError{Op: "write", Path: "data/raft.db", Err: syscall.ENOSPC})
 	f(errors.New("some error of a log store"))
 	f(raft.ErrLeadershipLost)
 	f(raft.ErrEnqueueTimeout)
-	f(errApplyTimeout)
+	if _, got := outcome(nil, ErrTimeout); got != ErrTimeout {
+		t.Fatalf("timeout answered %v, want ErrTimeout", got)
+	}
 }

@@ -1,4 +1,4 @@
-package httpapi
+package propose
 
 import (
 	"sync"
@@ -16,39 +16,21 @@ import (
 // under load every fsync and every log entry carries many requests, and an
 // idle node adds no delay (a lone command goes out at once, unwrapped).
 //
-// Only batchInflight entries are in Raft at once, and the next batch is
-// packed only when a slot frees. With one slot, a batch gathers everything
-// that arrived while the previous one was written and applied. With more,
-// a slot frees just after the next batch went out, so the batches alternate
-// between many commands and one or two, and Raft's leader loop may write
-// such a small batch before it commits the big one: measured on 2 cores,
-// 32 one-recipient clients did ~16k req/s with 3 in flight and ~19k with 1.
+// One batch is in Raft at a time: the next is packed when it is answered,
+// so it takes in everything that arrived meanwhile. With more in flight the
+// batches alternate between big and tiny ones (DESIGN.md).
 //
-// Group wait: a client that sends again as soon as it is answered comes
-// back a few hundred microseconds after its batch was answered, just after
-// the next batch was packed without it, so it waits a whole cycle for that
-// one and goes in the one after. The clients split into two halves taking
-// turns, and each fsync carries half of them (32 clients: ~15 commands a
-// batch). So before packing, the batcher waits until as many commands came
-// in since the last answer as that answer carried, for at most a cycle and
-// at most groupWaitMax; then the halves merge (~28 a batch, +15-20% req/s
-// measured). The packer sleeps through the wait and the command that
-// completes the count wakes it, so a batch costs the packer one wake-up,
-// not one per command. A batch of one is followed by no wait: a lone
-// client is never delayed. Under an open load the wait costs a command at
-// most groupWaitMax and makes the next batch bigger.
+// Group wait: before packing, the batcher waits until as many commands came
+// in since the last answer as that answer carried, for at most one cycle
+// and at most groupWaitMax, so clients that send again as soon as they are
+// answered go in the next batch together instead of splitting into halves
+// that take turns. A batch of one is followed by no wait: a lone client is
+// never delayed.
 //
 // Early answers: the state machine answers the commands of the batch in
-// flight one by one as it applies them (raftfsm.SetEarlyAnswers), so the
-// first clients send again while the rest of the batch is applied; deliver
-// answers what it did not (all of it on an error). With 32 one-recipient
-// clients on 2 cores this took the cycle from ~1.25 to ~1.15 ms. The
-// count of answered commands is then taken at the first early answer,
-// before any of them can come back; the cycle is still the entry's whole
-// time in Raft. Clients answered last come back up to ~0.7 ms after the
-// slot frees on 2 busy cores, hence a groupWaitMax of 1 ms: with 500 us
-// batches held 28.6 of 32 commands on average and p99 was 4.3 ms; with
-// 1 ms, 31.5 and 3.7 ms (6 alternating runs each; p99: median).
+// flight one by one as it applies them (raftfsm.FSM.SetEarlyAnswers), so
+// the first clients send again while the rest of the batch is applied;
+// deliver answers what it did not (all of it on an error).
 const (
 	batchInflight  = 1
 	batchMaxCmds   = 512
@@ -103,7 +85,10 @@ type batcher struct {
 
 	maxWait time.Duration    // groupWaitMax; tests lengthen it
 	now     func() time.Time // time.Now; tests stretch the cycle
-	timeout time.Duration    // applyTimeout; tests shorten it
+	timeout time.Duration    // the apply timeout; tests shorten it
+	// enqueueTimeout bounds the wait for a place in Raft's queue; set
+	// once, before pack starts.
+	enqueueTimeout time.Duration
 }
 
 // raftApplier is the part of Raft the batcher uses.
@@ -111,12 +96,14 @@ type raftApplier interface {
 	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
 }
 
-func newBatcher(r raftApplier) *batcher { return startBatcher(r, groupWaitMax, time.Now) }
-
 func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
+	return startBatcherTimeout(r, maxWait, now, DefaultApplyTimeout)
+}
+
+func startBatcherTimeout(r raftApplier, maxWait time.Duration, now func() time.Time, timeout time.Duration) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
 		slots: make(chan struct{}, batchInflight), inflight: make(chan *batchInFlight, batchInflight),
-		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now, timeout: applyTimeout}
+		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now, timeout: timeout, enqueueTimeout: timeout}
 	go b.pack()
 	go b.deliver()
 	return b
@@ -136,7 +123,7 @@ var pendingPool = sync.Pool{New: func() any {
 // now: a state machine that cannot write (Pebble stalls on a full disk)
 // holds the batch in flight, and everything queued behind it, until space
 // returns, and the client must have an answer before that. A command given
-// up on may still be applied: its outcome is unknown (errApplyTimeout).
+// up on may still be applied: its outcome is unknown (ErrTimeout).
 func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 	p := pendingPool.Get().(*pendingCmd)
 	p.cmd = cmd
@@ -155,14 +142,14 @@ func (b *batcher) submit(cmd []byte) (*raftfsm.Response, error) {
 	case <-p.timer.C:
 		// Never queued: nothing was done, and p is still ours.
 		b.recycle(p)
-		return nil, errApplyTimeout
+		return nil, ErrTimeout
 	}
 	select {
 	case r := <-p.done:
 		b.recycle(p)
 		return r.resp, r.err
 	case <-p.timer.C:
-		return nil, errApplyTimeout
+		return nil, ErrTimeout
 	}
 }
 
@@ -222,7 +209,7 @@ func (b *batcher) pack() {
 		if len(cmds) > 1 {
 			b.latest.Store(bf)
 		}
-		bf.f = b.raft.Apply(entry, applyTimeout)
+		bf.f = b.raft.Apply(entry, b.enqueueTimeout)
 		b.inflight <- bf
 	}
 }
