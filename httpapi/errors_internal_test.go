@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
 
 	"github.com/coupond/coupond/raftfsm"
@@ -28,8 +27,8 @@ func TestRaftErrorsAreUnavailable(t *testing.T) {
 	}
 	f(&propose.RaftError{Err: &os.PathError{Op: "write", Path: "data/raft.db", Err: syscall.ENOSPC}})
 	f(&propose.RaftError{Err: errors.New("some error of a log store")})
-	f(&propose.RaftError{Err: raft.ErrLeadershipLost})
-	f(&propose.RaftError{Err: raft.ErrEnqueueTimeout})
+	f(&propose.RaftError{Err: errors.New("leadership lost")})
+	f(&propose.RaftError{Err: errors.New("timed out enqueuing operation")})
 	f(propose.ErrTimeout)
 	f(propose.ErrStopped)
 	f(fmt.Errorf("%w: pebble: disk full", propose.ErrStateUnwritable))

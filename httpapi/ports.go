@@ -15,7 +15,7 @@ import (
 // Writer changes the state and tells about the consensus. Its errors are
 // the state machine's domain errors or the proposer's (errors.go maps both).
 type Writer interface {
-	Apply(c raftfsm.Command) (any, error)
+	Propose(c raftfsm.Command) (any, error)
 	OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error)
 	CloseSend(c *raftfsm.CloseSend) (*raftfsm.Send, error)
 	Allocate(a propose.Allocation) (propose.Allocated, error)

@@ -228,7 +228,7 @@ func equalFoldASCII(b []byte, s string) bool {
 
 // apply proposes one command and waits for its outcome.
 func (s *Server) apply(c raftfsm.Command) (any, *apiError) {
-	v, err := s.prop.Apply(c)
+	v, err := s.prop.Propose(c)
 	if err != nil {
 		return nil, fromApply(err)
 	}

@@ -74,7 +74,7 @@ func (p *Proposer) Members() ([]Member, error) {
 // first: once a voter, the node may be elected, and the others must know
 // where to forward to.
 func (p *Proposer) AddVoter(node raftfsm.NodeInfo) error {
-	if _, err := p.Apply(&raftfsm.SetNode{Node: node}); err != nil {
+	if _, err := p.Propose(&raftfsm.SetNode{Node: node}); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(p.timeout)
@@ -95,7 +95,7 @@ func (p *Proposer) RemoveMember(id string) error {
 	if err := await(p.raft.RemoveServer(raft.ServerID(id), 0, p.timeout), deadline, nil); err != nil {
 		return wrapRaft(err)
 	}
-	if _, err := p.Apply(&raftfsm.RemoveNode{ID: id}); err != nil && !errors.Is(err, raftfsm.ErrNotFound) {
+	if _, err := p.Propose(&raftfsm.RemoveNode{ID: id}); err != nil && !errors.Is(err, raftfsm.ErrNotFound) {
 		p.log.Warn().Str("node", id).Err(err).Msg("node removed; its directory entry stays")
 	}
 	p.log.Info().Str("node", id).Msg("node removed")

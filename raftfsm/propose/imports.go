@@ -83,7 +83,7 @@ func (p *Proposer) Import(imp Import, body ImportBody) (raftfsm.ImportResult, er
 		}
 		commit.Request = d
 	}
-	v, err := p.Apply(commit)
+	v, err := p.Propose(commit)
 	if err != nil {
 		return raftfsm.ImportResult{}, err
 	}
@@ -166,7 +166,7 @@ func (p *Proposer) stage(imp Import, body ImportBody) (uint32, error) {
 // leaves staged chunks that no commit will ever name; they are invisible
 // either way, and the next leader drops them (AbortAbandonedUploads).
 func (p *Proposer) abort(upload raftfsm.UploadID, background bool) {
-	do := func() { p.Apply(&raftfsm.ImportAbort{Upload: upload}) }
+	do := func() { p.Propose(&raftfsm.ImportAbort{Upload: upload}) }
 	if background {
 		go do()
 	} else {
@@ -192,7 +192,7 @@ func (p *Proposer) replayImport(body ImportBody, commit *raftfsm.ImportCommit) (
 		return raftfsm.ImportResult{}, &BodyError{Err: err}
 	}
 	commit.Request = d
-	v, err := p.Apply(commit)
+	v, err := p.Propose(commit)
 	if err != nil {
 		return raftfsm.ImportResult{}, err
 	}

@@ -120,11 +120,11 @@ func (p *Proposer) Writable() error {
 	return nil
 }
 
-// Apply runs one command through Raft and waits for its outcome, for at
+// Propose runs one command through Raft and waits for its outcome, for at
 // most the apply timeout. Small commands share log entries with
 // concurrent ones (batcher.go). It returns the state machine's value, or
 // its domain error, or one of the proposer's errors.
-func (p *Proposer) Apply(c raftfsm.Command) (any, error) {
+func (p *Proposer) Propose(c raftfsm.Command) (any, error) {
 	if err := p.Writable(); err != nil {
 		return nil, err
 	}

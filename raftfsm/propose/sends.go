@@ -37,7 +37,7 @@ func (p *Proposer) OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error) {
 	lock := p.sends.of(c.Tenant, c.Send)
 	lock.Lock()
 	defer lock.Unlock()
-	v, err := p.Apply(c)
+	v, err := p.Propose(c)
 	if err != nil {
 		return raftfsm.OpenResult{}, err
 	}
@@ -49,7 +49,7 @@ func (p *Proposer) CloseSend(c *raftfsm.CloseSend) (*raftfsm.Send, error) {
 	lock := p.sends.of(c.Tenant, c.Send)
 	lock.Lock()
 	defer lock.Unlock()
-	v, err := p.Apply(c)
+	v, err := p.Propose(c)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 	if len(chunks) == 1 {
 		lock.RLock()
 		defer lock.RUnlock()
-		v, err := p.Apply(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: chunks[0], At: a.At})
+		v, err := p.Propose(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: chunks[0], At: a.At})
 		if err != nil {
 			return Allocated{}, err
 		}
@@ -95,7 +95,7 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 	if err != nil {
 		return Allocated{}, err
 	}
-	if _, err := p.Apply(&raftfsm.Reserve{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Need: need, At: a.At}); err != nil {
+	if _, err := p.Propose(&raftfsm.Reserve{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Need: need, At: a.At}); err != nil {
 		return Allocated{}, err
 	}
 	if err := p.Writable(); err != nil {
