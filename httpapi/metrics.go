@@ -13,7 +13,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
-
 )
 
 // maxListSeries bounds the lists that get their own
