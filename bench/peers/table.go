@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -141,6 +142,29 @@ func (s *samples) write(w io.Writer) {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
 	fmt.Fprintf(w, "\nMedians of %d round(s). Ratios above 1 favour coupond: rates are coupond/peer, p99 is peer/coupond.\n", rounds)
+	s.writeCPU(w)
+}
+
+// writeCPU says how busy the machine was in each timed phase (medians):
+// "other" is CPU that was neither the load generator's nor the server's,
+// that is foreign load on a shared machine.
+func (s *samples) writeCPU(w io.Writer) {
+	fmt.Fprintf(w, "Busy cores of %d during the timed phases (other = neither the harness nor the server):\n", runtime.NumCPU())
+	for _, l := range s.labels {
+		var parts []string
+		for _, sc := range []string{"import", "big-send", "small-sends"} {
+			busy, ok := median(s.values[l][sc+"/machine_busy_cores"])
+			if !ok {
+				continue
+			}
+			h, _ := median(s.values[l][sc+"/harness_cpu_cores"])
+			srv, _ := median(s.values[l][sc+"/server_cpu_cores"])
+			parts = append(parts, fmt.Sprintf("%s %.2f (server %.2f, other %.2f)", sc, busy, srv, busy-h-srv))
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "- %s: %s\n", l, strings.Join(parts, ", "))
+		}
+	}
 }
 
 func runTable(args []string, stdout, stderr io.Writer) int {
