@@ -15,7 +15,7 @@ type result struct {
 	peer     string // "redis" or "postgres"
 	config   string // the durability setting, e.g. "aof=always"
 	codes    int64  // codes imported or handed out
-	requests int64  // durable writes (import) or allocation calls
+	requests int64  // import: writes (a pipeline of RPUSHes, a COPY); sends: allocation calls
 	elapsed  time.Duration
 	lat      latencies
 	extra    []field

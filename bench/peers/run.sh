@@ -45,6 +45,7 @@ LOG=$OUT/run.log
 : >"$OUT/peers.jsonl"
 
 redis_pid=
+pg_dir=
 pg_data=
 as_pg=()
 stop_redis() {
@@ -63,10 +64,11 @@ stop_pg() {
 cleanup() {
 	stop_redis
 	stop_pg
-	rm -rf "$DATA"
+	rm -rf "$DATA" ${pg_dir:+"$pg_dir"}
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "bench-peers: failed at line $LINENO; the log is $LOG" >&2' ERR
 
 say() { printf '%s\n' "$*" | tee -a "$LOG" >&2; }
 
@@ -147,9 +149,11 @@ run_redis() {
 }
 
 run_postgres() {
-	local dir=$DATA/pg
+	# A folder of its own: as root, the server runs as postgres, which
+	# could not reach into DATA (mode 0700).
+	pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-peers-pg.XXXXXX")
+	local dir=$pg_dir
 	as_pg=()
-	rm -rf "$dir"; mkdir -p "$dir"
 	if [ "$(id -u)" = 0 ]; then
 		# PostgreSQL will not run as root.
 		chown postgres:postgres "$dir"
@@ -168,6 +172,7 @@ run_postgres() {
 		>>"$OUT/peers.jsonl" 2> >(tee -a "$LOG" >&2)
 	stop_pg
 	rm -rf "$dir"
+	pg_dir=
 }
 
 run_peers() {

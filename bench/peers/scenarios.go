@@ -158,7 +158,7 @@ func (r *runner) importScenario(ctx context.Context) (*result, error) {
 	perCode := float64(foot1-foot0) / float64(n)
 	res.extra = append(res.extra, field{r.st.footprintKind() + "_bytes_per_code", perCode, 1})
 	res.extra = append(res.extra, cpuFields(cpu)...)
-	res.summary = fmt.Sprintf("%s import: %d codes in %.2fs = %s codes/s, %d durable writes (p50 %.2fms p99 %.2fms) | verify: %s => %s | %s %.1f B/unused code | %s",
+	res.summary = fmt.Sprintf("%s import: %d codes in %.2fs = %s codes/s, %d writes (p50 %.2fms p99 %.2fms) | verify: %s => %s | %s %.1f B/unused code | %s",
 		res.label(), n, res.elapsed.Seconds(), human(perSecond(res.codes, res.elapsed)), res.requests,
 		msOf(res.lat.percentile(50)), msOf(res.lat.percentile(99)), after, ck.verdict(), r.st.footprintKind(), perCode, cpu)
 	return res, ck.err()
