@@ -25,6 +25,8 @@ var metrics = []metric{
 	{"(a) big send 1M in calls of 10k, codes/s", "big-send", "codes_per_s", false},
 	{"(b) small sends, 32 clients, req/s", "small-sends", "requests_per_s", false},
 	{"(b) small sends, p99 ms", "small-sends", "p99_ms", true},
+	{"(a) big send, server CPU µs per code", "big-send", "server_cpu_us_per_code", true},
+	{"(b) small sends, server CPU µs per request", "small-sends", "server_cpu_us_per_code", true},
 }
 
 const coupondLabel = "coupond"
@@ -72,6 +74,16 @@ func (s *samples) add(r io.Reader) error {
 				s.values[label][scenario+"/"+k] = append(s.values[label][scenario+"/"+k], f)
 			}
 		}
+		// The server's CPU per code handed out: on a shared machine a
+		// server that gets fewer cores is slower without being costlier,
+		// so this ratio moves less with the neighbours than the rates.
+		cpu, ok1 := m["server_cpu_cores"].(float64)
+		secs, ok2 := m["seconds"].(float64)
+		codes, ok3 := m["codes"].(float64)
+		if ok1 && ok2 && ok3 && codes > 0 {
+			key := scenario + "/server_cpu_us_per_code"
+			s.values[label][key] = append(s.values[label][key], cpu*secs/codes*1e6)
+		}
 	}
 	return sc.Err()
 }
@@ -103,7 +115,7 @@ func ratio(coupond, peer float64, lower bool) (float64, bool) {
 
 func formatValue(x float64, m metric) string {
 	if m.lower {
-		return fmt.Sprintf("%.2f", x)
+		return fmt.Sprintf("%.2f", x) // milliseconds or microseconds
 	}
 	return human(x)
 }
