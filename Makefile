@@ -6,7 +6,7 @@ BIN     := bin
 # deadline exceeded" (a known go test -fuzz behaviour), which is no finding.
 FUZZRUNS ?= 200000x
 
-.PHONY: all build run cluster test test-race check bench bench-cluster deps fuzz clean chaos demo
+.PHONY: all build run cluster test test-race check bench bench-cluster bench-peers deps fuzz clean chaos demo
 
 all: build
 
@@ -64,6 +64,15 @@ bench: build
 	./$(BIN)/couponbench big-send --spawn
 	./$(BIN)/couponbench small-sends --spawn --duration 20s
 	./$(BIN)/couponbench mixed --spawn --duration 20s
+
+# coupond against Redis 7 (AOF always, everysec) and PostgreSQL 15
+# (synchronous_commit=on) on the peer scenarios, back to back, then the
+# medians and coupond's ratios (bench/peers/run.sh; bench/README.md,
+# "Comparing with peers"). It installs the peers from Debian's packages
+# when missing and runs its own instances on other ports. Knobs: DUR,
+# CONC, ROUNDS, PEERS (bench/peers/run.sh lists them all).
+bench-peers: build
+	BIN=$(BIN) GO=$(GO) ./bench/peers/run.sh
 
 # One node beside three on this machine: big-send pairs (1M recipients,
 # one node then a 3-node cluster, BENCH_ROUNDS times: compare the medians),
