@@ -301,6 +301,13 @@ func TestFakeSends(t *testing.T) {
 		wantInsufficient(t, n.json("PUT", "/v1/sends/s2", n.sender, `{"message_id":"m1","expected_recipients":10}`), 10, 5)
 		n.takeWrite("OpenSend")
 
+		// The id is the raw path segment, decoded once: %2F stays inside it.
+		n.w.onOpenSend = nil
+		decode(t, n.json("PUT", "/v1/sends/a%2Fb", n.sender, `{"message_id":"m1"}`), http.StatusCreated, &o)
+		if c := n.takeWrite("OpenSend").arg.(*raftfsm.OpenSend); c.Send != "a/b" || o.SendID != "a/b" {
+			t.Fatalf("OpenSend %+v answered %+v, want the send a/b", c, o)
+		}
+
 		wantError(t, n.json("PUT", "/v1/sends/s3", n.sender, `{}`), http.StatusBadRequest, "invalid_request")
 		n.noWrites()
 	})
@@ -426,6 +433,18 @@ func TestFakeSends(t *testing.T) {
 			t.Fatalf("a closed send reads %q", s.Status)
 		}
 		wantError(t, n.do(fakeReq{method: "GET", path: "/v1/sends/s1", token: n.otherAdmin}), http.StatusNotFound, "not_found")
+
+		// A recipient's history names send and message, not the recipient.
+		r = n.do(fakeReq{method: "GET", path: "/v1/recipients/b%2Cc/assignments", token: n.admin})
+		var hist struct {
+			Assignments []json.RawMessage `json:"assignments"`
+		}
+		decode(t, r, http.StatusOK, &hist)
+		if len(hist.Assignments) != 1 {
+			t.Fatalf("history answered %s", r.body)
+		}
+		fieldsOf(t, hist.Assignments[0], "code", "list_id", "message_id", "send_id", "assigned_at")
+		wantError(t, n.do(fakeReq{method: "GET", path: "/v1/recipients/a/assignments", token: n.sender}), http.StatusForbidden, "forbidden")
 		n.noWrites()
 	})
 }
@@ -698,6 +717,21 @@ func TestFakeReadiness(t *testing.T) {
 			http.StatusServiceUnavailable, "unavailable")
 		wantStatus(t, n.do(fakeReq{method: "GET", path: "/v1/lists", token: n.admin}), http.StatusOK)
 		n.noWrites()
+	})
+
+	t.Run("follower", func(t *testing.T) {
+		n := newFakeNode(t)
+		n.addList("acme", 1, 0)
+		n.w.isLeader, n.w.leader = false, "n2"
+		// Reads are local; a write goes to the leader, whose address this
+		// node does not know: no_leader, and nothing is written here.
+		wantStatus(t, n.do(fakeReq{method: "GET", path: "/v1/lists", token: n.admin}), http.StatusOK)
+		wantError(t, n.json("POST", "/v1/lists", n.admin, `{"name":"x"}`), http.StatusServiceUnavailable, "no_leader")
+		wantError(t, n.do(fakeReq{method: "GET", path: "/v1/lists?consistency=strong", token: n.admin}), http.StatusServiceUnavailable, "no_leader")
+		n.noWrites()
+		if n.w.barriers != 0 {
+			t.Fatal("a follower passed a read barrier itself")
+		}
 	})
 
 	t.Run("not caught up or no leader", func(t *testing.T) {
