@@ -28,8 +28,8 @@ import (
 	"github.com/coupond/coupond/raftfsm/propose"
 )
 
-// key names a tenant's message or send.
-type key struct{ tenant, id string }
+// fakeKey names a tenant's message or send.
+type fakeKey struct{ tenant, id string }
 
 // fakeReader is the node's state as plain maps. It is safe for concurrent
 // use: a streamed answer (GET .../assignments) reads it from fasthttp's
@@ -39,17 +39,17 @@ type fakeReader struct {
 	tokens      map[[32]byte]*raftfsm.Token // by sha256 of the secret
 	tenants     map[string]*raftfsm.Tenant
 	lists       map[uint64]*raftfsm.ListView
-	messages    map[key]*raftfsm.Message
-	sends       map[key]*raftfsm.Send
-	assignments map[key][]raftfsm.Assignment // by tenant and send, in order
+	messages    map[fakeKey]*raftfsm.Message
+	sends       map[fakeKey]*raftfsm.Send
+	assignments map[fakeKey][]raftfsm.Assignment // by tenant and send, in order
 	nodes       map[string]raftfsm.NodeInfo
 }
 
 func newFakeReader() *fakeReader {
 	return &fakeReader{
 		tokens: map[[32]byte]*raftfsm.Token{}, tenants: map[string]*raftfsm.Tenant{},
-		lists: map[uint64]*raftfsm.ListView{}, messages: map[key]*raftfsm.Message{},
-		sends: map[key]*raftfsm.Send{}, assignments: map[key][]raftfsm.Assignment{},
+		lists: map[uint64]*raftfsm.ListView{}, messages: map[fakeKey]*raftfsm.Message{},
+		sends: map[fakeKey]*raftfsm.Send{}, assignments: map[fakeKey][]raftfsm.Assignment{},
 		nodes: map[string]raftfsm.NodeInfo{},
 	}
 }
@@ -136,7 +136,7 @@ func (r *fakeReader) CodeState(tenant string, list uint64, code []byte) (raftfsm
 func (r *fakeReader) Message(tenant, id string) (*raftfsm.Message, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m, ok := r.messages[key{tenant, id}]
+	m, ok := r.messages[fakeKey{tenant, id}]
 	if !ok {
 		return nil, false
 	}
@@ -161,7 +161,7 @@ func (r *fakeReader) MessagesOfList(tenant string, list uint64) []*raftfsm.Messa
 func (r *fakeReader) Send(tenant, id string) (*raftfsm.Send, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s, ok := r.sends[key{tenant, id}]
+	s, ok := r.sends[fakeKey{tenant, id}]
 	if !ok {
 		return nil, false
 	}
@@ -171,7 +171,7 @@ func (r *fakeReader) Send(tenant, id string) (*raftfsm.Send, bool) {
 
 func (r *fakeReader) EachAssignment(tenant, send string, fn func(a *raftfsm.Assignment) error) error {
 	r.mu.Lock()
-	as := slices.Clone(r.assignments[key{tenant, send}])
+	as := slices.Clone(r.assignments[fakeKey{tenant, send}])
 	r.mu.Unlock()
 	for i := range as {
 		if err := fn(&as[i]); err != nil {
@@ -211,13 +211,13 @@ func (r *fakeReader) putList(l raftfsm.ListView) {
 func (r *fakeReader) putMessage(m raftfsm.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.messages[key{m.Tenant, m.ID}] = &m
+	r.messages[fakeKey{m.Tenant, m.ID}] = &m
 }
 
 func (r *fakeReader) putSend(s raftfsm.Send) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sends[key{s.Tenant, s.ID}] = &s
+	r.sends[fakeKey{s.Tenant, s.ID}] = &s
 }
 
 func (r *fakeReader) putToken(secret string, t raftfsm.Token) {
@@ -226,8 +226,8 @@ func (r *fakeReader) putToken(secret string, t raftfsm.Token) {
 	r.tokens[sha256.Sum256([]byte(secret))] = &t
 }
 
-// call is one write that reached the fake Writer.
-type call struct {
+// fakeCall is one write that reached the fake Writer.
+type fakeCall struct {
 	method string // "Apply", "OpenSend", "CloseSend", "Allocate", "Import", "AddVoter", "RemoveMember"
 	arg    any    // the command, propose.Allocation, propose.Import, raftfsm.NodeInfo or node id
 	// Import only: the codes the body gave through ImportBody.Next, and
@@ -245,7 +245,7 @@ type fakeWriter struct {
 	st *fakeReader
 
 	mu    sync.Mutex
-	calls []call
+	calls []fakeCall
 
 	onApply        func(c raftfsm.Command) (any, error)
 	onOpenSend     func(c *raftfsm.OpenSend) (raftfsm.OpenResult, error)
@@ -264,14 +264,14 @@ type fakeWriter struct {
 
 var _ httpapi.Writer = (*fakeWriter)(nil)
 
-func (w *fakeWriter) record(c call) {
+func (w *fakeWriter) record(c fakeCall) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.calls = append(w.calls, c)
 }
 
 // writes answers the calls so far.
-func (w *fakeWriter) writes() []call {
+func (w *fakeWriter) writes() []fakeCall {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.calls)
@@ -289,7 +289,7 @@ func (w *fakeWriter) Apply(c raftfsm.Command) (any, error) {
 	if err := w.refuse(); err != nil {
 		return nil, err
 	}
-	w.record(call{method: "Apply", arg: c})
+	w.record(fakeCall{method: "Apply", arg: c})
 	if w.onApply != nil {
 		return w.onApply(c)
 	}
@@ -373,7 +373,7 @@ func (w *fakeWriter) OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error) {
 	if err := w.refuse(); err != nil {
 		return raftfsm.OpenResult{}, err
 	}
-	w.record(call{method: "OpenSend", arg: c})
+	w.record(fakeCall{method: "OpenSend", arg: c})
 	if w.onOpenSend != nil {
 		return w.onOpenSend(c)
 	}
@@ -396,7 +396,7 @@ func (w *fakeWriter) CloseSend(c *raftfsm.CloseSend) (*raftfsm.Send, error) {
 	if err := w.refuse(); err != nil {
 		return nil, err
 	}
-	w.record(call{method: "CloseSend", arg: c})
+	w.record(fakeCall{method: "CloseSend", arg: c})
 	if w.onCloseSend != nil {
 		return w.onCloseSend(c)
 	}
@@ -420,7 +420,7 @@ func (w *fakeWriter) Allocate(a propose.Allocation) (propose.Allocated, error) {
 	for i, r := range a.Recipients {
 		rec.Recipients[i] = bytes.Clone(r)
 	}
-	w.record(call{method: "Allocate", arg: rec})
+	w.record(fakeCall{method: "Allocate", arg: rec})
 	if w.onAllocate != nil {
 		return w.onAllocate(a)
 	}
@@ -437,7 +437,7 @@ func (w *fakeWriter) Import(imp propose.Import, body propose.ImportBody) (raftfs
 	if err := w.refuse(); err != nil {
 		return raftfsm.ImportResult{}, err
 	}
-	c := call{method: "Import", arg: imp}
+	c := fakeCall{method: "Import", arg: imp}
 	var codes [][]byte
 	var readErr error
 	for {
@@ -480,7 +480,7 @@ func (w *fakeWriter) AddVoter(n raftfsm.NodeInfo) error {
 	if err := w.refuse(); err != nil {
 		return err
 	}
-	w.record(call{method: "AddVoter", arg: n})
+	w.record(fakeCall{method: "AddVoter", arg: n})
 	if w.onAddVoter != nil {
 		return w.onAddVoter(n)
 	}
@@ -491,7 +491,7 @@ func (w *fakeWriter) RemoveMember(id string) error {
 	if err := w.refuse(); err != nil {
 		return err
 	}
-	w.record(call{method: "RemoveMember", arg: id})
+	w.record(fakeCall{method: "RemoveMember", arg: id})
 	if w.onRemoveMember != nil {
 		return w.onRemoveMember(id)
 	}
@@ -610,7 +610,7 @@ func (n *fakeNode) noWrites() {
 
 // takeWrite answers the one write that reached the Writer since the last
 // take, failing unless there was exactly one and it went through method.
-func (n *fakeNode) takeWrite(method string) call {
+func (n *fakeNode) takeWrite(method string) fakeCall {
 	n.t.Helper()
 	c := n.w.writes()
 	if len(c) != 1 || c[0].method != method {

@@ -97,7 +97,7 @@ func TestFakeLists(t *testing.T) {
 		}
 
 		// The same request and key digest the same; another body does not.
-		again := func(body string) call {
+		again := func(body string) fakeCall {
 			n.do(fakeReq{method: "POST", path: "/v1/lists/" + id + "/codes", token: n.admin, ctype: "text/csv",
 				body: body, headers: []string{"Idempotency-Key: k1"}})
 			return n.takeWrite("Import")
@@ -327,8 +327,8 @@ func TestFakeSends(t *testing.T) {
 			t.Fatalf("allocation answered %s", r.body)
 		}
 		a := n.takeWrite("Allocate").arg.(propose.Allocation)
-		if a.Tenant != "acme" || a.Send != "s1" || a.Message != "m1" || !reflect.DeepEqual(recipients(a), []string{"a@x", "b@x", "a@x"}) {
-			t.Fatalf("Allocation %+v with recipients %q, want a@x, b@x, a@x in order", a, recipients(a))
+		if a.Tenant != "acme" || a.Send != "s1" || a.Message != "m1" || !reflect.DeepEqual(allocRecipients(a), []string{"a@x", "b@x", "a@x"}) {
+			t.Fatalf("Allocation %+v with recipients %q, want a@x, b@x, a@x in order", a, allocRecipients(a))
 		}
 		stampedNow(t, "Allocation", a.At, before)
 	})
@@ -344,8 +344,8 @@ func TestFakeSends(t *testing.T) {
 			t.Fatalf("CSV answer %v, want %v", got, want)
 		}
 		a := n.takeWrite("Allocate").arg.(propose.Allocation)
-		if a.Message != "" || !reflect.DeepEqual(recipients(a), []string{"r1", "r2", "x,y"}) {
-			t.Fatalf("Allocation %+v with recipients %q, want r1, r2, x,y without a message", a, recipients(a))
+		if a.Message != "" || !reflect.DeepEqual(allocRecipients(a), []string{"r1", "r2", "x,y"}) {
+			t.Fatalf("Allocation %+v with recipients %q, want r1, r2, x,y without a message", a, allocRecipients(a))
 		}
 	})
 
@@ -395,7 +395,7 @@ func TestFakeSends(t *testing.T) {
 		n, list := sendFixture(t)
 		now := time.Now().UnixNano()
 		n.st.putSend(raftfsm.Send{Tenant: "acme", ID: "s1", Message: "m1", List: 0x77, Assigned: 2, CreatedAt: now})
-		n.st.assignments[key{"acme", "s1"}] = []raftfsm.Assignment{
+		n.st.assignments[fakeKey{"acme", "s1"}] = []raftfsm.Assignment{
 			{Recipient: "a", Code: "C1", List: 0x77, Message: "m1", Send: "s1", At: now},
 			{Recipient: "b,c", Code: "C2", List: 0x77, Message: "m1", Send: "s1", At: now},
 		}
@@ -449,8 +449,8 @@ func TestFakeSends(t *testing.T) {
 	})
 }
 
-// recipients answers an allocation's recipients as strings.
-func recipients(a propose.Allocation) []string {
+// allocRecipients answers an allocation's recipients as strings.
+func allocRecipients(a propose.Allocation) []string {
 	out := make([]string, len(a.Recipients))
 	for i, r := range a.Recipients {
 		out[i] = string(r)
@@ -683,20 +683,20 @@ func TestFakeCluster(t *testing.T) {
 	t.Run("view", func(t *testing.T) {
 		n := newFakeNode(t)
 		var out struct {
-			Leader string     `json:"leader"`
-			Nodes  []nodeJSON `json:"nodes"`
-			Term   uint64     `json:"term"`
+			Leader string        `json:"leader"`
+			Nodes  []clusterNode `json:"nodes"`
+			Term   uint64        `json:"term"`
 		}
 		decode(t, n.do(fakeReq{method: "GET", path: "/v1/cluster", token: n.operator}), http.StatusOK, &out)
-		want := []nodeJSON{{ID: "n1", RaftAddr: "127.0.0.1:7001", HTTPAddr: "127.0.0.1:8001", Suffrage: "voter", State: "leader"}}
+		want := []clusterNode{{ID: "n1", RaftAddr: "127.0.0.1:7001", HTTPAddr: "127.0.0.1:8001", Suffrage: "voter", State: "leader"}}
 		if out.Leader != "n1" || out.Term != 1 || !reflect.DeepEqual(out.Nodes, want) {
 			t.Fatalf("cluster answered %+v", out)
 		}
 	})
 }
 
-// nodeJSON is one node of GET /v1/cluster.
-type nodeJSON struct {
+// clusterNode is one node of GET /v1/cluster.
+type clusterNode struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
