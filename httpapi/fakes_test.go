@@ -228,7 +228,7 @@ func (r *fakeReader) putToken(secret string, t raftfsm.Token) {
 
 // fakeCall is one write that reached the fake Writer.
 type fakeCall struct {
-	method string // "Apply", "OpenSend", "CloseSend", "Allocate", "Import", "AddVoter", "RemoveMember"
+	method string // "Propose", "OpenSend", "CloseSend", "Allocate", "Import", "AddVoter", "RemoveMember"
 	arg    any    // the command, propose.Allocation, propose.Import, raftfsm.NodeInfo or node id
 	// Import only: the codes the body gave through ImportBody.Next, and
 	// the request digest of a keyed upload.
@@ -247,7 +247,7 @@ type fakeWriter struct {
 	mu    sync.Mutex
 	calls []fakeCall
 
-	onApply        func(c raftfsm.Command) (any, error)
+	onPropose      func(c raftfsm.Command) (any, error)
 	onOpenSend     func(c *raftfsm.OpenSend) (raftfsm.OpenResult, error)
 	onCloseSend    func(c *raftfsm.CloseSend) (*raftfsm.Send, error)
 	onAllocate     func(a propose.Allocation) (propose.Allocated, error)
@@ -285,13 +285,13 @@ func (w *fakeWriter) refuse() error {
 	return fmt.Errorf("%w: %v", propose.ErrStateUnwritable, w.writable)
 }
 
-func (w *fakeWriter) Apply(c raftfsm.Command) (any, error) {
+func (w *fakeWriter) Propose(c raftfsm.Command) (any, error) {
 	if err := w.refuse(); err != nil {
 		return nil, err
 	}
-	w.record(fakeCall{method: "Apply", arg: c})
-	if w.onApply != nil {
-		return w.onApply(c)
+	w.record(fakeCall{method: "Propose", arg: c})
+	if w.onPropose != nil {
+		return w.onPropose(c)
 	}
 	return w.applyDefault(c)
 }

@@ -45,7 +45,7 @@ func TestFakeLists(t *testing.T) {
 		r := n.json("POST", "/v1/lists", n.admin, `{"name":"x"}`)
 		wantStatus(t, r, http.StatusCreated)
 		l := checkListShape(t, r.body)
-		c := n.takeWrite("Apply").arg.(*raftfsm.CreateList)
+		c := n.takeWrite("Propose").arg.(*raftfsm.CreateList)
 		if c.Tenant != "acme" || c.Name != "x" || !c.Dedupe || c.Threshold != 0 {
 			t.Fatalf("CreateList %+v, want tenant acme, name x, dedupe on by default", c)
 		}
@@ -56,7 +56,7 @@ func TestFakeLists(t *testing.T) {
 
 		r = n.json("POST", "/v1/lists", n.admin, `{"name":"y","dedupe":false,"low_stock_threshold":5}`)
 		l = checkListShape(t, r.body)
-		c = n.takeWrite("Apply").arg.(*raftfsm.CreateList)
+		c = n.takeWrite("Propose").arg.(*raftfsm.CreateList)
 		if c.Dedupe || c.Threshold != 5 || l.Dedupe || l.LowStockThreshold != 5 || !l.LowStock {
 			t.Fatalf("CreateList %+v answered %+v, want dedupe off and threshold 5 (low stock: empty)", c, l)
 		}
@@ -213,12 +213,12 @@ func TestFakeLists(t *testing.T) {
 		n := newFakeNode(t)
 		id := n.addList("acme", 0x1234, 3)
 		l := checkListShape(t, n.json("PATCH", "/v1/lists/"+id, n.admin, `{"name":"renamed"}`).body)
-		u := n.takeWrite("Apply").arg.(*raftfsm.UpdateList)
+		u := n.takeWrite("Propose").arg.(*raftfsm.UpdateList)
 		if *u != (raftfsm.UpdateList{Tenant: "acme", ID: 0x1234, SetName: true, Name: "renamed"}) || l.Name != "renamed" {
 			t.Fatalf("UpdateList %+v answered %+v, want only the name set", u, l)
 		}
 
-		n.w.onApply = func(raftfsm.Command) (any, error) {
+		n.w.onPropose = func(raftfsm.Command) (any, error) {
 			return raftfsm.WithdrawResult{Withdrawn: 1, NotFound: 1}, nil
 		}
 		r := n.do(fakeReq{method: "POST", path: "/v1/lists/" + id + "/codes/withdraw", token: n.admin, ctype: "text/csv", body: "W1\nW2\n"})
@@ -227,22 +227,22 @@ func TestFakeLists(t *testing.T) {
 		if !reflect.DeepEqual(wr, map[string]uint64{"withdrawn": 1, "not_found": 1, "already_used": 0}) {
 			t.Fatalf("withdraw answered %s", r.body)
 		}
-		w := n.takeWrite("Apply").arg.(*raftfsm.Withdraw)
+		w := n.takeWrite("Propose").arg.(*raftfsm.Withdraw)
 		var codes []string
 		w.Codes.Each(func(c []byte) { codes = append(codes, string(c)) })
 		if w.Tenant != "acme" || w.List != 0x1234 || !reflect.DeepEqual(codes, []string{"W1", "W2"}) {
 			t.Fatalf("Withdraw of %s from %x (%s), want W1, W2 from acme's 1234", codes, w.List, w.Tenant)
 		}
 
-		n.w.onApply = func(raftfsm.Command) (any, error) { return nil, raftfsm.ErrListInUse }
+		n.w.onPropose = func(raftfsm.Command) (any, error) { return nil, raftfsm.ErrListInUse }
 		wantError(t, n.do(fakeReq{method: "DELETE", path: "/v1/lists/" + id, token: n.admin}), http.StatusConflict, "list_in_use")
-		n.takeWrite("Apply")
-		n.w.onApply = nil
+		n.takeWrite("Propose")
+		n.w.onPropose = nil
 		r = n.do(fakeReq{method: "DELETE", path: "/v1/lists/" + id, token: n.admin})
 		if r.status != http.StatusNoContent || len(r.body) != 0 {
 			t.Fatalf("delete answered %s, want 204 without a body", r)
 		}
-		if d := n.takeWrite("Apply").arg.(*raftfsm.DeleteList); *d != (raftfsm.DeleteList{Tenant: "acme", ID: 0x1234}) {
+		if d := n.takeWrite("Propose").arg.(*raftfsm.DeleteList); *d != (raftfsm.DeleteList{Tenant: "acme", ID: 0x1234}) {
 			t.Fatalf("DeleteList %+v", d)
 		}
 	})
@@ -465,7 +465,7 @@ func TestFakeMessages(t *testing.T) {
 		n := newFakeNode(t)
 		before := time.Now()
 		m := decodeMessage(t, n.json("PUT", "/v1/messages/m1", n.sender, email), http.StatusCreated)
-		c := n.takeWrite("Apply").arg.(*raftfsm.UpsertMessage)
+		c := n.takeWrite("Propose").arg.(*raftfsm.UpsertMessage)
 		want := raftfsm.UpsertMessage{Tenant: "acme", ID: "m1", Name: "Welcome", Campaign: "Spring",
 			CampaignType: "standard", Channel: "email", At: c.At}
 		if *c != want {
@@ -477,7 +477,7 @@ func TestFakeMessages(t *testing.T) {
 		}
 
 		m = decodeMessage(t, n.json("PUT", "/v1/messages/m1", n.admin, strings.Replace(email, `"doi":false`, `"doi":true,"status":"sent"`, 1)), http.StatusOK)
-		if c := n.takeWrite("Apply").arg.(*raftfsm.UpsertMessage); c.Status != "sent" || !c.DOI || m.Status != "sent" {
+		if c := n.takeWrite("Propose").arg.(*raftfsm.UpsertMessage); c.Status != "sent" || !c.DOI || m.Status != "sent" {
 			t.Fatalf("UpsertMessage %+v answered %+v, want status sent", c, m)
 		}
 		decodeMessage(t, n.do(fakeReq{method: "GET", path: "/v1/messages/m1", token: n.sender}), http.StatusOK)
@@ -503,7 +503,7 @@ func TestFakeMessages(t *testing.T) {
 		n.st.putMessage(raftfsm.Message{Tenant: "acme", ID: "m1", Name: "M1", CampaignType: "standard", Channel: "email", Status: "draft"})
 
 		m := decodeMessage(t, n.json("PUT", "/v1/messages/m1/coupon-list", n.admin, `{"list_id":"`+list+`"}`), http.StatusOK)
-		if a := n.takeWrite("Apply").arg.(*raftfsm.AssignList); *a != (raftfsm.AssignList{Tenant: "acme", Message: "m1", List: 0x55}) {
+		if a := n.takeWrite("Propose").arg.(*raftfsm.AssignList); *a != (raftfsm.AssignList{Tenant: "acme", Message: "m1", List: 0x55}) {
 			t.Fatalf("AssignList %+v", a)
 		}
 		if m.CouponListID == nil || *m.CouponListID != list {
@@ -524,7 +524,7 @@ func TestFakeMessages(t *testing.T) {
 		if r.status != http.StatusNoContent || len(r.body) != 0 {
 			t.Fatalf("unassign answered %s, want 204 without a body", r)
 		}
-		if a := n.takeWrite("Apply").arg.(*raftfsm.AssignList); *a != (raftfsm.AssignList{Tenant: "acme", Message: "m1"}) {
+		if a := n.takeWrite("Propose").arg.(*raftfsm.AssignList); *a != (raftfsm.AssignList{Tenant: "acme", Message: "m1"}) {
 			t.Fatalf("AssignList %+v, want list 0", a)
 		}
 
@@ -536,18 +536,18 @@ func TestFakeMessages(t *testing.T) {
 		n.noWrites()
 
 		// The state machine's refusals.
-		n.w.onApply = func(raftfsm.Command) (any, error) { return nil, &raftfsm.EligibilityError{Reason: "doi_required"} }
+		n.w.onPropose = func(raftfsm.Command) (any, error) { return nil, &raftfsm.EligibilityError{Reason: "doi_required"} }
 		e := wantError(t, n.json("PUT", "/v1/messages/m1/coupon-list", n.admin, `{"list_id":"`+list+`"}`), http.StatusUnprocessableEntity, "not_eligible")
 		if e["reason"] != "doi_required" {
 			t.Fatalf("not_eligible without its reason: %v", e)
 		}
-		n.takeWrite("Apply")
-		n.w.onApply = func(raftfsm.Command) (any, error) { return nil, raftfsm.ErrNotFound }
+		n.takeWrite("Propose")
+		n.w.onPropose = func(raftfsm.Command) (any, error) { return nil, raftfsm.ErrNotFound }
 		wantError(t, n.json("PUT", "/v1/messages/m1/coupon-list", n.admin, `{"list_id":"00000000000000aa"}`), http.StatusNotFound, "not_found")
-		n.takeWrite("Apply")
-		n.w.onApply = nil
+		n.takeWrite("Propose")
+		n.w.onPropose = nil
 		wantError(t, n.do(fakeReq{method: "DELETE", path: "/v1/messages/nope/coupon-list", token: n.admin}), http.StatusNotFound, "not_found")
-		if a := n.takeWrite("Apply").arg.(*raftfsm.AssignList); a.Message != "nope" || a.List != 0 {
+		if a := n.takeWrite("Propose").arg.(*raftfsm.AssignList); a.Message != "nope" || a.List != 0 {
 			t.Fatalf("AssignList %+v, want message nope unassigned", a)
 		}
 	})
@@ -562,14 +562,14 @@ func TestFakeOperators(t *testing.T) {
 		decode(t, r, http.StatusCreated, &tn)
 		fieldsOf(t, r.body, "id", "name", "created_at")
 		checkTime(t, "created_at", tn["created_at"])
-		c := n.takeWrite("Apply").arg.(*raftfsm.CreateTenant)
+		c := n.takeWrite("Propose").arg.(*raftfsm.CreateTenant)
 		if c.ID != "new-t" || c.Name != "New" || tn["id"] != "new-t" || tn["name"] != "New" {
 			t.Fatalf("CreateTenant %+v answered %s", c, r.body)
 		}
 		stampedNow(t, "CreateTenant", c.At, before)
 
 		wantError(t, n.json("POST", "/v1/tenants", n.operator, `{"id":"new-t","name":"Again"}`), http.StatusConflict, "tenant_exists")
-		n.takeWrite("Apply")
+		n.takeWrite("Propose")
 		var all struct {
 			Tenants []map[string]string `json:"tenants"`
 		}
@@ -587,7 +587,7 @@ func TestFakeOperators(t *testing.T) {
 		var tok map[string]string
 		decode(t, r, http.StatusCreated, &tok)
 		fieldsOf(t, r.body, "id", "token")
-		c := n.takeWrite("Apply").arg.(*raftfsm.CreateToken)
+		c := n.takeWrite("Propose").arg.(*raftfsm.CreateToken)
 		if c.ID != tok["id"] || c.Tenant != "acme" || c.Role != raftfsm.RoleSender || c.Name != "mailer" {
 			t.Fatalf("CreateToken %+v for the answer %s", c, r.body)
 		}
@@ -601,19 +601,19 @@ func TestFakeOperators(t *testing.T) {
 		// The new token works, with its role.
 		wantStatus(t, n.json("PUT", "/v1/messages/m1", tok["token"],
 			`{"name":"M","campaign":"","campaign_type":"standard","channel":"email","doi":false}`), http.StatusCreated)
-		n.takeWrite("Apply")
+		n.takeWrite("Propose")
 		wantError(t, n.do(fakeReq{method: "GET", path: "/v1/lists", token: tok["token"]}), http.StatusForbidden, "forbidden")
 
 		r = n.do(fakeReq{method: "DELETE", path: "/v1/tokens/" + tok["id"], token: n.operator})
 		if r.status != http.StatusNoContent {
 			t.Fatalf("revoke answered %s", r)
 		}
-		if c := n.takeWrite("Apply").arg.(*raftfsm.RevokeToken); c.ID != tok["id"] {
+		if c := n.takeWrite("Propose").arg.(*raftfsm.RevokeToken); c.ID != tok["id"] {
 			t.Fatalf("RevokeToken %+v, want %s", c, tok["id"])
 		}
 		wantError(t, n.do(fakeReq{method: "GET", path: "/v1/messages/m1", token: tok["token"]}), http.StatusUnauthorized, "unauthorized")
 		wantError(t, n.do(fakeReq{method: "DELETE", path: "/v1/tokens/tok_none", token: n.operator}), http.StatusNotFound, "not_found")
-		n.takeWrite("Apply")
+		n.takeWrite("Propose")
 
 		// Refused before any write.
 		wantError(t, n.json("POST", "/v1/tenants/acme/tokens", n.operator, `{"role":"operator"}`), http.StatusBadRequest, "invalid_request")
