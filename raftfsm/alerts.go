@@ -8,7 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Low-stock alerts (issue 5). The state machine decides, deterministically,
+// Low-stock alerts. The state machine decides, deterministically,
 // when a list crosses its low-stock threshold and records an alert in the
 // outbox, part of the replicated state; the leader delivers the outbox
 // (daemon/webhook.go) and acknowledges each delivered alert with AckAlerts.
@@ -22,9 +22,6 @@ import (
 // turns false again (a top-up, a released hold, a lower threshold or
 // threshold 0), and the next flip records a new alert. A list created below
 // its threshold (or imported into while below it) never crossed it: no alert.
-
-// CmdAckAlerts removes delivered alerts from the outbox. Appended after CmdSetClusterKey.
-const CmdAckAlerts CmdType = 21
 
 // MaxPendingAlerts bounds the outbox. When an alert would exceed it, the
 // oldest pending alert of the same list is dropped (the new one tells the
@@ -59,8 +56,8 @@ func (a *Alert) marshal() []byte {
 
 func unmarshalAlert(v []byte) (*Alert, error) {
 	d := recordDecoder(v)
-	a := &Alert{ID: d.uvarint(), Tenant: d.string(), List: d.uvarint(), ListName: d.string(),
-		Threshold: d.uvarint(), Available: d.uvarint(), At: d.varint()}
+	a := &Alert{ID: d.uvarint("ID"), Tenant: d.string("Tenant"), List: d.uvarint("List"), ListName: d.string("ListName"),
+		Threshold: d.uvarint("Threshold"), Available: d.uvarint("Available"), At: d.varint("At")}
 	return a, d.done()
 }
 
@@ -81,16 +78,16 @@ func (c *AckAlerts) appendBody(b []byte) []byte {
 	return b
 }
 func (c *AckAlerts) decodeBody(d *decoder) {
-	n := d.uvarint()
-	if n > MaxAckAlerts || n > uint64(len(d.b)) {
-		d.fail()
+	n := d.count("IDs", MaxAckAlerts)
+	if d.err != nil {
 		return
 	}
 	c.IDs = make([]uint64, n)
 	for i := range c.IDs {
-		c.IDs[i] = d.uvarint()
+		c.IDs[i] = d.uvarint("IDs")
 	}
 }
+func (*AckAlerts) at(entryAt int64) int64 { return entryAt }
 
 // keyAlertSeq holds the id of the last alert recorded (8 bytes BE), so ids
 // are never reused after the outbox empties.
@@ -155,7 +152,8 @@ func (a *applier) checkLowStock(old, l *ListMeta) {
 	f.notifyAlerts()
 }
 
-func (a *applier) ackAlerts(c *AckAlerts) (int, error) {
+// apply answers the number of alerts removed.
+func (c *AckAlerts) apply(a *applier) (any, error) {
 	f := a.f
 	f.mu.RLock()
 	pending := f.alerts

@@ -191,21 +191,24 @@ func (b *assignBatch) marshal(dst []byte) []byte {
 
 func unmarshalBatch(v []byte) (*assignBatch, error) {
 	d := recordDecoder(v)
-	b := &assignBatch{Send: d.uint32(), List: d.uvarint(), At: d.varint(), FirstSeq: d.uvarint()}
-	n := d.uvarint()
-	runs := d.uvarint()
-	if d.err != nil || n > uint64(len(v)) || runs > uint64(len(v)) {
-		return nil, errCorrupt
+	b := &assignBatch{Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
+	n := d.uvarint("Recips")
+	runs := d.uvarint("Runs")
+	if d.err == nil && (n > uint64(len(v)) || runs > uint64(len(v))) {
+		d.fail("Recips", "more entries than bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	b.Runs = make([]posRun, runs)
 	for i := range b.Runs {
-		b.Runs[i] = posRun{d.uint32(), d.uint32()}
+		b.Runs[i] = posRun{d.uint32("Runs"), d.uint32("Runs")}
 	}
 	b.Recips = make([][]byte, n)
 	b.Codes = make([][]byte, n)
 	for i := range b.Recips {
-		b.Recips[i] = d.bytes()
-		b.Codes[i] = d.fixed(int(d.byte()))
+		b.Recips[i] = d.bytes("Recips")
+		b.Codes[i] = d.fixed("Codes", int(d.byte("Codes")))
 	}
 	return b, d.done()
 }

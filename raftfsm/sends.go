@@ -45,8 +45,9 @@ func (m *Message) marshal() []byte {
 
 func unmarshalMessage(v []byte) (*Message, error) {
 	d := recordDecoder(v)
-	m := &Message{Tenant: d.string(), ID: d.string(), Name: d.string(), Campaign: d.string(),
-		CampaignType: d.string(), Channel: d.string(), DOI: d.bool(), Status: d.string(), List: d.uvarint()}
+	m := &Message{Tenant: d.string("Tenant"), ID: d.string("ID"), Name: d.string("Name"), Campaign: d.string("Campaign"),
+		CampaignType: d.string("CampaignType"), Channel: d.string("Channel"), DOI: d.bool("DOI"),
+		Status: d.string("Status"), List: d.uvarint("List")}
 	return m, d.done()
 }
 
@@ -92,8 +93,9 @@ func (s *Send) marshal() []byte {
 
 func unmarshalSend(v []byte) (*Send, error) {
 	d := recordDecoder(v)
-	s := &Send{Tenant: d.string(), ID: d.string(), Num: d.uint32(), Message: d.string(), List: d.uvarint(),
-		Closed: d.bool(), Reserved: d.uvarint(), Assigned: d.uvarint(), CreatedAt: d.varint()}
+	s := &Send{Tenant: d.string("Tenant"), ID: d.string("ID"), Num: d.uint32("Num"), Message: d.string("Message"),
+		List: d.uvarint("List"), Closed: d.bool("Closed"), Reserved: d.uvarint("Reserved"),
+		Assigned: d.uvarint("Assigned"), CreatedAt: d.varint("CreatedAt")}
 	return s, d.done()
 }
 
