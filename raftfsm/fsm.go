@@ -138,29 +138,6 @@ func (f *FSM) BytesApplied() uint64 { return f.bytesApplied.Load() }
 // Pools exposes the code pools to readers.
 func (f *FSM) Pools() *pool.Pools { return f.pools }
 
-// migrateSendKeys moves send records stored under their tenant and id (the
-// first layout) to their number, so a data folder or snapshot of an older
-// coupond opens as a new one. One batch: after a crash the old layout is
-// still whole and moves at the next load.
-func (f *FSM) migrateSendKeys() error {
-	b := f.db.NewBatch()
-	defer b.Close()
-	err := f.scan([]byte{prefixSendByID}, func(k, v []byte) error {
-		s, err := unmarshalSend(v)
-		if err != nil {
-			return err
-		}
-		return b.Set(sendKey(s.Num), v, nil)
-	})
-	if err != nil || b.Empty() {
-		return err
-	}
-	if err := b.DeleteRange([]byte{prefixSendByID}, []byte{prefixSendByID + 1}, nil); err != nil {
-		return err
-	}
-	return b.Commit(pebble.NoSync)
-}
-
 // load reads everything from Pebble into fresh maps and pools and swaps them
 // in under the readers' lock.
 func (f *FSM) load() error {
@@ -240,9 +217,6 @@ func (f *FSM) load() error {
 		})
 	}
 	var sendKeys chunked[string]
-	if err == nil {
-		err = f.migrateSendKeys()
-	}
 	if err == nil {
 		err = f.scan([]byte{prefixSend}, func(k, v []byte) error {
 			s, err := unmarshalSend(v)
