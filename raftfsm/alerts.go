@@ -2,10 +2,7 @@ package raftfsm
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Low-stock alerts. The state machine decides, deterministically,
@@ -211,38 +208,25 @@ func (f *FSM) LastAlertID() uint64 {
 	return f.alertSeq
 }
 
-// loadAlerts reads the outbox and the alert sequence for load.
-func (f *FSM) loadAlerts() ([]*Alert, uint64, error) {
-	var alerts []*Alert
-	err := f.scan([]byte{prefixAlert}, func(k, v []byte) error {
-		al, err := unmarshalAlert(v)
-		if err == nil && al.ID != binary.BigEndian.Uint64(k[1:]) {
-			err = fmt.Errorf("alert %d under the key of %d: %w", al.ID, binary.BigEndian.Uint64(k[1:]), errCorrupt)
-		}
-		if err == nil {
-			alerts = append(alerts, al)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, 0, err
+func (s *state) loadAlertSeq(_, v []byte) error {
+	if len(v) != 8 {
+		return fmt.Errorf("alert sequence of %d bytes: %w", len(v), errCorrupt)
 	}
-	var seq uint64
-	v, closer, err := f.db.Get(keyAlertSeq)
+	s.alertSeq = binary.BigEndian.Uint64(v)
+	return nil
+}
+
+// loadAlert comes after loadAlertSeq: no alert is above the sequence.
+func (s *state) loadAlert(k, v []byte) error {
+	al, err := unmarshalAlert(v)
 	switch {
-	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return nil, 0, err
-	default:
-		if len(v) != 8 {
-			closer.Close()
-			return nil, 0, fmt.Errorf("alert sequence of %d bytes: %w", len(v), errCorrupt)
-		}
-		seq = binary.BigEndian.Uint64(v)
-		closer.Close()
+		return fmt.Errorf("alert: %w", err)
+	case al.ID != binary.BigEndian.Uint64(k[1:]):
+		return fmt.Errorf("alert %d under the key of %d: %w", al.ID, binary.BigEndian.Uint64(k[1:]), errCorrupt)
+	case al.ID > s.alertSeq:
+		return fmt.Errorf("alert %d above the alert sequence %d: %w", al.ID, s.alertSeq, errCorrupt)
 	}
-	if n := len(alerts); n > 0 && alerts[n-1].ID > seq {
-		return nil, 0, fmt.Errorf("alert %d above the alert sequence %d: %w", alerts[n-1].ID, seq, errCorrupt)
-	}
-	return alerts, seq, nil
+	s.alerts = append(s.alerts, al)
+	return nil
 }

@@ -1,11 +1,8 @@
 package raftfsm
 
 import (
-	"errors"
 	"fmt"
 	"sort"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // The node directory and the cluster key. Raft knows each
@@ -109,33 +106,23 @@ var keyClusterKey = []byte{prefixMeta, 'c'}
 
 func nodeKey(id string) []byte { return append([]byte{prefixNode}, id...) }
 
-// loadCluster reads the directory and the key for load.
-func (f *FSM) loadCluster() (map[string]*NodeInfo, *[ClusterKeyLen]byte, error) {
-	nodes := map[string]*NodeInfo{}
-	err := f.scan([]byte{prefixNode}, func(k, v []byte) error {
-		n, err := unmarshalNode(v)
-		if err == nil {
-			nodes[n.ID] = n
-		}
-		return err
-	})
+func (s *state) loadNode(_, v []byte) error {
+	n, err := unmarshalNode(v)
 	if err != nil {
-		return nil, nil, err
+		return fmt.Errorf("node: %w", err)
 	}
-	v, closer, err := f.db.Get(keyClusterKey)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nodes, nil, nil
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	defer closer.Close()
+	s.nodes[n.ID] = n
+	return nil
+}
+
+func (s *state) loadClusterKey(_, v []byte) error {
 	if len(v) != ClusterKeyLen {
-		return nil, nil, fmt.Errorf("cluster key of %d bytes: %w", len(v), errCorrupt)
+		return fmt.Errorf("cluster key of %d bytes: %w", len(v), errCorrupt)
 	}
 	var key [ClusterKeyLen]byte
 	copy(key[:], v)
-	return nodes, &key, nil
+	s.clusterKey = &key
+	return nil
 }
 
 // Node returns a node of the directory.
