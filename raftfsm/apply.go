@@ -116,12 +116,6 @@ type applier struct {
 	answeredAhead chan struct{}
 }
 
-// ApplyCommand applies one encoded command outside Raft, for tests and tools
-// that drive the state machine directly; index must grow with every call.
-func (f *FSM) ApplyCommand(index uint64, data []byte) *Response {
-	return f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})[0].(*Response)
-}
-
 func (a *applier) apply(data []byte) *Response {
 	c, err := Decode(data)
 	if err != nil {

@@ -349,13 +349,6 @@ func listAvailable(l *ListMeta, p *pool.List) uint64 {
 	return avail - l.Reserved
 }
 
-// HasAssignment reports whether recipient r has a code in the tenant's send
-// (any goroutine; what the last applied entry left).
-func (f *FSM) HasAssignment(tenant, send string, r []byte) (bool, error) {
-	n, err := f.CountUnassigned(tenant, send, [][]byte{r})
-	return n == 0, err
-}
-
 // CountUnassigned counts the distinct recipients without a code in the
 // tenant's send (any goroutine). It decodes each stored batch it needs once.
 func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, error) {
