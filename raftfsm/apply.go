@@ -481,8 +481,8 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	if res.Imported >= bigImport {
 		// Growing the pool left its old arrays as garbage, as much as the
 		// codes themselves; give it back now rather than carry it until the
-		// heap doubles (10M codes: 40 -> 35 B/code with the daemon's 64 MiB
-		// memtable). In the background: the collection is no part of apply.
+		// heap doubles (DESIGN.md, "Measurements"). In the background: the
+		// collection is no part of apply.
 		go debug.FreeOSMemory()
 	}
 	nl := *l

@@ -106,9 +106,9 @@ type Options struct {
 	// HistoryReserve sizes the assignment index for this many assignments
 	// from the start (8 bytes a slot, at most 3/4 full). The index doubles
 	// as it fills, rehashing everything in one apply; a new node that
-	// starts small rehashes through its first big send (1,000,000
-	// recipients: ~2,000,000 slot moves and stalls of tens of ms on the
-	// last doublings), so a daemon reserves room for its first sends.
+	// starts small would rehash on the way through its first big send,
+	// stalling every write each time, so a daemon reserves room for its
+	// first sends.
 	HistoryReserve int
 }
 
