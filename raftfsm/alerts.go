@@ -26,9 +26,6 @@ import (
 // oldest pending alert of all.
 const MaxPendingAlerts = 4096
 
-// MaxAckAlerts bounds the ids of one AckAlerts command.
-const MaxAckAlerts = 1024
-
 // Alert is one low-stock crossing waiting in the outbox.
 type Alert struct {
 	ID        uint64 // 1, 2, 3, ... in the order of the crossings; never reused
@@ -58,6 +55,9 @@ func unmarshalAlert(v []byte) (*Alert, error) {
 	return a, d.done()
 }
 
+// MaxAckAlerts bounds the ids of one AckAlerts command.
+const MaxAckAlerts = 1024
+
 // AckAlerts removes the alerts with these ids from the outbox; ids that are
 // not pending (acknowledged already, dropped) are ignored, so a repeated
 // acknowledgement is harmless. Its Response value is the number removed.
@@ -85,6 +85,33 @@ func (c *AckAlerts) decodeBody(d *decoder) {
 	}
 }
 func (*AckAlerts) at(entryAt int64) int64 { return entryAt }
+
+// apply answers the number of alerts removed.
+func (c *AckAlerts) apply(a *applier) (any, error) {
+	f := a.f
+	f.mu.RLock()
+	pending := f.alerts
+	f.mu.RUnlock()
+	acked := make(map[uint64]bool, len(c.IDs))
+	for _, id := range c.IDs {
+		acked[id] = true
+	}
+	next := make([]*Alert, 0, len(pending))
+	for _, p := range pending { // in id order: the outcome never depends on map order
+		if acked[p.ID] {
+			a.del(alertKey(p.ID))
+			continue
+		}
+		next = append(next, p)
+	}
+	removed := len(pending) - len(next)
+	if removed > 0 {
+		f.mu.Lock()
+		f.alerts = next
+		f.mu.Unlock()
+	}
+	return removed, nil
+}
 
 // keyAlertSeq holds the id of the last alert recorded (8 bytes BE), so ids
 // are never reused after the outbox empties.
@@ -147,33 +174,6 @@ func (a *applier) checkLowStock(old, l *ListMeta) {
 	f.alerts, f.alertSeq = next, seq
 	f.mu.Unlock()
 	f.notifyAlerts()
-}
-
-// apply answers the number of alerts removed.
-func (c *AckAlerts) apply(a *applier) (any, error) {
-	f := a.f
-	f.mu.RLock()
-	pending := f.alerts
-	f.mu.RUnlock()
-	acked := make(map[uint64]bool, len(c.IDs))
-	for _, id := range c.IDs {
-		acked[id] = true
-	}
-	next := make([]*Alert, 0, len(pending))
-	for _, p := range pending { // in id order: the outcome never depends on map order
-		if acked[p.ID] {
-			a.del(alertKey(p.ID))
-			continue
-		}
-		next = append(next, p)
-	}
-	removed := len(pending) - len(next)
-	if removed > 0 {
-		f.mu.Lock()
-		f.alerts = next
-		f.mu.Unlock()
-	}
-	return removed, nil
 }
 
 // notifyAlerts wakes the reader of AlertsChanged without ever blocking.
