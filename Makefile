@@ -34,6 +34,7 @@ test: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZRUNS) ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAllocationJSON$$' -fuzztime 20000x ./httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZRUNS) ./raftfsm
 
 test-race: test
 

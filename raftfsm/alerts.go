@@ -2,13 +2,10 @@ package raftfsm
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
-// Low-stock alerts (issue 5). The state machine decides, deterministically,
+// Low-stock alerts. The state machine decides, deterministically,
 // when a list crosses its low-stock threshold and records an alert in the
 // outbox, part of the replicated state; the leader delivers the outbox
 // (daemon/webhook.go) and acknowledges each delivered alert with AckAlerts.
@@ -23,17 +20,11 @@ import (
 // threshold 0), and the next flip records a new alert. A list created below
 // its threshold (or imported into while below it) never crossed it: no alert.
 
-// CmdAckAlerts removes delivered alerts from the outbox. Appended after CmdSetClusterKey.
-const CmdAckAlerts CmdType = 21
-
 // MaxPendingAlerts bounds the outbox. When an alert would exceed it, the
 // oldest pending alert of the same list is dropped (the new one tells the
 // same story with newer numbers), or, if the list has none pending, the
 // oldest pending alert of all.
 const MaxPendingAlerts = 4096
-
-// MaxAckAlerts bounds the ids of one AckAlerts command.
-const MaxAckAlerts = 1024
 
 // Alert is one low-stock crossing waiting in the outbox.
 type Alert struct {
@@ -59,10 +50,13 @@ func (a *Alert) marshal() []byte {
 
 func unmarshalAlert(v []byte) (*Alert, error) {
 	d := recordDecoder(v)
-	a := &Alert{ID: d.uvarint(), Tenant: d.string(), List: d.uvarint(), ListName: d.string(),
-		Threshold: d.uvarint(), Available: d.uvarint(), At: d.varint()}
+	a := &Alert{ID: d.uvarint("ID"), Tenant: d.string("Tenant"), List: d.uvarint("List"), ListName: d.string("ListName"),
+		Threshold: d.uvarint("Threshold"), Available: d.uvarint("Available"), At: d.varint("At")}
 	return a, d.done()
 }
+
+// MaxAckAlerts bounds the ids of one AckAlerts command.
+const MaxAckAlerts = 1024
 
 // AckAlerts removes the alerts with these ids from the outbox; ids that are
 // not pending (acknowledged already, dropped) are ignored, so a repeated
@@ -81,15 +75,42 @@ func (c *AckAlerts) appendBody(b []byte) []byte {
 	return b
 }
 func (c *AckAlerts) decodeBody(d *decoder) {
-	n := d.uvarint()
-	if n > MaxAckAlerts || n > uint64(len(d.b)) {
-		d.fail()
+	n := d.count("IDs", MaxAckAlerts)
+	if d.err != nil {
 		return
 	}
 	c.IDs = make([]uint64, n)
 	for i := range c.IDs {
-		c.IDs[i] = d.uvarint()
+		c.IDs[i] = d.uvarint("IDs")
 	}
+}
+func (*AckAlerts) at(entryAt int64) int64 { return entryAt }
+
+// apply answers the number of alerts removed.
+func (c *AckAlerts) apply(a *applier) (any, error) {
+	f := a.f
+	f.mu.RLock()
+	pending := f.alerts
+	f.mu.RUnlock()
+	acked := make(map[uint64]bool, len(c.IDs))
+	for _, id := range c.IDs {
+		acked[id] = true
+	}
+	next := make([]*Alert, 0, len(pending))
+	for _, p := range pending { // in id order: the outcome never depends on map order
+		if acked[p.ID] {
+			a.del(alertKey(p.ID))
+			continue
+		}
+		next = append(next, p)
+	}
+	removed := len(pending) - len(next)
+	if removed > 0 {
+		f.mu.Lock()
+		f.alerts = next
+		f.mu.Unlock()
+	}
+	return removed, nil
 }
 
 // keyAlertSeq holds the id of the last alert recorded (8 bytes BE), so ids
@@ -155,32 +176,6 @@ func (a *applier) checkLowStock(old, l *ListMeta) {
 	f.notifyAlerts()
 }
 
-func (a *applier) ackAlerts(c *AckAlerts) (int, error) {
-	f := a.f
-	f.mu.RLock()
-	pending := f.alerts
-	f.mu.RUnlock()
-	acked := make(map[uint64]bool, len(c.IDs))
-	for _, id := range c.IDs {
-		acked[id] = true
-	}
-	next := make([]*Alert, 0, len(pending))
-	for _, p := range pending { // in id order: the outcome never depends on map order
-		if acked[p.ID] {
-			a.del(alertKey(p.ID))
-			continue
-		}
-		next = append(next, p)
-	}
-	removed := len(pending) - len(next)
-	if removed > 0 {
-		f.mu.Lock()
-		f.alerts = next
-		f.mu.Unlock()
-	}
-	return removed, nil
-}
-
 // notifyAlerts wakes the reader of AlertsChanged without ever blocking.
 func (f *FSM) notifyAlerts() {
 	select {
@@ -213,38 +208,25 @@ func (f *FSM) LastAlertID() uint64 {
 	return f.alertSeq
 }
 
-// loadAlerts reads the outbox and the alert sequence for load.
-func (f *FSM) loadAlerts() ([]*Alert, uint64, error) {
-	var alerts []*Alert
-	err := f.scan([]byte{prefixAlert}, func(k, v []byte) error {
-		al, err := unmarshalAlert(v)
-		if err == nil && al.ID != binary.BigEndian.Uint64(k[1:]) {
-			err = fmt.Errorf("alert %d under the key of %d: %w", al.ID, binary.BigEndian.Uint64(k[1:]), errCorrupt)
-		}
-		if err == nil {
-			alerts = append(alerts, al)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, 0, err
+func (s *state) loadAlertSeq(_, v []byte) error {
+	if len(v) != 8 {
+		return fmt.Errorf("alert sequence of %d bytes: %w", len(v), errCorrupt)
 	}
-	var seq uint64
-	v, closer, err := f.db.Get(keyAlertSeq)
+	s.alertSeq = binary.BigEndian.Uint64(v)
+	return nil
+}
+
+// loadAlert comes after loadAlertSeq: no alert is above the sequence.
+func (s *state) loadAlert(k, v []byte) error {
+	al, err := unmarshalAlert(v)
 	switch {
-	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return nil, 0, err
-	default:
-		if len(v) != 8 {
-			closer.Close()
-			return nil, 0, fmt.Errorf("alert sequence of %d bytes: %w", len(v), errCorrupt)
-		}
-		seq = binary.BigEndian.Uint64(v)
-		closer.Close()
+		return fmt.Errorf("alert: %w", err)
+	case al.ID != binary.BigEndian.Uint64(k[1:]):
+		return fmt.Errorf("alert %d under the key of %d: %w", al.ID, binary.BigEndian.Uint64(k[1:]), errCorrupt)
+	case al.ID > s.alertSeq:
+		return fmt.Errorf("alert %d above the alert sequence %d: %w", al.ID, s.alertSeq, errCorrupt)
 	}
-	if n := len(alerts); n > 0 && alerts[n-1].ID > seq {
-		return nil, 0, fmt.Errorf("alert %d above the alert sequence %d: %w", alerts[n-1].ID, seq, errCorrupt)
-	}
-	return alerts, seq, nil
+	s.alerts = append(s.alerts, al)
+	return nil
 }

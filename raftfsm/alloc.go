@@ -458,35 +458,23 @@ func (a *applier) markRepeats() {
 
 // assignedCode returns the code r already has in send s, or nil.
 func (a *applier) assignedCode(s *Send, r []byte, hash uint32) []byte {
-	t := a.f.hist.tab.Load()
-	mask := uint64(len(t.slots) - 1)
-	for i := uint64(hash>>t.shift) & mask; ; i = (i + 1) & mask {
-		slot := t.slots[i] // the writer reads its own writes plainly
-		if slot == 0 {
-			return nil
-		}
-		if uint32(slot>>32) != hash {
-			continue
-		}
-		seq := uint64(uint32(slot)) - 1
-		no, meta, ok := a.f.hist.batchOf(seq)
-		if !ok || meta.send != s.Num {
-			continue
-		}
-		b := a.cachedBatch(no)
-		if k := int(seq - b.FirstSeq); bytes.Equal(b.Recips[k], r) {
-			return b.Codes[k]
-		}
-	}
+	var code []byte
+	a.f.hist.find(hash, r, func(m batchMeta) bool { return m.send == s.Num }, a.cachedBatch,
+		func(_ uint64, b *assignBatch, i int) bool {
+			code = b.Codes[i]
+			return false
+		})
+	return code
 }
 
 // cachedBatch reads a batch through the applier's Pebble batch, keeping a
 // few decoded: a retried chunk looks up thousands of recipients in the same
-// batch.
-func (a *applier) cachedBatch(no uint64) *assignBatch {
+// batch. The index holds only batches the writer stored, so any error is
+// the store's.
+func (a *applier) cachedBatch(no uint64) (*assignBatch, error) {
 	sc := &a.f.scratch
 	if b, ok := sc.batches[no]; ok {
-		return b
+		return b, nil
 	}
 	b, err := a.f.readBatch(a.b, no)
 	if err != nil {
@@ -496,5 +484,5 @@ func (a *applier) cachedBatch(no uint64) *assignBatch {
 		sc.batches = map[uint64]*assignBatch{}
 	}
 	sc.batches[no] = b
-	return b
+	return b, nil
 }

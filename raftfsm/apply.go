@@ -99,10 +99,13 @@ type applier struct {
 	b *pebble.Batch
 	// entryAt is the time the leader appended the entry being applied
 	// (raft.Log.AppendedAt, replicated with the entry; 0 when unset), and
-	// at the leader-stamped time of the command being applied: its own At,
-	// or entryAt for the commands that carry none (Withdraw, UpdateList).
+	// at the leader-stamped time of the command being applied
+	// (Command.at: its own At, or entryAt for a command that carries none).
 	// Both come from the log, so every replica records the same alerts.
 	entryAt, at int64
+	// entry is the encoded command being applied (a Batch's answers are
+	// claimed by their entry).
+	entry []byte
 	// lists changed by this batch, written once at its end: a batch of
 	// small allocations changes the same list once per command.
 	lists []*ListMeta
@@ -113,12 +116,6 @@ type applier struct {
 	answeredAhead chan struct{}
 }
 
-// ApplyCommand applies one encoded command outside Raft, for tests and tools
-// that drive the state machine directly; index must grow with every call.
-func (f *FSM) ApplyCommand(index uint64, data []byte) *Response {
-	return f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})[0].(*Response)
-}
-
 func (a *applier) apply(data []byte) *Response {
 	c, err := Decode(data)
 	if err != nil {
@@ -126,62 +123,8 @@ func (a *applier) apply(data []byte) *Response {
 		// from the other replicas.
 		panic(fmt.Sprintf("BUG: cannot apply log entry: %v", err))
 	}
-	a.at = commandTime(c, a.entryAt)
-	var v any
-	switch c := c.(type) {
-	case *CreateTenant:
-		v, err = a.createTenant(c)
-	case *CreateToken:
-		v, err = a.createToken(c)
-	case *RevokeToken:
-		err = a.revokeToken(c)
-	case *CreateList:
-		v, err = a.createList(c)
-	case *UpdateList:
-		err = a.updateList(c)
-	case *DeleteList:
-		err = a.deleteList(c)
-	case *ImportChunk:
-		err = a.importChunk(c)
-	case *ImportCommit:
-		v, err = a.importCommit(c)
-	case *ImportAbort:
-		err = a.importAbort(c.Upload)
-	case *Withdraw:
-		v, err = a.withdraw(c)
-	case *UpsertMessage:
-		v, err = a.upsertMessage(c)
-	case *AssignList:
-		err = a.assignList(c)
-	case *OpenSend:
-		v, err = a.openSend(c)
-	case *Allocate:
-		v, err = a.allocate(c)
-	case *Reserve:
-		err = a.reserve(c)
-	case *CloseSend:
-		v, err = a.closeSend(c)
-	case *SetNode:
-		err = a.setNode(c)
-	case *RemoveNode:
-		err = a.removeNode(c)
-	case *SetClusterKey:
-		err = a.setClusterKey(c)
-	case *AckAlerts:
-		v, err = a.ackAlerts(c)
-	case *Batch:
-		out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
-		answer := a.earlyAnswers(data)
-		for i, sub := range c.Commands {
-			out.Responses[i] = a.apply(sub)
-			if answer != nil {
-				answer(i, out.Responses[i])
-			}
-		}
-		v = out
-	default:
-		panic(fmt.Sprintf("BUG: no apply for command type %d", c.Type()))
-	}
+	a.at, a.entry = c.at(a.entryAt), data
+	v, err := c.apply(a)
 	return &Response{Value: v, Err: err}
 }
 
@@ -200,34 +143,6 @@ func (a *applier) earlyAnswers(entry []byte) func(int, *Response) {
 		a.f.answeredAhead.Store(&ch)
 	}
 	return answer
-}
-
-// commandTime is the leader's time of a command: the At it carries, or,
-// for a command without one, the time its entry was appended.
-func commandTime(c Command, entryAt int64) int64 {
-	switch c := c.(type) {
-	case *CreateTenant:
-		return c.At
-	case *CreateToken:
-		return c.At
-	case *CreateList:
-		return c.At
-	case *ImportChunk:
-		return c.At
-	case *ImportCommit:
-		return c.At
-	case *UpsertMessage:
-		return c.At
-	case *OpenSend:
-		return c.At
-	case *Allocate:
-		return c.At
-	case *Reserve:
-		return c.At
-	case *CloseSend:
-		return c.At
-	}
-	return entryAt
 }
 
 func (a *applier) set(k, v []byte) {
@@ -566,8 +481,8 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	if res.Imported >= bigImport {
 		// Growing the pool left its old arrays as garbage, as much as the
 		// codes themselves; give it back now rather than carry it until the
-		// heap doubles (10M codes: 40 -> 35 B/code with the daemon's 64 MiB
-		// memtable). In the background: the collection is no part of apply.
+		// heap doubles (DESIGN.md, "Measurements"). In the background: the
+		// collection is no part of apply.
 		go debug.FreeOSMemory()
 	}
 	nl := *l

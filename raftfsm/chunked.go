@@ -3,9 +3,8 @@ package raftfsm
 // chunked is an append-only list kept in fixed-size chunks, so it grows
 // without copying what it holds. The node keeps a few such lists with an
 // entry per send or per allocation; as plain slices each growth copied
-// all of it on the apply goroutine, and at half a million sends one growth
-// stalled every write for ~80 ms (the copy, the fresh pages, and the
-// collector's assist for a 10 MB allocation), more as the list grew.
+// all of it on the apply goroutine, stalling every write for longer as the
+// list grew (DESIGN.md, "Measurements").
 //
 // The first chunk starts small and doubles up to a full chunk, since a
 // list's take log is one of these and most lists take few allocations;

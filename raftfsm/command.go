@@ -2,45 +2,7 @@ package raftfsm
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 )
-
-// CmdType is the first byte of every log entry. Types are only ever appended:
-// renumbering one breaks every existing Raft log.
-type CmdType byte
-
-const (
-	CmdCreateTenant CmdType = 1
-	CmdCreateToken  CmdType = 2
-	CmdRevokeToken  CmdType = 3
-	CmdCreateList   CmdType = 4
-	CmdUpdateList   CmdType = 5
-	CmdDeleteList   CmdType = 6
-	CmdImportChunk  CmdType = 7
-	CmdImportCommit CmdType = 8
-	CmdImportAbort  CmdType = 9
-	CmdWithdraw     CmdType = 10
-)
-
-// bodyVersion is the encoding version of every body written today, but
-// for a command that says otherwise (versioned). A decoder that meets a
-// newer version refuses the entry rather than guessing.
-const bodyVersion = 1
-
-// versioned is a command whose encoding grew: it names the version of its
-// body, and Decode still reads the older versions up to maxVersion.
-type versioned interface {
-	version() byte
-}
-
-// maxVersion is the newest body version of a command type.
-func maxVersion(t CmdType) byte {
-	if t == CmdImportCommit || t == CmdImportChunk {
-		return 2
-	}
-	return bodyVersion
-}
 
 // MaxEntryBytes bounds one encoded command; bigger requests are split by the caller.
 const MaxEntryBytes = 1 << 20
@@ -83,89 +45,9 @@ func ParseRole(s string) (Role, bool) {
 // UploadID names one import across its staged chunks and its commit.
 type UploadID [16]byte
 
-// Command is one state change. Encode turns it into a log entry.
-type Command interface {
-	Type() CmdType
-	appendBody(dst []byte) []byte
-	decodeBody(d *decoder)
-}
-
-// Encode returns a fresh slice holding c: Raft keeps the slice it is given,
-// so it must never alias a buffer that is reused.
-func Encode(c Command) []byte {
-	b := make([]byte, 0, 64)
-	v := byte(bodyVersion)
-	if vc, ok := c.(versioned); ok {
-		v = vc.version()
-	}
-	b = append(b, byte(c.Type()), v)
-	return c.appendBody(b)
-}
-
-var errCorrupt = errors.New("corrupt command")
-
-// Decode parses a log entry written by Encode.
-func Decode(data []byte) (Command, error) {
-	if len(data) < 2 {
-		return nil, fmt.Errorf("cannot decode command of %d bytes: %w", len(data), errCorrupt)
-	}
-	var c Command
-	switch CmdType(data[0]) {
-	case CmdCreateTenant:
-		c = &CreateTenant{}
-	case CmdCreateToken:
-		c = &CreateToken{}
-	case CmdRevokeToken:
-		c = &RevokeToken{}
-	case CmdCreateList:
-		c = &CreateList{}
-	case CmdUpdateList:
-		c = &UpdateList{}
-	case CmdDeleteList:
-		c = &DeleteList{}
-	case CmdImportChunk:
-		c = &ImportChunk{}
-	case CmdImportCommit:
-		c = &ImportCommit{}
-	case CmdImportAbort:
-		c = &ImportAbort{}
-	case CmdWithdraw:
-		c = &Withdraw{}
-	case CmdUpsertMessage:
-		c = &UpsertMessage{}
-	case CmdAssignList:
-		c = &AssignList{}
-	case CmdOpenSend:
-		c = &OpenSend{}
-	case CmdAllocate:
-		c = &Allocate{}
-	case CmdReserve:
-		c = &Reserve{}
-	case CmdCloseSend:
-		c = &CloseSend{}
-	case CmdBatch:
-		c = &Batch{}
-	case CmdSetNode:
-		c = &SetNode{}
-	case CmdRemoveNode:
-		c = &RemoveNode{}
-	case CmdSetClusterKey:
-		c = &SetClusterKey{}
-	case CmdAckAlerts:
-		c = &AckAlerts{}
-	default:
-		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
-	}
-	if data[1] < 1 || data[1] > maxVersion(CmdType(data[0])) {
-		return nil, fmt.Errorf("cannot decode command type %d version %d: %w", data[0], data[1], errCorrupt)
-	}
-	d := decoder{b: data[2:], version: data[1]}
-	c.decodeBody(&d)
-	if d.err != nil || len(d.b) != 0 {
-		return nil, fmt.Errorf("cannot decode command type %d: %w", data[0], errCorrupt)
-	}
-	return c, nil
-}
+// The commands of tenants, tokens, lists and imports, and below those of
+// messages and sends. Each apply method hands over to the applier's method
+// of the same name (apply.go, alloc.go).
 
 type CreateTenant struct {
 	ID, Name string
@@ -179,8 +61,10 @@ func (c *CreateTenant) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *CreateTenant) decodeBody(d *decoder) {
-	c.ID, c.Name, c.At = d.string(), d.string(), d.varint()
+	c.ID, c.Name, c.At = d.string("ID"), d.string("Name"), d.varint("At")
 }
+func (c *CreateTenant) at(int64) int64                { return c.At }
+func (c *CreateTenant) apply(a *applier) (any, error) { return a.createTenant(c) }
 
 type CreateToken struct {
 	ID     string
@@ -201,16 +85,20 @@ func (c *CreateToken) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *CreateToken) decodeBody(d *decoder) {
-	c.ID, c.Tenant, c.Role, c.Name = d.string(), d.string(), Role(d.byte()), d.string()
-	copy(c.Hash[:], d.fixed(32))
-	c.At = d.varint()
+	c.ID, c.Tenant, c.Role, c.Name = d.string("ID"), d.string("Tenant"), Role(d.byte("Role")), d.string("Name")
+	copy(c.Hash[:], d.fixed("Hash", 32))
+	c.At = d.varint("At")
 }
+func (c *CreateToken) at(int64) int64                { return c.At }
+func (c *CreateToken) apply(a *applier) (any, error) { return a.createToken(c) }
 
 type RevokeToken struct{ ID string }
 
-func (*RevokeToken) Type() CmdType                { return CmdRevokeToken }
-func (c *RevokeToken) appendBody(b []byte) []byte { return appendString(b, c.ID) }
-func (c *RevokeToken) decodeBody(d *decoder)      { c.ID = d.string() }
+func (*RevokeToken) Type() CmdType                   { return CmdRevokeToken }
+func (c *RevokeToken) appendBody(b []byte) []byte    { return appendString(b, c.ID) }
+func (c *RevokeToken) decodeBody(d *decoder)         { c.ID = d.string("ID") }
+func (*RevokeToken) at(entryAt int64) int64          { return entryAt }
+func (c *RevokeToken) apply(a *applier) (any, error) { return nil, a.revokeToken(c) }
 
 type CreateList struct {
 	Tenant    string
@@ -231,9 +119,11 @@ func (c *CreateList) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *CreateList) decodeBody(d *decoder) {
-	c.Tenant, c.ID, c.Name = d.string(), d.uvarint(), d.string()
-	c.Dedupe, c.Threshold, c.At = d.bool(), d.uvarint(), d.varint()
+	c.Tenant, c.ID, c.Name = d.string("Tenant"), d.uvarint("ID"), d.string("Name")
+	c.Dedupe, c.Threshold, c.At = d.bool("Dedupe"), d.uvarint("Threshold"), d.varint("At")
 }
+func (c *CreateList) at(int64) int64                { return c.At }
+func (c *CreateList) apply(a *applier) (any, error) { return a.createList(c) }
 
 type UpdateList struct {
 	Tenant       string
@@ -254,10 +144,12 @@ func (c *UpdateList) appendBody(b []byte) []byte {
 	return binary.AppendUvarint(b, c.Threshold)
 }
 func (c *UpdateList) decodeBody(d *decoder) {
-	c.Tenant, c.ID = d.string(), d.uvarint()
-	c.SetName, c.Name = d.bool(), d.string()
-	c.SetThreshold, c.Threshold = d.bool(), d.uvarint()
+	c.Tenant, c.ID = d.string("Tenant"), d.uvarint("ID")
+	c.SetName, c.Name = d.bool("SetName"), d.string("Name")
+	c.SetThreshold, c.Threshold = d.bool("SetThreshold"), d.uvarint("Threshold")
 }
+func (*UpdateList) at(entryAt int64) int64          { return entryAt }
+func (c *UpdateList) apply(a *applier) (any, error) { return nil, a.updateList(c) }
 
 type DeleteList struct {
 	Tenant string
@@ -269,7 +161,9 @@ func (c *DeleteList) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	return binary.AppendUvarint(b, c.ID)
 }
-func (c *DeleteList) decodeBody(d *decoder) { c.Tenant, c.ID = d.string(), d.uvarint() }
+func (c *DeleteList) decodeBody(d *decoder)         { c.Tenant, c.ID = d.string("Tenant"), d.uvarint("ID") }
+func (*DeleteList) at(entryAt int64) int64          { return entryAt }
+func (c *DeleteList) apply(a *applier) (any, error) { return nil, a.deleteList(c) }
 
 // ImportChunk stages codes of one upload; nothing is visible until ImportCommit.
 type ImportChunk struct {
@@ -314,20 +208,22 @@ func (c *ImportChunk) appendBody(b []byte) []byte {
 	return b
 }
 func (c *ImportChunk) decodeBody(d *decoder) {
-	c.Tenant = d.string()
-	copy(c.Upload[:], d.fixed(16))
-	c.Chunk, c.At = d.uint32(), d.varint()
-	c.Codes = CodeBlock(d.bytes())
+	c.Tenant = d.string("Tenant")
+	copy(c.Upload[:], d.fixed("Upload", 16))
+	c.Chunk, c.At = d.uint32("Chunk"), d.varint("At")
+	c.Codes = CodeBlock(d.bytes("Codes"))
 	if d.version >= 2 {
-		c.NewList, c.Expect = d.bool(), d.uint32()
+		c.NewList, c.Expect = d.bool("NewList"), d.uint32("Expect")
 		if d.err == nil && !c.NewList {
-			d.fail() // version 1 is the one encoding of a chunk without it
+			d.fail("NewList", "false in version 2") // version 1 is the one encoding of a chunk without it
 		}
 	}
 	if d.err == nil && !c.Codes.valid() {
-		d.err = errCorrupt
+		d.fail("Codes", "invalid code block")
 	}
 }
+func (c *ImportChunk) at(int64) int64                { return c.At }
+func (c *ImportChunk) apply(a *applier) (any, error) { return nil, a.importChunk(c) }
 
 // ImportCommit makes every staged chunk of an upload visible at once, in
 // chunk order. With Create set it creates the list first (create and import
@@ -373,27 +269,31 @@ func (c *ImportCommit) appendBody(b []byte) []byte {
 	return b
 }
 func (c *ImportCommit) decodeBody(d *decoder) {
-	c.Tenant = d.string()
-	copy(c.Upload[:], d.fixed(16))
-	c.Chunks, c.List, c.At = d.uint32(), d.uvarint(), d.varint()
-	if d.bool() {
+	c.Tenant = d.string("Tenant")
+	copy(c.Upload[:], d.fixed("Upload", 16))
+	c.Chunks, c.List, c.At = d.uint32("Chunks"), d.uvarint("List"), d.varint("At")
+	if d.bool("Create") {
 		c.Create = &CreateList{}
 		c.Create.decodeBody(d)
 	}
 	if d.version >= 2 {
-		copy(c.Request[:], d.fixed(32))
+		copy(c.Request[:], d.fixed("Request", 32))
 		if d.err == nil && c.Request == ([32]byte{}) {
-			d.fail() // version 1 is the one encoding of a commit without a digest
+			d.fail("Request", "zero in version 2") // version 1 is the one encoding of a commit without a digest
 		}
 	}
 }
+func (c *ImportCommit) at(int64) int64                { return c.At }
+func (c *ImportCommit) apply(a *applier) (any, error) { return a.importCommit(c) }
 
 // ImportAbort drops the staged chunks of an upload that will not be committed.
 type ImportAbort struct{ Upload UploadID }
 
-func (*ImportAbort) Type() CmdType                { return CmdImportAbort }
-func (c *ImportAbort) appendBody(b []byte) []byte { return append(b, c.Upload[:]...) }
-func (c *ImportAbort) decodeBody(d *decoder)      { copy(c.Upload[:], d.fixed(16)) }
+func (*ImportAbort) Type() CmdType                   { return CmdImportAbort }
+func (c *ImportAbort) appendBody(b []byte) []byte    { return append(b, c.Upload[:]...) }
+func (c *ImportAbort) decodeBody(d *decoder)         { copy(c.Upload[:], d.fixed("Upload", 16)) }
+func (*ImportAbort) at(entryAt int64) int64          { return entryAt }
+func (c *ImportAbort) apply(a *applier) (any, error) { return nil, a.importAbort(c.Upload) }
 
 // Withdraw removes unused codes from a list, all or nothing.
 type Withdraw struct {
@@ -409,12 +309,14 @@ func (c *Withdraw) appendBody(b []byte) []byte {
 	return appendBytes(b, c.Codes)
 }
 func (c *Withdraw) decodeBody(d *decoder) {
-	c.Tenant, c.List = d.string(), d.uvarint()
-	c.Codes = CodeBlock(d.bytes())
+	c.Tenant, c.List = d.string("Tenant"), d.uvarint("List")
+	c.Codes = CodeBlock(d.bytes("Codes"))
 	if d.err == nil && !c.Codes.valid() {
-		d.err = errCorrupt
+		d.fail("Codes", "invalid code block")
 	}
 }
+func (*Withdraw) at(entryAt int64) int64          { return entryAt }
+func (c *Withdraw) apply(a *applier) (any, error) { return a.withdraw(c) }
 
 // CodeBlock is a run of codes, each as one length byte (1..MaxCodeLen) and its bytes.
 type CodeBlock []byte
@@ -457,122 +359,6 @@ func (b CodeBlock) valid() bool {
 	return true
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes(b, p []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(p)))
-	return append(b, p...)
-}
-
-func appendVarint(b []byte, v int64) []byte { return binary.AppendVarint(b, v) }
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
-}
-
-// decoder reads what the append helpers wrote; the first error sticks and
-// every later read returns a zero value.
-type decoder struct {
-	b       []byte
-	err     error
-	version byte // of the command or record being read
-}
-
-func (d *decoder) fail() { d.err = errCorrupt; d.b = nil }
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) uint32() uint32 {
-	v := d.uvarint()
-	if v > 1<<32-1 {
-		d.fail()
-		return 0
-	}
-	return uint32(v)
-}
-
-func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) byte() byte {
-	p := d.fixed(1)
-	if p == nil {
-		return 0
-	}
-	return p[0]
-}
-
-func (d *decoder) bool() bool {
-	switch d.byte() {
-	case 0:
-		return false
-	case 1:
-		return true
-	}
-	d.fail()
-	return false
-}
-
-func (d *decoder) fixed(n int) []byte {
-	if d.err != nil || len(d.b) < n {
-		d.fail()
-		return nil
-	}
-	p := d.b[:n]
-	d.b = d.b[n:]
-	return p
-}
-
-// bytes returns a slice aliasing the entry.
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail()
-		return nil
-	}
-	return d.fixed(int(n))
-}
-
-func (d *decoder) string() string { return string(d.bytes()) }
-
-// Commands of messages and sends (issue 3). Appended after CmdWithdraw.
-const (
-	CmdUpsertMessage CmdType = 11
-	CmdAssignList    CmdType = 12
-	CmdOpenSend      CmdType = 13
-	CmdAllocate      CmdType = 14
-	CmdReserve       CmdType = 15
-	CmdCloseSend     CmdType = 16
-	CmdBatch         CmdType = 17
-)
-
 // Batch carries several small commands in one log entry, so concurrent
 // requests share one Raft entry as well as one fsync. They apply in order,
 // each with its own outcome; a Batch never holds a Batch.
@@ -589,18 +375,32 @@ func (c *Batch) appendBody(b []byte) []byte {
 	return b
 }
 func (c *Batch) decodeBody(d *decoder) {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail()
+	n := d.count("Commands", uint64(len(d.b)))
+	if d.err != nil {
 		return
 	}
 	c.Commands = make([][]byte, n)
 	for i := range c.Commands {
-		c.Commands[i] = d.bytes()
+		c.Commands[i] = d.bytes("Commands")
 		if d.err == nil && (len(c.Commands[i]) == 0 || CmdType(c.Commands[i][0]) == CmdBatch) {
-			d.fail()
+			d.fail("Commands", "an empty command or a batch")
 		}
 	}
+}
+func (*Batch) at(entryAt int64) int64 { return entryAt }
+
+// apply applies the commands in order; those this node waits for are
+// answered one by one as they are applied (SetEarlyAnswers).
+func (c *Batch) apply(a *applier) (any, error) {
+	out := &BatchResponse{Responses: make([]*Response, len(c.Commands))}
+	answer := a.earlyAnswers(a.entry)
+	for i, sub := range c.Commands {
+		out.Responses[i] = a.apply(sub)
+		if answer != nil {
+			answer(i, out.Responses[i])
+		}
+	}
+	return out, nil
 }
 
 // BatchResponse is the outcome of each command of a Batch, in order.
@@ -630,9 +430,12 @@ func (c *UpsertMessage) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *UpsertMessage) decodeBody(d *decoder) {
-	c.Tenant, c.ID, c.Name, c.Campaign = d.string(), d.string(), d.string(), d.string()
-	c.CampaignType, c.Channel, c.DOI, c.Status, c.At = d.string(), d.string(), d.bool(), d.string(), d.varint()
+	c.Tenant, c.ID, c.Name, c.Campaign = d.string("Tenant"), d.string("ID"), d.string("Name"), d.string("Campaign")
+	c.CampaignType, c.Channel, c.DOI = d.string("CampaignType"), d.string("Channel"), d.bool("DOI")
+	c.Status, c.At = d.string("Status"), d.varint("At")
 }
+func (c *UpsertMessage) at(int64) int64                { return c.At }
+func (c *UpsertMessage) apply(a *applier) (any, error) { return a.upsertMessage(c) }
 
 // AssignList sets the list of a message; List 0 unassigns it.
 type AssignList struct {
@@ -648,8 +451,10 @@ func (c *AssignList) appendBody(b []byte) []byte {
 	return binary.AppendUvarint(b, c.List)
 }
 func (c *AssignList) decodeBody(d *decoder) {
-	c.Tenant, c.Message, c.List = d.string(), d.string(), d.uvarint()
+	c.Tenant, c.Message, c.List = d.string("Tenant"), d.string("Message"), d.uvarint("List")
 }
+func (*AssignList) at(entryAt int64) int64          { return entryAt }
+func (c *AssignList) apply(a *applier) (any, error) { return nil, a.assignList(c) }
 
 // OpenSend opens a send, or changes its hold when it is open already.
 type OpenSend struct {
@@ -671,9 +476,11 @@ func (c *OpenSend) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *OpenSend) decodeBody(d *decoder) {
-	c.Tenant, c.Send, c.Message = d.string(), d.string(), d.string()
-	c.HasExpected, c.Expected, c.At = d.bool(), d.uvarint(), d.varint()
+	c.Tenant, c.Send, c.Message = d.string("Tenant"), d.string("Send"), d.string("Message")
+	c.HasExpected, c.Expected, c.At = d.bool("HasExpected"), d.uvarint("Expected"), d.varint("At")
 }
+func (c *OpenSend) at(int64) int64                { return c.At }
+func (c *OpenSend) apply(a *applier) (any, error) { return a.openSend(c) }
 
 // Allocate hands one code to each recipient that has none in the send yet,
 // all or nothing. Message may be empty for a send that exists.
@@ -694,12 +501,14 @@ func (c *Allocate) appendBody(b []byte) []byte {
 	return appendBytes(b, c.Recipients)
 }
 func (c *Allocate) decodeBody(d *decoder) {
-	c.Tenant, c.Send, c.Message, c.At = d.string(), d.string(), d.string(), d.varint()
-	c.Recipients = RecipientBlock(d.bytes())
+	c.Tenant, c.Send, c.Message, c.At = d.string("Tenant"), d.string("Send"), d.string("Message"), d.varint("At")
+	c.Recipients = RecipientBlock(d.bytes("Recipients"))
 	if d.err == nil && !c.Recipients.valid() {
-		d.err = errCorrupt
+		d.fail("Recipients", "invalid recipient block")
 	}
 }
+func (c *Allocate) at(int64) int64                { return c.At }
+func (c *Allocate) apply(a *applier) (any, error) { return a.allocate(c) }
 
 // Reserve is the first entry of an allocation too big for one entry: it
 // makes the all-or-nothing check for Need new recipients and holds the
@@ -721,8 +530,11 @@ func (c *Reserve) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *Reserve) decodeBody(d *decoder) {
-	c.Tenant, c.Send, c.Message, c.Need, c.At = d.string(), d.string(), d.string(), d.uvarint(), d.varint()
+	c.Tenant, c.Send, c.Message = d.string("Tenant"), d.string("Send"), d.string("Message")
+	c.Need, c.At = d.uvarint("Need"), d.varint("At")
 }
+func (c *Reserve) at(int64) int64                { return c.At }
+func (c *Reserve) apply(a *applier) (any, error) { return nil, a.reserve(c) }
 
 // CloseSend ends a send; its unused hold goes back to the list.
 type CloseSend struct {
@@ -738,8 +550,10 @@ func (c *CloseSend) appendBody(b []byte) []byte {
 	return appendVarint(b, c.At)
 }
 func (c *CloseSend) decodeBody(d *decoder) {
-	c.Tenant, c.Send, c.At = d.string(), d.string(), d.varint()
+	c.Tenant, c.Send, c.At = d.string("Tenant"), d.string("Send"), d.varint("At")
 }
+func (c *CloseSend) at(int64) int64                { return c.At }
+func (c *CloseSend) apply(a *applier) (any, error) { return a.closeSend(c) }
 
 // MaxRecipientLen is the longest recipient in bytes (SPEC §2).
 const MaxRecipientLen = 256
@@ -764,10 +578,12 @@ func (b RecipientBlock) Each(fn func(r []byte)) {
 	}
 }
 
+// valid also refuses a length longer than it need be, which AppendRecipient
+// never writes (one encoding per block).
 func (b RecipientBlock) valid() bool {
 	for len(b) > 0 {
 		n, k := binary.Uvarint(b)
-		if k <= 0 || n == 0 || n > MaxRecipientLen || uint64(len(b)-k) < n {
+		if k <= 0 || (k > 1 && b[k-1] == 0) || n == 0 || n > MaxRecipientLen || uint64(len(b)-k) < n {
 			return false
 		}
 		b = b[k+int(n):]

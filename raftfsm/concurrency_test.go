@@ -71,9 +71,8 @@ func (o *ccObserved) saw(where string, p ccPair, code string) {
 }
 
 type ccConfig struct {
-	ops          int  // writer operations
-	drain        bool // let allocations take the list's last codes
-	strictCounts bool // fail on a List answer whose counts do not add up
+	ops   int  // writer operations
+	drain bool // let allocations take the list's last codes
 }
 
 type ccResult struct {

@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"hash/maphash"
 	"sort"
@@ -84,6 +85,50 @@ func (h *history) candidates(hash uint32, fn func(seq uint64) bool) {
 			return
 		}
 	}
+}
+
+// find calls fn for every assignment of recipient r that the index holds
+// under hash (hash32 of r's tenant and r), in probe order, until fn returns
+// false: the one lookup of assignments by recipient, for allocation's
+// idempotency check, the assignment check and a recipient's history. For
+// each candidate, keep first decides from its batch's metadata whether to
+// read it at all; read fetches the batch, and a batch it does not find is
+// skipped (an apply indexed it and has not stored it yet). A candidate
+// counts only once the stored batch confirms it, so a hash collision costs
+// a read, never a wrong answer. An error of read other than not found ends
+// the lookup and is returned. Any goroutine, with a read that suits it.
+func (h *history) find(hash uint32, r []byte, keep func(batchMeta) bool,
+	read func(no uint64) (*assignBatch, error), fn func(seq uint64, b *assignBatch, i int) bool) error {
+	var err error
+	h.candidates(hash, func(seq uint64) bool {
+		no, meta, ok := h.batchOf(seq)
+		if !ok || !keep(meta) {
+			return true
+		}
+		var b *assignBatch
+		if b, err = read(no); err != nil {
+			if isNotFound(err) {
+				err = nil
+				return true
+			}
+			return false
+		}
+		i, ok := b.entry(seq, meta.send)
+		if !ok || !bytes.Equal(b.Recips[i], r) {
+			return true
+		}
+		return fn(seq, b, i)
+	})
+	return err
+}
+
+// entry returns entry seq of b, or false when b is not the batch the index
+// meant (a restore replaced the stored state under a reader).
+func (b *assignBatch) entry(seq uint64, send uint32) (int, bool) {
+	if b.Send != send || seq < b.FirstSeq || seq-b.FirstSeq >= uint64(len(b.Recips)) {
+		return 0, false
+	}
+	return int(seq - b.FirstSeq), true
 }
 
 // touch loads the home slot of every hash, one independent load each, so
@@ -191,21 +236,24 @@ func (b *assignBatch) marshal(dst []byte) []byte {
 
 func unmarshalBatch(v []byte) (*assignBatch, error) {
 	d := recordDecoder(v)
-	b := &assignBatch{Send: d.uint32(), List: d.uvarint(), At: d.varint(), FirstSeq: d.uvarint()}
-	n := d.uvarint()
-	runs := d.uvarint()
-	if d.err != nil || n > uint64(len(v)) || runs > uint64(len(v)) {
-		return nil, errCorrupt
+	b := &assignBatch{Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
+	n := d.uvarint("Recips")
+	runs := d.uvarint("Runs")
+	if d.err == nil && (n > uint64(len(v)) || runs > uint64(len(v))) {
+		d.fail("Recips", "more entries than bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	b.Runs = make([]posRun, runs)
 	for i := range b.Runs {
-		b.Runs[i] = posRun{d.uint32(), d.uint32()}
+		b.Runs[i] = posRun{d.uint32("Runs"), d.uint32("Runs")}
 	}
 	b.Recips = make([][]byte, n)
 	b.Codes = make([][]byte, n)
 	for i := range b.Recips {
-		b.Recips[i] = d.bytes()
-		b.Codes[i] = d.fixed(int(d.byte()))
+		b.Recips[i] = d.bytes("Recips")
+		b.Codes[i] = d.fixed("Codes", int(d.byte("Codes")))
 	}
 	return b, d.done()
 }

@@ -16,7 +16,6 @@ const (
 	prefixWithdraw = 'w' // w + list id (8) + position (4 BE) -> empty
 	prefixMessage  = 'g' // g + tenant + 0 + message id -> messageRecord
 	prefixSend     = 'S' // S + send number (4 BE) -> sendRecord
-	prefixSendByID = 's' // s + tenant + 0 + send id -> sendRecord: the first layout, moved at load (migrateSendKeys)
 	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
 	prefixNode     = 'n' // n + node id -> NodeInfo
 	prefixAlert    = 'o' // o + alert id (8 BE) -> Alert: the low-stock outbox (alerts.go)

@@ -1558,15 +1558,6 @@ func TestModel(t *testing.T) {
 
 // ---------------------------------------------------------------- targeted cases
 
-// orcKnownBug skips a test that shows a known bug; set
-// COUPOND_RUN_BUG_TESTS=1 to run it (it fails until the bug is fixed).
-func orcKnownBug(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("COUPOND_RUN_BUG_TESTS") == "" {
-		t.Skip("BUG: " + what)
-	}
-}
-
 // orcFixture is a state machine with tenant acme, list 7 (dedupe) holding
 // codes K00000.., and message msg (e-mail) assigned to it.
 func orcFixture(t *testing.T, codes int) *testFSM {

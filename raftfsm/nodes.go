@@ -1,26 +1,16 @@
 package raftfsm
 
 import (
-	"errors"
 	"fmt"
 	"sort"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
-// The node directory and the cluster key (issue 4). Raft knows each
+// The node directory and the cluster key. Raft knows each
 // server's id and Raft address; the API also needs each node's HTTP
 // address, to forward calls to the leader, and a key shared by the nodes
 // alone, to sign the calls they forward to each other. Both travel through
 // the log like any other state, so a node that joins learns them by
 // replication.
-
-// Commands of the cluster. Appended after CmdBatch.
-const (
-	CmdSetNode       CmdType = 18
-	CmdRemoveNode    CmdType = 19
-	CmdSetClusterKey CmdType = 20
-)
 
 // ClusterKeyLen is the length of the key that signs forwarded calls.
 const ClusterKeyLen = 32
@@ -38,7 +28,7 @@ func appendNodeInfo(b []byte, n NodeInfo) []byte {
 }
 
 func decodeNodeInfo(d *decoder) NodeInfo {
-	return NodeInfo{ID: d.string(), RaftAddr: d.string(), HTTPAddr: d.string()}
+	return NodeInfo{ID: d.string("ID"), RaftAddr: d.string("RaftAddr"), HTTPAddr: d.string("HTTPAddr")}
 }
 
 func (n *NodeInfo) marshal() []byte { return appendNodeInfo([]byte{recordVersion}, *n) }
@@ -55,13 +45,38 @@ type SetNode struct{ Node NodeInfo }
 func (*SetNode) Type() CmdType                { return CmdSetNode }
 func (c *SetNode) appendBody(b []byte) []byte { return appendNodeInfo(b, c.Node) }
 func (c *SetNode) decodeBody(d *decoder)      { c.Node = decodeNodeInfo(d) }
+func (*SetNode) at(entryAt int64) int64       { return entryAt }
+
+func (c *SetNode) apply(a *applier) (any, error) {
+	a.set(nodeKey(c.Node.ID), c.Node.marshal())
+	n := c.Node
+	a.f.mu.Lock()
+	a.f.nodes[n.ID] = &n
+	a.f.mu.Unlock()
+	return nil, nil
+}
 
 // RemoveNode drops a node from the directory.
 type RemoveNode struct{ ID string }
 
 func (*RemoveNode) Type() CmdType                { return CmdRemoveNode }
 func (c *RemoveNode) appendBody(b []byte) []byte { return appendString(b, c.ID) }
-func (c *RemoveNode) decodeBody(d *decoder)      { c.ID = d.string() }
+func (c *RemoveNode) decodeBody(d *decoder)      { c.ID = d.string("ID") }
+func (*RemoveNode) at(entryAt int64) int64       { return entryAt }
+
+func (c *RemoveNode) apply(a *applier) (any, error) {
+	a.f.mu.RLock()
+	_, ok := a.f.nodes[c.ID]
+	a.f.mu.RUnlock()
+	if !ok {
+		return nil, ErrNotFound
+	}
+	a.del(nodeKey(c.ID))
+	a.f.mu.Lock()
+	delete(a.f.nodes, c.ID)
+	a.f.mu.Unlock()
+	return nil, nil
+}
 
 // SetClusterKey sets the key that signs forwarded calls, once: a second
 // one is refused with ErrExists, so two leaders racing at bootstrap agree.
@@ -69,77 +84,45 @@ type SetClusterKey struct{ Key [ClusterKeyLen]byte }
 
 func (*SetClusterKey) Type() CmdType                { return CmdSetClusterKey }
 func (c *SetClusterKey) appendBody(b []byte) []byte { return append(b, c.Key[:]...) }
-func (c *SetClusterKey) decodeBody(d *decoder)      { copy(c.Key[:], d.fixed(ClusterKeyLen)) }
+func (c *SetClusterKey) decodeBody(d *decoder)      { copy(c.Key[:], d.fixed("Key", ClusterKeyLen)) }
+func (*SetClusterKey) at(entryAt int64) int64       { return entryAt }
 
-var keyClusterKey = []byte{prefixMeta, 'c'}
-
-func nodeKey(id string) []byte { return append([]byte{prefixNode}, id...) }
-
-func (a *applier) setNode(c *SetNode) error {
-	a.set(nodeKey(c.Node.ID), c.Node.marshal())
-	n := c.Node
-	a.f.mu.Lock()
-	a.f.nodes[n.ID] = &n
-	a.f.mu.Unlock()
-	return nil
-}
-
-func (a *applier) removeNode(c *RemoveNode) error {
-	a.f.mu.RLock()
-	_, ok := a.f.nodes[c.ID]
-	a.f.mu.RUnlock()
-	if !ok {
-		return ErrNotFound
-	}
-	a.del(nodeKey(c.ID))
-	a.f.mu.Lock()
-	delete(a.f.nodes, c.ID)
-	a.f.mu.Unlock()
-	return nil
-}
-
-func (a *applier) setClusterKey(c *SetClusterKey) error {
+func (c *SetClusterKey) apply(a *applier) (any, error) {
 	a.f.mu.RLock()
 	has := a.f.clusterKey != nil
 	a.f.mu.RUnlock()
 	if has {
-		return ErrExists
+		return nil, ErrExists
 	}
 	a.set(keyClusterKey, c.Key[:])
 	k := c.Key
 	a.f.mu.Lock()
 	a.f.clusterKey = &k
 	a.f.mu.Unlock()
+	return nil, nil
+}
+
+var keyClusterKey = []byte{prefixMeta, 'c'}
+
+func nodeKey(id string) []byte { return append([]byte{prefixNode}, id...) }
+
+func (s *state) loadNode(_, v []byte) error {
+	n, err := unmarshalNode(v)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	s.nodes[n.ID] = n
 	return nil
 }
 
-// loadCluster reads the directory and the key for load.
-func (f *FSM) loadCluster() (map[string]*NodeInfo, *[ClusterKeyLen]byte, error) {
-	nodes := map[string]*NodeInfo{}
-	err := f.scan([]byte{prefixNode}, func(k, v []byte) error {
-		n, err := unmarshalNode(v)
-		if err == nil {
-			nodes[n.ID] = n
-		}
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	v, closer, err := f.db.Get(keyClusterKey)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nodes, nil, nil
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	defer closer.Close()
+func (s *state) loadClusterKey(_, v []byte) error {
 	if len(v) != ClusterKeyLen {
-		return nil, nil, fmt.Errorf("cluster key of %d bytes: %w", len(v), errCorrupt)
+		return fmt.Errorf("cluster key of %d bytes: %w", len(v), errCorrupt)
 	}
 	var key [ClusterKeyLen]byte
 	copy(key[:], v)
-	return nodes, &key, nil
+	s.clusterKey = &key
+	return nil
 }
 
 // Node returns a node of the directory.

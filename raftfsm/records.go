@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/coupond/coupond/pool"
 )
@@ -25,7 +26,7 @@ func (t *Tenant) marshal() []byte {
 
 func unmarshalTenant(v []byte) (*Tenant, error) {
 	d := recordDecoder(v)
-	t := &Tenant{ID: d.string(), Name: d.string(), CreatedAt: d.varint()}
+	t := &Tenant{ID: d.string("ID"), Name: d.string("Name"), CreatedAt: d.varint("CreatedAt")}
 	return t, d.done()
 }
 
@@ -49,7 +50,8 @@ func (t *Token) marshal() []byte {
 
 func unmarshalToken(v []byte) (*Token, error) {
 	d := recordDecoder(v)
-	t := &Token{ID: d.string(), Tenant: d.string(), Role: Role(d.byte()), Name: d.string(), CreatedAt: d.varint()}
+	t := &Token{ID: d.string("ID"), Tenant: d.string("Tenant"), Role: Role(d.byte("Role")), Name: d.string("Name"),
+		CreatedAt: d.varint("CreatedAt")}
 	return t, d.done()
 }
 
@@ -93,8 +95,9 @@ func (l *ListMeta) marshal() []byte {
 
 func unmarshalList(v []byte) (*ListMeta, error) {
 	d := recordDecoder(v)
-	l := &ListMeta{ID: d.uvarint(), Tenant: d.string(), Name: d.string(), Dedupe: d.bool(),
-		Threshold: d.uvarint(), CreatedAt: d.varint(), Batches: d.uint32(), Cursor: d.uint32(), Reserved: d.uvarint()}
+	l := &ListMeta{ID: d.uvarint("ID"), Tenant: d.string("Tenant"), Name: d.string("Name"), Dedupe: d.bool("Dedupe"),
+		Threshold: d.uvarint("Threshold"), CreatedAt: d.varint("CreatedAt"), Batches: d.uint32("Batches"),
+		Cursor: d.uint32("Cursor"), Reserved: d.uvarint("Reserved")}
 	return l, d.done()
 }
 
@@ -144,30 +147,17 @@ func (u *uploadRecord) keyed() bool { return u.Request != [32]byte{} }
 
 func unmarshalUpload(v []byte) (*uploadRecord, error) {
 	if len(v) == 0 || v[0] < recordVersion || v[0] > uploadRecordVersion {
-		return nil, errCorrupt
+		return nil, fmt.Errorf("upload record of unknown version: %w", errCorrupt)
 	}
 	d := &decoder{b: v[1:], version: v[0]}
-	u := &uploadRecord{Tenant: d.string(), Committed: d.bool(), List: d.uvarint()}
-	u.Result = ImportResult{List: u.List, Imported: d.uvarint(), Duplicates: d.uvarint(), Size: d.uvarint()}
-	u.At = d.varint()
+	u := &uploadRecord{Tenant: d.string("Tenant"), Committed: d.bool("Committed"), List: d.uvarint("List")}
+	u.Result = ImportResult{List: u.List, Imported: d.uvarint("Imported"), Duplicates: d.uvarint("Duplicates"),
+		Size: d.uvarint("Size")}
+	u.At = d.varint("At")
 	if d.version >= 2 {
-		copy(u.Request[:], d.fixed(32))
+		copy(u.Request[:], d.fixed("Request", 32))
 	} else {
 		u.Legacy = true
 	}
 	return u, d.done()
-}
-
-func recordDecoder(v []byte) *decoder {
-	if len(v) == 0 || v[0] != recordVersion {
-		return &decoder{err: errCorrupt}
-	}
-	return &decoder{b: v[1:]}
-}
-
-func (d *decoder) done() error {
-	if d.err != nil || len(d.b) != 0 {
-		return errCorrupt
-	}
-	return nil
 }

@@ -45,8 +45,9 @@ func (m *Message) marshal() []byte {
 
 func unmarshalMessage(v []byte) (*Message, error) {
 	d := recordDecoder(v)
-	m := &Message{Tenant: d.string(), ID: d.string(), Name: d.string(), Campaign: d.string(),
-		CampaignType: d.string(), Channel: d.string(), DOI: d.bool(), Status: d.string(), List: d.uvarint()}
+	m := &Message{Tenant: d.string("Tenant"), ID: d.string("ID"), Name: d.string("Name"), Campaign: d.string("Campaign"),
+		CampaignType: d.string("CampaignType"), Channel: d.string("Channel"), DOI: d.bool("DOI"),
+		Status: d.string("Status"), List: d.uvarint("List")}
 	return m, d.done()
 }
 
@@ -92,8 +93,9 @@ func (s *Send) marshal() []byte {
 
 func unmarshalSend(v []byte) (*Send, error) {
 	d := recordDecoder(v)
-	s := &Send{Tenant: d.string(), ID: d.string(), Num: d.uint32(), Message: d.string(), List: d.uvarint(),
-		Closed: d.bool(), Reserved: d.uvarint(), Assigned: d.uvarint(), CreatedAt: d.varint()}
+	s := &Send{Tenant: d.string("Tenant"), ID: d.string("ID"), Num: d.uint32("Num"), Message: d.string("Message"),
+		List: d.uvarint("List"), Closed: d.bool("Closed"), Reserved: d.uvarint("Reserved"),
+		Assigned: d.uvarint("Assigned"), CreatedAt: d.varint("CreatedAt")}
 	return s, d.done()
 }
 
@@ -227,42 +229,16 @@ func (f *FSM) history() *history {
 	return f.hist
 }
 
-// entry returns entry seq of b, or false when b is not the batch the index
-// meant (a restore replaced the stored state under a reader).
-func (b *assignBatch) entry(seq uint64, send uint32) (int, bool) {
-	if b.Send != send || seq < b.FirstSeq || seq-b.FirstSeq >= uint64(len(b.Recips)) {
-		return 0, false
-	}
-	return int(seq - b.FirstSeq), true
-}
-
 // RecipientHistory returns every assignment of a recipient in a tenant, oldest first.
 func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, error) {
 	var out []Assignment
 	var seqs []uint64
-	var err error
+	var s *Send // the send of the candidate being looked at
 	hist := f.history()
-	hist.candidates(hist.hash32(tenant, recipient), func(seq uint64) bool {
-		no, meta, ok := hist.batchOf(seq)
-		if !ok {
-			return true
-		}
-		s := f.sendByNum(meta.send)
-		if s == nil || s.Tenant != tenant {
-			return true
-		}
-		var b *assignBatch
-		if b, err = f.readStoredBatch(no); err != nil {
-			if isNotFound(err) {
-				err = nil // indexed, not committed yet
-				return true
-			}
-			return false
-		}
-		i, ok := b.entry(seq, meta.send)
-		if !ok || string(b.Recips[i]) != string(recipient) {
-			return true
-		}
+	err := hist.find(hist.hash32(tenant, recipient), recipient, func(m batchMeta) bool {
+		s = f.sendByNum(m.send)
+		return s != nil && s.Tenant == tenant
+	}, f.readStoredBatch, func(seq uint64, b *assignBatch, i int) bool {
 		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
 			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i)})
 		seqs = append(seqs, seq)
@@ -373,13 +349,6 @@ func listAvailable(l *ListMeta, p *pool.List) uint64 {
 	return avail - l.Reserved
 }
 
-// HasAssignment reports whether recipient r has a code in the tenant's send
-// (any goroutine; what the last applied entry left).
-func (f *FSM) HasAssignment(tenant, send string, r []byte) (bool, error) {
-	n, err := f.CountUnassigned(tenant, send, [][]byte{r})
-	return n == 0, err
-}
-
 // CountUnassigned counts the distinct recipients without a code in the
 // tenant's send (any goroutine). It decodes each stored batch it needs once.
 func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, error) {
@@ -412,28 +381,20 @@ func (f *FSM) CountUnassigned(tenant, send string, recips [][]byte) (uint64, err
 
 func (f *FSM) hasAssignment(hist *history, cache map[uint64]*assignBatch, s *Send, r []byte) (bool, error) {
 	found := false
-	var err error
-	hist.candidates(hist.hash32(s.Tenant, r), func(seq uint64) bool {
-		no, meta, ok := hist.batchOf(seq)
-		if !ok || meta.send != s.Num {
-			return true
-		}
-		b := cache[no]
-		if b == nil {
-			if b, err = f.readStoredBatch(no); err == nil {
+	err := hist.find(hist.hash32(s.Tenant, r), r, func(m batchMeta) bool { return m.send == s.Num },
+		func(no uint64) (*assignBatch, error) {
+			if b := cache[no]; b != nil {
+				return b, nil
+			}
+			b, err := f.readStoredBatch(no)
+			if err == nil {
 				cache[no] = b
 			}
-		}
-		if err != nil {
-			if isNotFound(err) {
-				err = nil
-				return true
-			}
+			return b, err
+		},
+		func(uint64, *assignBatch, int) bool {
+			found = true
 			return false
-		}
-		i, ok := b.entry(seq, meta.send)
-		found = ok && string(b.Recips[i]) == string(r)
-		return !found
-	})
+		})
 	return found, err
 }

@@ -32,8 +32,8 @@ type fsmSnapshot struct {
 // Persist makes Pebble durable at least up to the snapshot, since Raft drops
 // the log below it once Persist returns, then writes every key and value as
 // (uvarint len, key, uvarint len, value), ended by a zero key length. The
-// flush is here rather than in Snapshot: under load a memtable takes
-// ~0.1 s to flush, and in Snapshot that stalled every apply for as long.
+// flush is here rather than in Snapshot, which runs on the apply goroutine:
+// there it would stall every apply for as long as a memtable takes to flush.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.db.Flush(); err != nil {
 		sink.Cancel()
