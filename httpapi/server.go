@@ -101,7 +101,6 @@ type route struct {
 	local bool
 }
 
-var all = []raftfsm.Role{raftfsm.RoleOperator, raftfsm.RoleAdmin, raftfsm.RoleSender}
 var operatorOnly = []raftfsm.Role{raftfsm.RoleOperator}
 var adminOnly = []raftfsm.Role{raftfsm.RoleAdmin}
 var adminOrSender = []raftfsm.Role{raftfsm.RoleAdmin, raftfsm.RoleSender}
