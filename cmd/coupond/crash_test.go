@@ -303,10 +303,8 @@ func TestKill9AfterImport(t *testing.T) {
 	t.Run("flushed", func(t *testing.T) { kill9AfterImport(t, true) })
 }
 
-const (
-	firstCodes = 300_000 // A00000000000 ...
-	topUpCodes = 50_000  // B00000000000 ...
-)
+// firstCodes (A00000000000 ...) is in size_test.go.
+const topUpCodes = 50_000 // B00000000000 ...
 
 func kill9AfterImport(t *testing.T, flushFirst bool) {
 	start := time.Now()
@@ -469,9 +467,9 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// bigUpload is the size of the uploads killed in flight: 3,000,000 codes,
-// 39 MB, about 38 staged Raft entries of 1 MiB.
-const bigUpload = 3_000_000
+// bigUpload (size_test.go) is the size of the uploads killed in flight:
+// 1,000,000 codes, 13 MB, about 13 staged Raft entries of 1 MiB; with
+// -tags long 3,000,000 codes, 39 MB, about 38 entries.
 
 type uploadResult struct {
 	status int
