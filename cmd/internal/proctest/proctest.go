@@ -60,15 +60,13 @@ type Binary struct {
 // that fails fails every test that asks for it.
 func (b *Binary) Path(t testing.TB) string {
 	t.Helper()
-	if err := b.Build(); err != nil {
+	if err := b.build(); err != nil {
 		t.Fatal(err)
 	}
 	return b.path
 }
 
-// Build builds the binary once, for a TestMain that wants it before the
-// tests run.
-func (b *Binary) Build() error {
+func (b *Binary) build() error {
 	b.once.Do(func() {
 		builds.once.Do(func() { builds.dir, builds.err = os.MkdirTemp("", "proctest-bin") })
 		if builds.err != nil {
