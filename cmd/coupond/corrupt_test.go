@@ -1,6 +1,6 @@
 package main
 
-// Damaged data folders (issue 15, point 5): a node whose raft.db, snapshots
+// Damaged data folders: a node whose raft.db, snapshots
 // or state/ were damaged, lost or copied from another node either refuses
 // to start, non-zero and naming the file, or starts with the ledger it had.
 // It never serves another one.

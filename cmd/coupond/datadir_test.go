@@ -87,7 +87,7 @@ func waitNewSnapshot(t *testing.T, data string, old []string) string {
 	return ""
 }
 
-// TestSecondProcessOnSameDataFolder (issue 15, 7.iv): a second coupond on a
+// TestSecondProcessOnSameDataFolder: a second coupond on a
 // data folder in use exits non-zero and says that another coupond holds
 // that folder, instead of an errno text; the first node keeps serving.
 func TestSecondProcessOnSameDataFolder(t *testing.T) {
@@ -113,7 +113,7 @@ func TestSecondProcessOnSameDataFolder(t *testing.T) {
 	}
 }
 
-// TestTempSnapshotsRemovedAtStart (issue 15, 7.i): the folders of snapshots
+// TestTempSnapshotsRemovedAtStart: the folders of snapshots
 // that a crash cut off are removed at start, where Raft writes them
 // (DATA/snapshots/snapshots/*.tmp) and at the old place; finished
 // snapshots stay.
@@ -155,7 +155,7 @@ func TestTempSnapshotsRemovedAtStart(t *testing.T) {
 	}
 }
 
-// TestDataFolderModes (issue 15, 7.ii): the data folder holds recipients,
+// TestDataFolderModes: the data folder holds recipients,
 // codes, token hashes and the cluster key. Whatever the umask and whatever
 // mode a pre-made folder had, the node leaves nothing in it readable by
 // others: the folder is 0700, every folder below 0700 and every file 0600;
@@ -230,7 +230,7 @@ func TestDataFolderModes(t *testing.T) {
 	}
 }
 
-// TestDeletedSnapshotsFolder (issue 15, 7.v): a snapshots folder deleted by
+// TestDeletedSnapshotsFolder: a snapshots folder deleted by
 // hand must not end in a Go panic. While the node runs, it notices and
 // takes a snapshot at once (no write needs to come first), so a crash
 // after that restarts as usual. While it is stopped, with the log
