@@ -18,10 +18,8 @@ import (
 	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
-const (
-	restoreCodes  = 5_000_000 // a node's own restore
-	followerCodes = 2_000_000 // a follower's install
-)
+// restoreCodes, the codes of a node's own restore, is in size_test.go.
+const followerCodes = 2_000_000 // a follower's install
 
 // restoreCSV is n codes of 20 bytes: 5M of them make a 105 MB snapshot.
 func restoreCSV(n int) []byte {

@@ -8,4 +8,7 @@ package main
 const (
 	firstCodes = 100_000   // TestKill9AfterImport's first import
 	bigUpload  = 1_000_000 // each upload killed in flight
+	// restoreCodes is the list of TestKill9DuringSnapshotRestore: a 42 MB
+	// snapshot whose restore the test kills at eleven points.
+	restoreCodes = 2_000_000
 )
