@@ -156,7 +156,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 	p.Start()
 	admin, op := p.Token("admin.token"), p.Token("operator.token")
 
-	// The ledger: 5M codes, some withdrawn, some handed out, and a second
+	// The ledger: restoreCodes codes, some withdrawn, some handed out, and a second
 	// list; then enough empty writes for Raft to snapshot all of it.
 	big := p.createList(admin, "big", restoreCSV(restoreCodes))
 	var withdrawn bytes.Buffer
