@@ -29,14 +29,23 @@ cluster: build
 
 # The whole suite, with the race detector on (every package has concurrency
 # or drives a concurrent server), then a short fuzz run of the CSV reader.
+# Under the race detector the size-bound tests of pool and codecsv run
+# smaller; the run without -race after it has them at full size.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 ./pool ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZRUNS) ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAllocationJSON$$' -fuzztime 20000x ./httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZRUNS) ./raftfsm
 
 test-race: test
+
+# Every test at its full size under the race detector (-tags long): what
+# make test runs on less data, or at full size only without the detector.
+.PHONY: test-long
+test-long: deps
+	$(GO) test -race -tags long -count=1 -timeout 60m ./...
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 5m ./httpapi/codecsv

@@ -49,6 +49,8 @@ type Config struct {
 	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as anchor (a)), not e-mail addresses
 	History    int           // big-send: recipient-history lookups timed after the send (0: none)
 
+	Timing Timings // waits of the cluster and failover scenarios; zero fields take their defaults
+
 	Stdout io.Writer // results
 	Stderr io.Writer // progress and diagnostics
 }
@@ -70,6 +72,7 @@ func DefaultConfig() Config {
 		Duration:   20 * time.Second,
 		SendPer:    SendPerRequest,
 		TopUpEvery: time.Second,
+		Timing:     DefaultTimings(),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
 	}
@@ -293,6 +296,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return err
 		}
+		cl.Timing = cfg.Timing
 		cl.SetKeep(cfg.Keep)
 		defer func() {
 			if cerr := cl.Close(); cerr != nil {

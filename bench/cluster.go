@@ -14,13 +14,6 @@ import (
 	"github.com/coupond/coupond/httpapi/client"
 )
 
-// Cluster timings (variables so that the tests can shorten them).
-var (
-	FormTimeout     = 60 * time.Second       // the joiners all voters and ready
-	ConvergeTimeout = 30 * time.Second       // every node at the same applied index and digest
-	clusterPoll     = 100 * time.Millisecond // GET /v1/cluster and digest polling
-)
-
 // Targets of --target: which nodes of a spawned cluster the scenario drives.
 const (
 	TargetLeader   = "leader"   // the leader only
@@ -80,8 +73,9 @@ func fmtDigests(ds []Digest) string {
 // bootstraps, the others join it with its operator token.
 type Cluster struct {
 	Nodes      []*Node
-	Leader     int    // index of the leader in Nodes, once formed
-	AdminToken string // of the default tenant, written by node 1
+	Leader     int     // index of the leader in Nodes, once formed
+	AdminToken string  // of the default tenant, written by node 1
+	Timing     Timings // FormTimeout and ClusterPoll; zero fields take their defaults
 	op         []*Client
 }
 
@@ -149,14 +143,15 @@ func (c *Cluster) Start(ctx context.Context) error {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, FormTimeout)
+	form := c.Timing.withDefaults().FormTimeout
+	ctx, cancel := context.WithTimeout(ctx, form)
 	defer cancel()
 	info, err := c.waitVoters(ctx)
 	if err != nil {
 		return err
 	}
 	for _, n := range c.Nodes[1:] {
-		if err := n.WaitReady(ctx, FormTimeout); err != nil {
+		if err := n.WaitReady(ctx, form); err != nil {
 			return fmt.Errorf("%s: %w", n.ID, err)
 		}
 	}
@@ -175,6 +170,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 // waitVoters polls GET /v1/cluster on node 1 until it lists every node as a
 // voter and names a leader. A node that exits ends the wait.
 func (c *Cluster) waitVoters(ctx context.Context) (ClusterInfo, error) {
+	tm := c.Timing.withDefaults()
 	last := "no answer yet"
 	for {
 		var info ClusterInfo
@@ -197,10 +193,10 @@ func (c *Cluster) waitVoters(ctx context.Context) (ClusterInfo, error) {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return info, fmt.Errorf("GET /v1/cluster on %s does not list %d voters after %s; last answer: %s%s",
-					c.Nodes[0].ID, len(c.Nodes), FormTimeout, last, c.logTails())
+					c.Nodes[0].ID, len(c.Nodes), tm.FormTimeout, last, c.logTails())
 			}
 			return info, ctx.Err()
-		case <-time.After(clusterPoll):
+		case <-time.After(tm.ClusterPoll):
 		}
 	}
 }
@@ -230,6 +226,7 @@ func (c *Cluster) Digests(ctx context.Context) ([]Digest, error) {
 // applied index, same digest) or timeout passes. It returns the last
 // readings, whether they agree, and the time it waited.
 func (c *Cluster) WaitConverged(ctx context.Context, timeout time.Duration) ([]Digest, bool, time.Duration, error) {
+	poll := c.Timing.withDefaults().ClusterPoll
 	t0 := time.Now()
 	deadline := t0.Add(timeout)
 	var ds []Digest
@@ -250,7 +247,7 @@ func (c *Cluster) WaitConverged(ctx context.Context, timeout time.Duration) ([]D
 		select {
 		case <-ctx.Done():
 			return ds, false, time.Since(t0), ctx.Err()
-		case <-time.After(clusterPoll):
+		case <-time.After(poll):
 		}
 	}
 }
@@ -327,17 +324,18 @@ type replicaReport struct {
 	problems []string
 }
 
-// checkReplicas waits up to ConvergeTimeout for the nodes of the cluster to
-// agree. Without a cluster it checks nothing.
+// checkReplicas waits up to Timing.ConvergeTimeout for the nodes of the
+// cluster to agree. Without a cluster it checks nothing.
 func (e *Env) checkReplicas(ctx context.Context) replicaReport {
 	if e.Cluster == nil {
 		return replicaReport{}
 	}
-	ds, ok, waited, err := e.Cluster.WaitConverged(ctx, ConvergeTimeout)
+	converge := e.Cfg.Timing.withDefaults().ConvergeTimeout
+	ds, ok, waited, err := e.Cluster.WaitConverged(ctx, converge)
 	r := replicaReport{nodes: len(e.Cluster.Nodes), equal: ok, ds: ds, waited: waited}
 	if !ok {
 		msg := fmt.Sprintf("the %d nodes did not reach the same applied_index and digest within %s: %s",
-			r.nodes, ConvergeTimeout, fmtDigests(ds))
+			r.nodes, converge, fmtDigests(ds))
 		if err != nil {
 			msg += fmt.Sprintf(" (last error: %v)", err)
 		}

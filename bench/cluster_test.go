@@ -189,8 +189,7 @@ func TestSpawnClusterTargets(t *testing.T) {
 func TestSpawnClusterDiverges(t *testing.T) {
 	cfg, out, errOut := clusterConfig(t, "small-sends", TargetLeader)
 	t.Setenv("COUPONBENCH_FAKE_DIVERGE", "n3")
-	defer func(d time.Duration) { ConvergeTimeout = d }(ConvergeTimeout)
-	ConvergeTimeout = 300 * time.Millisecond
+	cfg.Timing.ConvergeTimeout = 300 * time.Millisecond
 	err := Run(context.Background(), cfg)
 	wantCheckError(t, err, out, "did not reach the same applied_index and digest")
 	if !strings.Contains(err.Error(), `n3 applied_index=`) || !strings.Contains(errOut.String(), "digests=differ => FAIL") {

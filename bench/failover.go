@@ -32,20 +32,6 @@ const (
 	FailoverGoal = 3 * time.Second
 )
 
-// Failover timings (variables so that the tests can shorten them).
-var (
-	killWaitMin     = 1 * time.Second        // random wait before each kill, in [min, max)
-	killWaitMax     = 3 * time.Second        //
-	failoverTimeout = 60 * time.Second       // a kill with no acknowledged allocation after this fails the run
-	ackGrace        = 50 * time.Millisecond  // after the first acknowledgement, for earlier ones still being reported
-	retryBackoff    = 10 * time.Millisecond  // pause before retrying a refused (503) or unanswered request
-	attemptTimeout  = 15 * time.Second       // one HTTP attempt
-	requestGiveUp   = 90 * time.Second       // a request not acknowledged after this fails the run
-	failoverTail    = 1 * time.Second        // load after the last restart, before the run ends
-	leaderTimeout   = 30 * time.Second       // finding (and confirming) the leader before a kill
-	leaderPoll      = 100 * time.Millisecond // between GET /v1/cluster tries
-)
-
 // failoverCluster is what the failover scenario needs of a cluster: the
 // spawned one, or an in-process fake in the tests.
 type failoverCluster interface {
@@ -85,7 +71,8 @@ func (s spawnedFailover) restart(ctx context.Context, i int) error {
 // that node, which must name itself: a node that was just elected, or one
 // whose view is stale, makes it try again.
 func (s spawnedFailover) leader(ctx context.Context, alive func(int) bool) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, leaderTimeout)
+	tm := s.cl.Timing.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, tm.LeaderTimeout)
 	defer cancel()
 	last := "no live node answered"
 	for try := 0; ; try++ {
@@ -113,10 +100,10 @@ func (s spawnedFailover) leader(ctx context.Context, alive func(int) bool) (int,
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return -1, fmt.Errorf("no confirmed leader among the live nodes after %s; last: %s", leaderTimeout, last)
+				return -1, fmt.Errorf("no confirmed leader among the live nodes after %s; last: %s", tm.LeaderTimeout, last)
 			}
 			return -1, ctx.Err()
-		case <-time.After(leaderPoll):
+		case <-time.After(tm.LeaderPoll):
 		}
 	}
 }
@@ -189,6 +176,7 @@ func (p *ackProbe) disarm() (time.Time, int) {
 
 // failoverShared is what the workers and the killer share.
 type failoverShared struct {
+	tm      Timings
 	alive   []atomic.Bool
 	stop    atomic.Bool // end the run after the current requests
 	abort   atomic.Bool // the run failed: give up the requests being retried too
@@ -272,7 +260,7 @@ func (fw *failoverWorker) request(ctx context.Context, st *failoverShared) error
 			return errors.New("no live node")
 		}
 		fw.a.p = fw.posters[node]
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		actx, cancel := context.WithTimeout(ctx, st.tm.AttemptTimeout)
 		_, err := fw.a.allocate(actx, send, fw.rg, from, to, nil)
 		cancel()
 		if err == nil {
@@ -305,14 +293,14 @@ func (fw *failoverWorker) request(ctx context.Context, st *failoverShared) error
 		if st.abort.Load() {
 			return errAborted
 		}
-		if time.Since(t0) > requestGiveUp {
-			return fmt.Errorf("send %s, recipients %d..%d: no node acknowledged it in %s (%d attempts); last: %w", send, from, to-1, requestGiveUp, attempt+1, err)
+		if time.Since(t0) > st.tm.RequestGiveUp {
+			return fmt.Errorf("send %s, recipients %d..%d: no node acknowledged it in %s (%d attempts); last: %w", send, from, to-1, st.tm.RequestGiveUp, attempt+1, err)
 		}
 		cur = node + 1
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(retryBackoff):
+		case <-time.After(st.tm.RetryBackoff):
 		}
 	}
 }
@@ -441,7 +429,8 @@ func runFailover(ctx context.Context, env *Env, fc failoverCluster) (*Result, er
 		clients[i].Strong = true
 		defer clients[i].CloseIdle()
 	}
-	st := &failoverShared{alive: make([]atomic.Bool, n)}
+	tm := cfg.Timing.withDefaults()
+	st := &failoverShared{tm: tm, alive: make([]atomic.Bool, n)}
 	for i := range st.alive {
 		st.alive[i].Store(true)
 	}
@@ -460,7 +449,7 @@ func runFailover(ctx context.Context, env *Env, fc failoverCluster) (*Result, er
 		ws[w] = fw
 	}
 	env.logf("failover: %d connections over the %d nodes, %d recipient(s) a request, a send per %s; %d kills of the leader, each after %s-%s",
-		conc, n, k, cfg.SendPer, cfg.Kills, killWaitMin, killWaitMax)
+		conc, n, k, cfg.SendPer, cfg.Kills, tm.KillWaitMin, tm.KillWaitMax)
 
 	scpu := newServerCPU(fc)
 	cpu0 := takeCPU(nil)
@@ -475,7 +464,7 @@ func runFailover(ctx context.Context, env *Env, fc failoverCluster) (*Result, er
 	}
 	kills, killErr := killLoop(ctx, env, fc, st, scpu, cfg.Kills)
 	if killErr == nil {
-		sleepUnlessStopped(ctx, st, failoverTail)
+		sleepUnlessStopped(ctx, st, tm.FailoverTail)
 	} else {
 		st.abort.Store(true)
 	}
@@ -622,7 +611,7 @@ func killLoop(ctx context.Context, env *Env, fc failoverCluster, st *failoverSha
 	var recs []killRecord
 	alive := func(i int) bool { return st.alive[i].Load() }
 	for k := range kills {
-		wait := killWaitMin + rand.N(max(1, killWaitMax-killWaitMin))
+		wait := st.tm.KillWaitMin + rand.N(max(1, st.tm.KillWaitMax-st.tm.KillWaitMin))
 		if !sleepUnlessStopped(ctx, st, wait) {
 			return recs, nil
 		}
@@ -642,7 +631,7 @@ func killLoop(ctx context.Context, env *Env, fc failoverCluster, st *failoverSha
 			return recs, fmt.Errorf("kill %d: SIGKILL of %s: %w", k+1, kr.victim, err)
 		}
 		kr.exited = time.Since(killAt)
-		timeout := time.After(failoverTimeout)
+		timeout := time.After(st.tm.FailoverTimeout)
 		for waiting := true; waiting; {
 			select {
 			case <-seen:
@@ -650,7 +639,7 @@ func killLoop(ctx context.Context, env *Env, fc failoverCluster, st *failoverSha
 			case <-timeout:
 				st.probe.disarm()
 				return recs, fmt.Errorf("kill %d of the leader %s: no allocation acknowledged within %s (%d refused, %d unanswered attempts since)",
-					k+1, kr.victim, failoverTimeout, st.refused.Load()-refused0, st.noReply.Load()-noReply0)
+					k+1, kr.victim, st.tm.FailoverTimeout, st.refused.Load()-refused0, st.noReply.Load()-noReply0)
 			case <-ctx.Done():
 				st.probe.disarm()
 				return recs, ctx.Err()
@@ -661,7 +650,7 @@ func killLoop(ctx context.Context, env *Env, fc failoverCluster, st *failoverSha
 				}
 			}
 		}
-		time.Sleep(ackGrace)
+		time.Sleep(st.tm.AckGrace)
 		first, node := st.probe.disarm()
 		kr.failover = first.Sub(killAt)
 		kr.ackNode = fc.nodeID(node)

@@ -268,12 +268,9 @@ func (f *fakeFailover) restart(ctx context.Context, i int) error {
 }
 
 // shortFailover shortens the waits of the scenario for a test.
-func shortFailover(t *testing.T) {
-	saved := []time.Duration{killWaitMin, killWaitMax, failoverTail, ackGrace, failoverTimeout}
-	killWaitMin, killWaitMax, failoverTail, ackGrace = 40*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond, 10*time.Millisecond
-	t.Cleanup(func() {
-		killWaitMin, killWaitMax, failoverTail, ackGrace, failoverTimeout = saved[0], saved[1], saved[2], saved[3], saved[4]
-	})
+func shortFailover(env *Env) {
+	tm := &env.Cfg.Timing
+	tm.KillWaitMin, tm.KillWaitMax, tm.FailoverTail, tm.AckGrace = 40*time.Millisecond, 80*time.Millisecond, 50*time.Millisecond, 10*time.Millisecond
 }
 
 // failoverEnv is an Env for runFailover against the fake (as Run makes it,
@@ -295,13 +292,13 @@ func failoverEnv(t *testing.T, f *fakeFailover) (*Env, *bytes.Buffer) {
 }
 
 func TestFailoverAgainstFake(t *testing.T) {
-	shortFailover(t)
 	for _, perConn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("per-conn=%v", perConn), func(t *testing.T) {
 			const election = 150 * time.Millisecond
 			f := newFakeFailover(t, 3, election)
 			f.applyThen503 = true
 			env, log := failoverEnv(t, f)
+			shortFailover(env)
 			if perConn {
 				env.Cfg.SendPer = SendPerConn
 				env.Cfg.Chunk, env.Cfg.ChunkSet = 3, true
@@ -366,11 +363,11 @@ func TestFailoverAgainstFake(t *testing.T) {
 }
 
 func TestFailoverCatchesNonIdempotentRetry(t *testing.T) {
-	shortFailover(t)
 	f := newFakeFailover(t, 3, 100*time.Millisecond)
 	f.applyThen503 = true
 	f.api.forgetIdem = true // a retried recipient draws a new code
 	env, log := failoverEnv(t, f)
+	shortFailover(env)
 	env.Cfg.Kills = 2
 	res, err := runFailover(context.Background(), env, f)
 	var ce *CheckError
@@ -386,10 +383,10 @@ func TestFailoverCatchesNonIdempotentRetry(t *testing.T) {
 }
 
 func TestFailoverNoNewLeader(t *testing.T) {
-	shortFailover(t)
-	failoverTimeout = 300 * time.Millisecond
 	f := newFakeFailover(t, 3, -1) // never elects again
 	env, log := failoverEnv(t, f)
+	shortFailover(env)
+	env.Cfg.Timing.FailoverTimeout = 300 * time.Millisecond
 	t0 := time.Now()
 	_, err := runFailover(context.Background(), env, f)
 	if err == nil || IsUsage(err) || !strings.Contains(err.Error(), "kill 1 of the leader n1: no allocation acknowledged within 300ms") {
@@ -432,7 +429,7 @@ func TestFailoverWorkerRetriesSameRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &failoverShared{alive: make([]atomic.Bool, 2)}
+	st := &failoverShared{tm: env.Cfg.Timing, alive: make([]atomic.Bool, 2)}
 	st.alive[0].Store(true)
 	st.alive[1].Store(true)
 	ca, cb := NewClient(srvA.URL, "tok", 2), NewClient(srvB.URL, "tok", 2)

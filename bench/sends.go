@@ -172,9 +172,10 @@ func setupSends(ctx context.Context, env *Env, scenario string, codes int64) (*s
 		// Followers apply the import after the leader answers it: the timed
 		// part starts once every node has, so it times the sends alone.
 		// Nodes that never agree are reported by the check after the run.
-		ds, ok, waited, err := env.Cluster.WaitConverged(ctx, ConvergeTimeout)
+		converge := env.Cfg.Timing.withDefaults().ConvergeTimeout
+		ds, ok, waited, err := env.Cluster.WaitConverged(ctx, converge)
 		if err != nil || !ok {
-			env.logf("%s: setup: the nodes did not agree within %s (%v): %s", scenario, ConvergeTimeout, err, fmtDigests(ds))
+			env.logf("%s: setup: the nodes did not agree within %s (%v): %s", scenario, converge, err, fmtDigests(ds))
 		} else {
 			env.logf("%s: setup: every node at applied_index %d %.2fs later (not timed)", scenario, ds[0].AppliedIndex, waited.Seconds())
 		}

@@ -1,6 +1,6 @@
 package daemon_test
 
-// Acceptance point (d) of issue 5: the low-stock webhook, delivered to a
+// The low-stock webhook, delivered to a
 // local receiver. The crossing rules themselves are tested in raftfsm
 // (alerts_test.go); these tests show delivery: once per crossing, signed,
 // retried until accepted, and not lost when the leader changes.

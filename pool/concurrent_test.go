@@ -31,6 +31,9 @@ var nReaders = 4
 
 func TestConcurrent(t *testing.T) {
 	n := 1_000_000
+	if sizedDown {
+		n = 200_000
+	}
 	if testing.Short() {
 		n = 100_000
 	}

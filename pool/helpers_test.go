@@ -5,6 +5,11 @@ import (
 	"testing"
 )
 
+// sizedDown reports whether the size-bound tests run smaller: under the race
+// detector, unless -tags long (make test-long). make test runs this package
+// a second time without -race, where they run at full size.
+const sizedDown = raceEnabled && !testLong
+
 const codeAlphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ" // 34 chars, first 32 used
 
 // putCode writes a 12-byte code unique for every i < 2^60 into dst.

@@ -72,7 +72,7 @@ func TestModel(t *testing.T) {
 	}
 	for ci, c := range cfgs {
 		n := seeds
-		if raceEnabled && !c.checkAll {
+		if raceEnabled && (!c.checkAll || sizedDown) {
 			n = 1
 		}
 		for seed := range n {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coupond/coupond/cmd/internal/proctest"
 	"github.com/coupond/coupond/httpapi/client"
 )
 
@@ -194,5 +195,5 @@ func TestMain(m *testing.M) {
 	for _, k := range []string{"COUPOND_ADDR", "COUPOND_TOKEN", "COUPOND_DATA"} {
 		os.Unsetenv(k)
 	}
-	os.Exit(m.Run())
+	proctest.Main(m) // removes the binaries of e2e_test.go
 }

@@ -12,14 +12,14 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
 const e2eCodes = 1_000_000
@@ -32,49 +32,21 @@ type e2e struct {
 	addr string
 }
 
-func buildBinaries(t *testing.T) (coupond, couponctl string) {
-	t.Helper()
-	bin := t.TempDir()
-	// Without -race even under go test -race: a race-built node takes
-	// several times longer over a million codes.
-	cmd := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), ".", "../coupond")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cannot build: %v\n%s", err, out)
-	}
-	return filepath.Join(bin, "coupond"), filepath.Join(bin, "couponctl")
-}
+// The binaries, built once without -race even under go test -race: a
+// race-built node takes several times longer over a million codes.
+var (
+	coupondBin = &proctest.Binary{Pkg: "../coupond"}
+	ctlBin     = &proctest.Binary{Pkg: "."}
+)
 
-func loopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func loopbackAddr(t *testing.T) string { return proctest.FreeAddr(t) }
 
 // startE2E starts coupond and waits, with couponctl, until it is ready.
 func startE2E(t *testing.T) *e2e {
 	t.Helper()
-	coupond, ctl := buildBinaries(t)
-	e := &e2e{t: t, dir: t.TempDir(), ctl: ctl, addr: loopbackAddr(t)}
-	var logs bytes.Buffer
-	node := exec.Command(coupond, "--data", filepath.Join(e.dir, "data"), "--http", e.addr,
-		"--raft", loopbackAddr(t), "--log-format", "json", "--log-level", "warn")
-	node.Stdout, node.Stderr = &logs, &logs
-	if err := node.Start(); err != nil {
-		t.Fatalf("cannot start coupond: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { node.Wait(); close(done) }()
-	t.Cleanup(func() {
-		node.Process.Signal(syscall.SIGKILL)
-		<-done
-		if t.Failed() {
-			t.Logf("coupond logs:\n%s", logs.String())
-		}
-	})
+	node := proctest.New(t, coupondBin.Path(t), "--log-level", "warn")
+	e := &e2e{t: t, dir: node.Dir, ctl: ctlBin.Path(t), addr: node.HTTPAddr}
+	node.Launch()
 	e.mustRun(exitOK, "cluster", "ready", "--wait", "30s")
 	return e
 }

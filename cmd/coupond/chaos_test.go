@@ -123,32 +123,19 @@ type chaosNode struct {
 // crash kills the node's process with SIGKILL.
 func (n *chaosNode) crash() {
 	n.up.Store(false)
-	n.kill9()
+	n.Kill9()
 }
 
 // restart runs the node's process again.
 func (n *chaosNode) restart() error {
-	if err := n.spawn(); err != nil {
+	if err := n.Spawn(); err != nil {
 		return err
 	}
 	n.up.Store(true)
 	return nil
 }
 
-// spawn runs the node's process on its folder without waiting for it.
-func (p *proc) spawn() error {
-	cmd := p.command()
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-func (n *chaosNode) running() bool { return n.cmd != nil }
+func (n *chaosNode) running() bool { return n.Cmd != nil }
 
 // chaosCluster is the three nodes and what the test learnt of them.
 type chaosCluster struct {
@@ -219,14 +206,14 @@ func startChaosCluster(t *testing.T, cfg *chaosConfig) *chaosCluster {
 	// leader's snapshot.
 	tune := []string{"--raft-snapshot-entries", "200", "--raft-snapshot-bytes", cfg.snapBytes, "--raft-trailing-entries", "10"}
 	n1 := &chaosNode{proc: newProc(t, append([]string{"--id", "n1"}, tune...)...), id: "n1"}
-	n1.start()
+	n1.Start()
 	n1.up.Store(true)
-	cl := &chaosCluster{t: t, nodes: []*chaosNode{n1}, operator: n1.token("operator.token"), admin: n1.token("admin.token"),
+	cl := &chaosCluster{t: t, nodes: []*chaosNode{n1}, operator: n1.Token("operator.token"), admin: n1.Token("admin.token"),
 		probe: &http.Client{Timeout: 2 * time.Second}}
 	for _, id := range []string{"n2", "n3"} {
-		n := &chaosNode{proc: newProc(t, append([]string{"--id", id, "--join", n1.httpAddr,
-			"--token-file", filepath.Join(n1.data, "operator.token")}, tune...)...), id: id}
-		n.start()
+		n := &chaosNode{proc: newProc(t, append([]string{"--id", id, "--join", n1.HTTPAddr,
+			"--token-file", filepath.Join(n1.Data, "operator.token")}, tune...)...), id: id}
+		n.Start()
 		n.up.Store(true)
 		cl.nodes = append(cl.nodes, n)
 	}
@@ -257,7 +244,7 @@ func startChaosCluster(t *testing.T, cfg *chaosConfig) *chaosCluster {
 
 func (cl *chaosCluster) clusterOf(n *chaosNode) (client.ClusterStatus, error) {
 	var c client.ClusterStatus
-	st, b, _, err := chaosCall(cl.probe, "GET", n.url("/v1/cluster"), cl.operator, "", nil)
+	st, b, _, err := chaosCall(cl.probe, "GET", n.URL("/v1/cluster"), cl.operator, "", nil)
 	if err != nil {
 		return c, err
 	}
@@ -298,11 +285,11 @@ func (cl *chaosCluster) waitReady(n *chaosNode, limit time.Duration) error {
 			return errors.New("not running")
 		}
 		select {
-		case <-n.done:
-			return fmt.Errorf("exited: %v", n.cmd.ProcessState)
+		case <-n.Done:
+			return fmt.Errorf("exited: %v", n.Cmd.ProcessState)
 		default:
 		}
-		st, _, _, err := chaosCall(cl.probe, "GET", n.url("/readyz"), "", "", nil)
+		st, _, _, err := chaosCall(cl.probe, "GET", n.URL("/readyz"), "", "", nil)
 		if err == nil && st == 200 {
 			return nil
 		}
@@ -470,7 +457,7 @@ func (c *chaosClient) allocate(req *chaosRequest, retry bool) bool {
 		op.Keys = append(op.Keys, chaosKey{req.send, rc})
 	}
 	op.Call = c.cl.now()
-	st, b, _, err := chaosCall(c.http, "POST", n.url("/v1/sends/"+req.send+"/codes"), c.cl.admin, "application/json", req.body)
+	st, b, _, err := chaosCall(c.http, "POST", n.URL("/v1/sends/"+req.send+"/codes"), c.cl.admin, "application/json", req.body)
 	op.Return = c.cl.now()
 	op.Status = st
 	if st == 200 && err == nil {
@@ -534,7 +521,7 @@ func (c *chaosClient) strongRead() bool {
 		op.Keys = append(op.Keys, chaosKey{chaosSendName(s), rc})
 	}
 	op.Call = c.cl.now()
-	st, b, _, err := chaosCall(c.http, "GET", n.url("/v1/recipients/"+url.PathEscape(rc)+"/assignments?consistency=strong"), c.cl.admin, "", nil)
+	st, b, _, err := chaosCall(c.http, "GET", n.URL("/v1/recipients/"+url.PathEscape(rc)+"/assignments?consistency=strong"), c.cl.admin, "", nil)
 	op.Return = c.cl.now()
 	op.Status = st
 	if st == 200 && err == nil {
@@ -621,7 +608,7 @@ func (u *chaosTopUps) step(more bool) bool {
 		}
 		n := u.cl.nodes[u.rng.IntN(len(u.cl.nodes))]
 		u.calls++
-		st, body, _, err := chaosCall(u.http, "POST", n.url("/v1/lists/"+u.cl.listID+"/codes"), u.cl.admin, "text/csv", b)
+		st, body, _, err := chaosCall(u.http, "POST", n.URL("/v1/lists/"+u.cl.listID+"/codes"), u.cl.admin, "text/csv", b)
 		switch {
 		case err == nil && st == 200:
 			var r importJSON
@@ -740,10 +727,10 @@ func (nm *chaosNemesis) pause() {
 	}
 	d := time.Duration(1000+nm.rng.IntN(2000)) * time.Millisecond
 	n.paused.Store(true)
-	n.cmd.Process.Signal(syscall.SIGSTOP)
+	n.Cmd.Process.Signal(syscall.SIGSTOP)
 	nm.cl.event("SIGSTOP %s for %s", n.id, d)
 	time.Sleep(d)
-	n.cmd.Process.Signal(syscall.SIGCONT)
+	n.Cmd.Process.Signal(syscall.SIGCONT)
 	n.paused.Store(false)
 	nm.pauses++
 	nm.cl.event("SIGCONT %s", n.id)
@@ -756,18 +743,18 @@ func (nm *chaosNemesis) restart() {
 		return
 	}
 	n.up.Store(false)
-	n.cmd.Process.Signal(syscall.SIGTERM)
+	n.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-n.done:
-		if code := n.cmd.ProcessState.ExitCode(); code != 0 {
+	case <-n.Done:
+		if code := n.Cmd.ProcessState.ExitCode(); code != 0 {
 			nm.cl.problem("%s exited with %d after SIGTERM", n.id, code)
 		}
 	case <-time.After(30 * time.Second):
 		nm.cl.problem("%s did not stop within 30s of SIGTERM; killed", n.id)
-		n.cmd.Process.Signal(syscall.SIGQUIT)
-		<-n.done
+		n.Cmd.Process.Signal(syscall.SIGQUIT)
+		<-n.Done
 	}
-	n.cmd = nil
+	n.Cmd = nil
 	nm.stops++
 	nm.cl.event("SIGTERM %s", n.id)
 	time.Sleep(time.Duration(100+nm.rng.IntN(900)) * time.Millisecond)
@@ -853,7 +840,7 @@ func TestChaos(t *testing.T) {
 			}
 			cl.event("restart %s after the run", n.id)
 		}
-		n.cmd.Process.Signal(syscall.SIGCONT)
+		n.Cmd.Process.Signal(syscall.SIGCONT)
 	}
 	for _, n := range cl.nodes {
 		if err := cl.waitReady(n, 90*time.Second); err != nil {
@@ -912,7 +899,7 @@ func TestChaos(t *testing.T) {
 				got[chaosKey{chaosSendName(s), rc}] = c
 			}
 			var st sendState
-			if status, b, _, err := chaosCall(cl.probe, "GET", n.url("/v1/sends/"+chaosSendName(s)), cl.admin, "", nil); err != nil || status != 200 || json.Unmarshal(b, &st) != nil {
+			if status, b, _, err := chaosCall(cl.probe, "GET", n.URL("/v1/sends/"+chaosSendName(s)), cl.admin, "", nil); err != nil || status != 200 || json.Unmarshal(b, &st) != nil {
 				if status != 404 || len(as) != 0 {
 					cl.problem("send %s on %s: %d %v %.200s", chaosSendName(s), n.id, status, err, b)
 				}
@@ -946,7 +933,7 @@ func TestChaos(t *testing.T) {
 	// The counts of the list: nothing lost, nothing made up.
 	for _, n := range cl.nodes {
 		var l listJSON
-		st, b, _, err := chaosCall(cl.probe, "GET", n.url("/v1/lists/"+cl.listID), cl.admin, "", nil)
+		st, b, _, err := chaosCall(cl.probe, "GET", n.URL("/v1/lists/"+cl.listID), cl.admin, "", nil)
 		if err != nil || st != 200 || json.Unmarshal(b, &l) != nil {
 			cl.problem("list on %s: %d %v %.200s", n.id, st, err, b)
 			continue
@@ -976,7 +963,7 @@ func TestChaos(t *testing.T) {
 		len(ops), v.Unknown, v.Operations, v.Keys, v.Result, time.Since(checkStart).Round(time.Millisecond))
 
 	for _, n := range cl.nodes {
-		if logs := n.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+		if logs := n.Logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
 			logs = logs[strings.Index(logs, "WARNING: DATA RACE"):]
 			cl.problem("the race detector reported a data race in %s:\n%s", n.id, logs[:min(len(logs), 6000)])
 		}
@@ -1028,7 +1015,7 @@ func (cl *chaosCluster) monitorReadiness(stop <-chan struct{}) {
 				n.notReadySince = time.Time{}
 				continue
 			}
-			st, _, _, err := chaosCall(cl.probe, "GET", n.url("/readyz"), "", "", nil)
+			st, _, _, err := chaosCall(cl.probe, "GET", n.URL("/readyz"), "", "", nil)
 			switch {
 			case err == nil && st == 200:
 				n.notReadySince = time.Time{}
@@ -1056,7 +1043,7 @@ func (cl *chaosCluster) checkDigests() {
 		last, lastErr = nil, nil
 		for _, n := range cl.nodes {
 			var d digest
-			st, b, _, err := chaosCall(cl.probe, "GET", n.url("/v1/cluster/digest"), cl.operator, "", nil)
+			st, b, _, err := chaosCall(cl.probe, "GET", n.URL("/v1/cluster/digest"), cl.operator, "", nil)
 			if err == nil && st != 200 {
 				err = fmt.Errorf("%s: status %d: %.200s", n.id, st, b)
 			}
@@ -1085,7 +1072,7 @@ func (cl *chaosCluster) checkDigests() {
 // assignments reads a send's assignments on node n (CSV): recipient ->
 // code, failing on a recipient listed twice. A send that does not exist has none.
 func (cl *chaosCluster) assignments(n *chaosNode, send string) (map[string]string, error) {
-	req, err := http.NewRequest("GET", n.url("/v1/sends/"+send+"/assignments"), nil)
+	req, err := http.NewRequest("GET", n.URL("/v1/sends/"+send+"/assignments"), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1127,7 +1114,7 @@ func (cl *chaosCluster) assignments(n *chaosNode, send string) (map[string]strin
 func (cl *chaosCluster) countLogs(word string) map[string]int {
 	out := map[string]int{}
 	for _, n := range cl.nodes {
-		for line := range strings.SplitSeq(n.logs.String(), "\n") {
+		for line := range strings.SplitSeq(n.Logs.String(), "\n") {
 			var ev struct {
 				Message string `json:"message"`
 			}
@@ -1144,10 +1131,10 @@ func (cl *chaosCluster) countLogs(word string) map[string]int {
 func (cl *chaosCluster) dumpGoroutines() {
 	for _, n := range cl.nodes {
 		if n.running() {
-			n.cmd.Process.Signal(syscall.SIGCONT)
-			n.cmd.Process.Signal(syscall.SIGQUIT)
+			n.Cmd.Process.Signal(syscall.SIGCONT)
+			n.Cmd.Process.Signal(syscall.SIGQUIT)
 			select {
-			case <-n.done:
+			case <-n.Done:
 			case <-time.After(10 * time.Second):
 			}
 		}
@@ -1165,7 +1152,7 @@ func (cl *chaosCluster) saveArtifacts(ops []chaosOp, final map[chaosKey]string, 
 		return
 	}
 	for _, n := range cl.nodes {
-		os.WriteFile(filepath.Join(dir, n.id+".log"), []byte(n.logs.String()), 0o644)
+		os.WriteFile(filepath.Join(dir, n.id+".log"), []byte(n.Logs.String()), 0o644)
 	}
 	cl.mu.Lock()
 	os.WriteFile(filepath.Join(dir, "events.txt"), []byte(strings.Join(cl.events, "\n")+"\n"), 0o644)

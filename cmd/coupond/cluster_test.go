@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coupond/coupond/cmd/internal/proctest"
 	"github.com/coupond/coupond/httpapi/client"
 )
 
@@ -54,24 +55,22 @@ var (
 // with the extra flags; it waits until every node sees three voters.
 func startCtCluster(t *testing.T, extra ...string) *ctCluster {
 	t.Helper()
-	return startCtClusterOf(t, "", extra...)
+	return startCtClusterOf(t, raceBin.Path(t), extra...)
 }
 
-// startCtClusterOf is startCtCluster with the binary bin (binPath if "").
+// startCtClusterOf is startCtCluster with the binary bin.
 func startCtClusterOf(t *testing.T, bin string, extra ...string) *ctCluster {
 	t.Helper()
-	n1 := &ctNode{proc: newProc(t, append([]string{"--id", "n1"}, extra...)...), id: "n1"}
-	n1.bin = bin
-	n1.start()
+	n1 := &ctNode{proc: newProcOf(t, bin, append([]string{"--id", "n1"}, extra...)...), id: "n1"}
+	n1.Start()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
-	c := &ctCluster{t: t, nodes: []*ctNode{n1}, operator: n1.token("operator.token"), admin: n1.token("admin.token"),
+	c := &ctCluster{t: t, nodes: []*ctNode{n1}, operator: n1.Token("operator.token"), admin: n1.Token("admin.token"),
 		http: &http.Client{Timeout: 60 * time.Second, Transport: tr}}
 	for _, id := range []string{"n2", "n3"} {
-		n := &ctNode{proc: newProc(t, append([]string{"--id", id, "--join", n1.httpAddr,
-			"--token-file", filepath.Join(n1.data, "operator.token")}, extra...)...), id: id}
-		n.bin = bin
-		n.start() // ready once it was added and caught up
+		n := &ctNode{proc: newProcOf(t, bin, append([]string{"--id", id, "--join", n1.HTTPAddr,
+			"--token-file", filepath.Join(n1.Data, "operator.token")}, extra...)...), id: id}
+		n.Start() // ready once it was added and caught up
 		c.nodes = append(c.nodes, n)
 	}
 	c.waitMembers(c.nodes...)
@@ -84,7 +83,7 @@ func (c *ctCluster) call(n *ctNode, method, path, token string, hdr map[string]s
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, n.url(path), r)
+	req, err := http.NewRequest(method, n.URL(path), r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -222,8 +221,8 @@ func membersOK(v ctView, members []*ctNode) error {
 			return fmt.Errorf("%s is listed but is not a member", m.ID)
 		}
 		n := members[i]
-		if m.Suffrage != "voter" || m.RaftAddr != n.raftAddr || m.HTTPAddr != n.httpAddr {
-			return fmt.Errorf("%s listed as %+v, want a voter at raft %s, http %s", m.ID, m, n.raftAddr, n.httpAddr)
+		if m.Suffrage != "voter" || m.RaftAddr != n.RaftAddr || m.HTTPAddr != n.HTTPAddr {
+			return fmt.Errorf("%s listed as %+v, want a voter at raft %s, http %s", m.ID, m, n.RaftAddr, n.HTTPAddr)
 		}
 		switch m.State {
 		case "leader":
@@ -496,7 +495,7 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	admin, op := c.admin, c.operator
 	t.Logf("three nodes up and joined in %s; leader %s", time.Since(start).Round(time.Millisecond), leaderID)
 	for _, n := range c.nodes[1:] {
-		if logs := n.logs.String(); !strings.Contains(logs, "joined the cluster") {
+		if logs := n.Logs.String(); !strings.Contains(logs, "joined the cluster") {
 			t.Fatalf("%s does not log that it joined", n.id)
 		}
 	}
@@ -723,7 +722,7 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	c.must(K, 204, nil, "DELETE", "/v1/cluster/nodes/"+R.id, op, nil, nil)
 	c.mustErr(L, 404, "not_found", "DELETE", "/v1/cluster/nodes/"+R.id, op, nil, nil)
 	c.mustErr(K, 422, "node_unreachable", "POST", "/v1/cluster/nodes", op, ctJSON,
-		[]byte(`{"id":"n9","raft_addr":"`+freePort(t)+`","http_addr":"`+freePort(t)+`"}`))
+		[]byte(`{"id":"n9","raft_addr":"`+proctest.FreeAddr(t)+`","http_addr":"`+proctest.FreeAddr(t)+`"}`))
 	if lead := c.waitMembers(L, K); lead != L.id {
 		t.Logf("the leadership moved from %s to %s while %s was removed", L.id, lead, R.id)
 		L = c.node(lead)
@@ -734,14 +733,14 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	t.Logf("%s removed; writes go on; %s and %s agree at applied index %d", R.id, L.id, K.id, d.Applied)
 
 	// The removed node, wiped, joins again and gets the whole state.
-	R.stop()
-	if err := os.RemoveAll(R.data); err != nil {
+	R.Stop()
+	if err := os.RemoveAll(R.Data); err != nil {
 		t.Fatal(err)
 	}
 	rejoinAt := time.Now()
-	logMark := len(R.logs.String())
-	R.start()
-	if !strings.Contains(R.logs.String()[logMark:], "joined the cluster") {
+	logMark := len(R.Logs.String())
+	R.Start()
+	if !strings.Contains(R.Logs.String()[logMark:], "joined the cluster") {
 		t.Fatalf("%s, wiped, did not log that it joined again", R.id)
 	}
 	if lead := c.waitMembers(c.nodes...); lead != L.id {
@@ -755,7 +754,7 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	// The leader, stopped with SIGTERM and started again, comes back with
 	// its state; meanwhile the other two elect a leader and take writes.
 	before := c.sameDigest(c.nodes...)
-	L.stop()
+	L.Stop()
 	rest := c.others(L.id)
 	newLeader := c.leaderOf(rest...)
 	var follower *ctNode
@@ -776,12 +775,12 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	restartAt := time.Now()
-	logMark = len(L.logs.String())
-	L.start()
+	logMark = len(L.Logs.String())
+	L.Start()
 	if loaded := L.loadedIndex(); loaded < before.Applied {
 		t.Fatalf("%s restarted from applied index %d; it had applied %d before SIGTERM", L.id, loaded, before.Applied)
 	}
-	if strings.Contains(L.logs.String()[logMark:], "Installed remote snapshot") {
+	if strings.Contains(L.Logs.String()[logMark:], "Installed remote snapshot") {
 		t.Fatalf("%s needed a snapshot after a clean restart", L.id)
 	}
 	c.waitMembers(c.nodes...)
@@ -805,7 +804,7 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	}
 	c.waitMembers(c.nodes...)
 	for _, n := range c.nodes {
-		if logs := n.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+		if logs := n.Logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
 			logs = logs[strings.Index(logs, "WARNING: DATA RACE"):]
 			t.Errorf("the race detector reported a data race in %s:\n%s", n.id, logs[:min(len(logs), 6000)])
 		}
@@ -925,7 +924,7 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopAt := max(lv.CommitIndex, fv.CommitIndex)
-	F.kill9()
+	F.Kill9()
 	if st := c.peerState(L, F.id, "unreachable"); st != "unreachable" {
 		t.Fatalf("the leader lists the killed %s as %q, want unreachable", F.id, st)
 	}
@@ -959,7 +958,7 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 	var compactedTo uint64
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		for _, m := range compactRE.FindAllStringSubmatch(L.logs.String(), -1) {
+		for _, m := range compactRE.FindAllStringSubmatch(L.Logs.String(), -1) {
 			to, _ := strconv.ParseUint(m[2], 10, 64)
 			compactedTo = max(compactedTo, to)
 		}
@@ -968,7 +967,7 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the leader %s has not compacted its log past index %d (compacted to %d); snapshots: %v",
-				L.id, stopAt, compactedTo, snapshotRE.FindAllString(L.logs.String(), -1))
+				L.id, stopAt, compactedTo, snapshotRE.FindAllString(L.Logs.String(), -1))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -978,22 +977,22 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 	}
 	var afterLoad ctDigest
 	c.must(L, 200, &afterLoad, "GET", "/v1/cluster/digest", c.operator, nil, nil)
-	snaps := len(snapshotRE.FindAllString(L.logs.String(), -1))
+	snaps := len(snapshotRE.FindAllString(L.Logs.String(), -1))
 	t.Logf("the leader %s took %d snapshots and compacted its log up to index %d (commit index %d); %s stopped at %d",
 		L.id, snaps, compactedTo, lv.CommitIndex, F.id, stopAt)
 
 	// The follower comes back and catches up by installing a snapshot.
 	restartAt := time.Now()
-	fMark, lMark := len(F.logs.String()), len(L.logs.String())
-	F.launch()
+	fMark, lMark := len(F.Logs.String()), len(L.Logs.String())
+	F.Launch()
 	// The leader's view follows it: unreachable until it serves HTTP,
 	// catching_up while it installs the snapshot, then follower.
 	states := []string{"unreachable"}
 	deadline = time.Now().Add(90 * time.Second)
 	for states[len(states)-1] != "follower" {
 		select {
-		case <-F.done:
-			t.Fatalf("%s exited while catching up:\n%s", F.id, tail(F.logs.String(), 4000))
+		case <-F.Done:
+			t.Fatalf("%s exited while catching up:\n%s", F.id, proctest.Tail(F.Logs.String(), 4000))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -1004,16 +1003,16 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	F.waitReady()
+	F.WaitReady()
 	if !slices.Contains(states, "catching_up") {
 		t.Fatalf("the leader never listed %s as catching_up while it installed the snapshot: %v", F.id, states)
 	}
 	d := c.sameDigest(c.nodes...)
 	caughtUp := time.Since(restartAt)
-	if !strings.Contains(F.logs.String()[fMark:], "Installed remote snapshot") {
-		t.Fatalf("%s caught up without installing a snapshot:\n%s", F.id, tail(F.logs.String()[fMark:], 4000))
+	if !strings.Contains(F.Logs.String()[fMark:], "Installed remote snapshot") {
+		t.Fatalf("%s caught up without installing a snapshot:\n%s", F.id, proctest.Tail(F.Logs.String()[fMark:], 4000))
 	}
-	if !strings.Contains(L.logs.String()[lMark:], "installing snapshot on: peer="+F.id) {
+	if !strings.Contains(L.Logs.String()[lMark:], "installing snapshot on: peer="+F.id) {
 		t.Fatalf("the leader %s does not log that it sent %s a snapshot", L.id, F.id)
 	}
 	c.waitMembers(c.nodes...)
@@ -1047,7 +1046,7 @@ func TestSnapshotInstallAfterCompaction(t *testing.T) {
 		}
 	}
 	for _, n := range c.nodes {
-		if logs := n.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+		if logs := n.Logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
 			logs = logs[strings.Index(logs, "WARNING: DATA RACE"):]
 			t.Errorf("the race detector reported a data race in %s:\n%s", n.id, logs[:min(len(logs), 6000)])
 		}

@@ -51,7 +51,7 @@ func waitAuthorized(t *testing.T, p *proc, token string, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	var last string
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequest("GET", p.url("/v1/lists"), nil)
+		req, _ := http.NewRequest("GET", p.URL("/v1/lists"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := client.Do(req)
 		if err == nil {
@@ -72,8 +72,8 @@ func waitAuthorized(t *testing.T, p *proc, token string, limit time.Duration) {
 func mustRunning(t *testing.T, p *proc) {
 	t.Helper()
 	select {
-	case <-p.done:
-		t.Fatalf("coupond exited with status %d", p.cmd.ProcessState.ExitCode())
+	case <-p.Done:
+		t.Fatalf("coupond exited with status %d", p.Cmd.ProcessState.ExitCode())
 	default:
 	}
 }
@@ -94,17 +94,17 @@ func TestIdleConnectionFloodUnderDescriptorLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProc(t, append([]string{"--http-header-timeout", "1s"}, tc.extra...)...)
-			p.nofile = nofile
-			p.start()
-			admin := p.token("admin.token")
+			p.NoFile = nofile
+			p.Start()
+			admin := p.Token("admin.token")
 
 			conns := make([]net.Conn, 0, 2*nofile)
 			for range 2 * nofile {
-				c, err := net.DialTimeout("tcp", p.httpAddr, 5*time.Second)
+				c, err := net.DialTimeout("tcp", p.HTTPAddr, 5*time.Second)
 				if err != nil {
 					select { // a refused connection: has the node died?
-					case <-p.done:
-						t.Fatalf("coupond exited with status %d after %d connections", p.cmd.ProcessState.ExitCode(), len(conns))
+					case <-p.Done:
+						t.Fatalf("coupond exited with status %d after %d connections", p.Cmd.ProcessState.ExitCode(), len(conns))
 					case <-time.After(30 * time.Second): // a stopping node waits for its open connections
 					}
 					t.Fatalf("cannot connect after %d connections: %v", len(conns), err)
@@ -138,7 +138,7 @@ func TestIdleConnectionFloodUnderDescriptorLimit(t *testing.T) {
 			mustRunning(t, p)
 			waitAuthorized(t, p, admin, 20*time.Second)
 			mustRunning(t, p)
-			p.stop()
+			p.Stop()
 		})
 	}
 }
@@ -148,15 +148,15 @@ func TestIdleConnectionFloodUnderDescriptorLimit(t *testing.T) {
 // stalls, a keep-alive connection left idle.
 func TestSlowAndIdleConnectionsAreClosed(t *testing.T) {
 	p := newProc(t, "--http-header-timeout", "1s", "--http-body-timeout", "1s", "--http-idle-timeout", "1s")
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	const limit = 10 * time.Second // well past each 1s timeout, well before the test's end
 
 	t.Run("no request", func(t *testing.T) {
-		waitClosed(t, dialRaw(t, p.httpAddr), limit)
+		waitClosed(t, dialRaw(t, p.HTTPAddr), limit)
 	})
 	t.Run("header trickles", func(t *testing.T) {
-		c := dialRaw(t, p.httpAddr)
+		c := dialRaw(t, p.HTTPAddr)
 		closed := make(chan struct{})
 		go func() {
 			defer close(closed)
@@ -181,13 +181,13 @@ func TestSlowAndIdleConnectionsAreClosed(t *testing.T) {
 		t.Fatalf("a header sent over %s was still read", time.Since(start))
 	})
 	t.Run("chunked body stalls", func(t *testing.T) {
-		c := dialRaw(t, p.httpAddr)
+		c := dialRaw(t, p.HTTPAddr)
 		fmt.Fprintf(c, "POST /v1/lists?name=stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 			"Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", admin, 13, "A00000000001\n")
 		waitClosed(t, c, limit)
 	})
 	t.Run("idle keep-alive", func(t *testing.T) {
-		c := dialRaw(t, p.httpAddr)
+		c := dialRaw(t, p.HTTPAddr)
 		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
@@ -206,10 +206,10 @@ func TestSlowAndIdleConnectionsAreClosed(t *testing.T) {
 // and body timeouts bound waits, not the upload.
 func TestSlowMovingImportSucceeds(t *testing.T) {
 	p := newProc(t, "--http-header-timeout", "1s", "--http-body-timeout", "1s")
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	body := codesCSV("S", 0, 30)
-	c := dialRaw(t, p.httpAddr)
+	c := dialRaw(t, p.HTTPAddr)
 	fmt.Fprintf(c, "POST /v1/lists?name=slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n", admin, len(body))
 	// 30 codes, one every 100ms: 3s in all, three times each timeout.
@@ -235,12 +235,12 @@ func TestSlowMovingImportSucceeds(t *testing.T) {
 // upload_in_progress for as long as the stalled connection lives.
 func TestStalledImportFreesIdempotencyKey(t *testing.T) {
 	p := newProc(t, "--http-body-timeout", "1s")
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 
 	// More than the streaming cutoff is announced, so the import runs
 	// (and holds its key) while the body is still coming; a part comes.
-	stalled := dialRaw(t, p.httpAddr)
+	stalled := dialRaw(t, p.HTTPAddr)
 	part := codesCSV("P", 0, 1000)
 	fmt.Fprintf(stalled, "POST /v1/lists?name=stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: text/csv\r\nIdempotency-Key: stall-1\r\nContent-Length: %d\r\n\r\n", admin, 1<<20)
@@ -256,7 +256,7 @@ func TestStalledImportFreesIdempotencyKey(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the retry never got through within 20s; last answer: %s", last)
 		}
-		req, _ := http.NewRequest("POST", p.url("/v1/lists?name=stalled"), bytes.NewReader(full))
+		req, _ := http.NewRequest("POST", p.URL("/v1/lists?name=stalled"), bytes.NewReader(full))
 		req.Header.Set("Authorization", "Bearer "+admin)
 		req.Header.Set("Content-Type", "text/csv")
 		req.Header.Set("Idempotency-Key", "stall-1")
@@ -312,8 +312,8 @@ func randomSecret(t *testing.T) string {
 // closed connection. Go's client refuses such headers: raw bytes go out.
 func TestMalformedAuthorizationNeverLogged(t *testing.T) {
 	p := newProc(t, "--log-level", "debug")
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	realSecret := strings.TrimPrefix(admin, "cpd_")
 	if realSecret == admin {
 		t.Fatalf("the admin token %q has no cpd_ prefix", admin[:4])
@@ -343,7 +343,7 @@ func TestMalformedAuthorizationNeverLogged(t *testing.T) {
 				secret = realSecret // the real case: a token file with CRLF
 			}
 			secrets = append(secrets, secret)
-			c := dialRaw(t, p.httpAddr)
+			c := dialRaw(t, p.HTTPAddr)
 			fmt.Fprintf(c, "GET /v1/lists HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n", tc.value(secret))
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -362,8 +362,8 @@ func TestMalformedAuthorizationNeverLogged(t *testing.T) {
 			}
 		})
 	}
-	p.stop() // every line is written once the process has exited
-	logs := p.logs.String()
+	p.Stop() // every line is written once the process has exited
+	logs := p.Logs.String()
 	if !strings.Contains(logs, `"level":"debug"`) {
 		t.Fatal("no debug line: the check would prove nothing")
 	}
@@ -380,17 +380,17 @@ func TestMalformedAuthorizationNeverLogged(t *testing.T) {
 // of warnings, and the count of the rest when the node stops.
 func TestBrokenConnectionWarningsAreRateLimited(t *testing.T) {
 	p := newProc(t)
-	p.start()
+	p.Start()
 	const broken = 40
 	for i := range broken {
-		c := dialRaw(t, p.httpAddr)
+		c := dialRaw(t, p.HTTPAddr)
 		fmt.Fprintf(c, "NOT HTTP %d\r\n\r\n", i)
 		waitClosed(t, c, 10*time.Second)
 		c.Close()
 	}
-	p.stop()
+	p.Stop()
 	var lines, suppressed int
-	for _, line := range strings.Split(p.logs.String(), "\n") {
+	for _, line := range strings.Split(p.Logs.String(), "\n") {
 		var e struct {
 			Level      string `json:"level"`
 			Component  string `json:"component"`

@@ -1,6 +1,6 @@
 package main
 
-// Damaged data folders (issue 15, point 5): a node whose raft.db, snapshots
+// Damaged data folders: a node whose raft.db, snapshots
 // or state/ were damaged, lost or copied from another node either refuses
 // to start, non-zero and naming the file, or starts with the ledger it had.
 // It never serves another one.
@@ -20,6 +20,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
 // corruptFixture is a node's data folder after kill -9: a snapshot (the
@@ -41,18 +43,18 @@ func makeCorruptFixture(t *testing.T, id, prefix string) corruptFixture {
 	// codes), not after the small writes that follow; one trailing entry
 	// lets Raft compact the log below the snapshot.
 	p := newProc(t, "--id", id, "--raft-snapshot-bytes", "16KiB", "--raft-trailing-entries", "1")
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	p.createList(admin, "before", codesCSV(prefix+"A", 0, 2000))
-	snaps := filepath.Join(p.data, "snapshots", "snapshots")
+	snaps := filepath.Join(p.Data, "snapshots", "snapshots")
 	deadline := time.Now().Add(30 * time.Second)
-	for len(snapshotIDs(t, snaps)) == 0 || !strings.Contains(p.logs.String(), "compacting logs") {
+	for len(snapshotIDs(t, snaps)) == 0 || !strings.Contains(p.Logs.String(), "compacting logs") {
 		if time.Now().After(deadline) {
 			t.Fatal("no snapshot 30s after an import past --raft-snapshot-bytes")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	f := corruptFixture{id: id, data: p.data, code: code(prefix+"B", 3), recipient: "flip-" + strings.ToLower(prefix) + "@example.com"}
+	f := corruptFixture{id: id, data: p.Data, code: code(prefix+"B", 3), recipient: "flip-" + strings.ToLower(prefix) + "@example.com"}
 	list := p.createList(admin, "after", codesCSV(prefix+"B", 3, 1))
 	p.messageOnList(admin, "welcome", "Welcome", list)
 	p.must(200, nil, "POST", "/v1/sends/send-1/codes", admin, "application/json",
@@ -64,7 +66,7 @@ func makeCorruptFixture(t *testing.T, id, prefix string) corruptFixture {
 	if n := len(snapshotIDs(t, snaps)); n != 1 {
 		t.Fatalf("%d snapshots, want 1: the writes after the first must stay in the log alone", n)
 	}
-	p.kill9()
+	p.Kill9()
 	// The rows mean something only if a restart must replay the log.
 	if stateDigest(t, f.data) == f.digest {
 		t.Fatal("state/ holds the writes after the snapshot: nothing is replayed from raft.db")
@@ -75,9 +77,9 @@ func makeCorruptFixture(t *testing.T, id, prefix string) corruptFixture {
 // digest is GET /v1/cluster/digest with the operator token (of this node
 // when token is "").
 func (p *proc) digest(token string) string {
-	p.t.Helper()
+	p.T.Helper()
 	if token == "" {
-		token = p.token("operator.token")
+		token = p.Token("operator.token")
 	}
 	var d struct {
 		Digest string `json:"digest"`
@@ -209,27 +211,27 @@ func largestFile(t *testing.T, dir, suffix, prefix string) string {
 // /readyz (it returns "") or exits (it returns the error it logged, and
 // fails the test on a zero exit status).
 func (p *proc) startOrRefuse() string {
-	p.t.Helper()
-	p.launch()
+	p.T.Helper()
+	p.Launch()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case <-p.done:
-			if code := p.cmd.ProcessState.ExitCode(); code == 0 {
-				p.t.Fatalf("coupond exited with status 0 on a damaged data folder:\n%s", tail(p.logs.String(), 4000))
+		case <-p.Done:
+			if code := p.Cmd.ProcessState.ExitCode(); code == 0 {
+				p.T.Fatalf("coupond exited with status 0 on a damaged data folder:\n%s", proctest.Tail(p.Logs.String(), 4000))
 			}
-			p.cmd = nil
-			return failureOf(p.logs.String())
+			p.Cmd = nil
+			return failureOf(p.Logs.String())
 		default:
 		}
-		if resp, err := http.Get(p.url("/readyz")); err == nil {
+		if resp, err := http.Get(p.URL("/readyz")); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return ""
 			}
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("coupond neither ready nor stopped after 60s:\n%s", tail(p.logs.String(), 4000))
+			p.T.Fatalf("coupond neither ready nor stopped after 60s:\n%s", proctest.Tail(p.Logs.String(), 4000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -260,9 +262,9 @@ func failureOf(logs string) string {
 		return fatal
 	}
 	if i := strings.Index(logs, "panic:"); i >= 0 {
-		return tail(logs[i:], 2000)
+		return proctest.Tail(logs[i:], 2000)
 	}
-	return "no error logged; the output ends with: " + tail(logs, 2000)
+	return "no error logged; the output ends with: " + proctest.Tail(logs, 2000)
 }
 
 // makeLegacy turns the folder into one written before checksums and
@@ -416,8 +418,8 @@ func TestDamagedDataFolder(t *testing.T) {
 	for _, tc := range rows {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProc(t, "--id", f.id)
-			copyTree(t, f.data, p.data)
-			tc.damage(t, p.data)
+			copyTree(t, f.data, p.Data)
+			tc.damage(t, p.Data)
 			failure := p.startOrRefuse()
 			if strings.HasSuffix(tc.refuse, "?") {
 				tc.refuse = strings.TrimSuffix(tc.refuse, "?")
@@ -434,9 +436,9 @@ func TestDamagedDataFolder(t *testing.T) {
 				}
 				t.Fatalf("started with its ledger, want a refusal naming %s", tc.refuse)
 			case tc.refuse != "":
-				want := filepath.Join(p.data, tc.refuse)
+				want := filepath.Join(p.Data, tc.refuse)
 				if strings.Contains(want, "SNAP") {
-					want = strings.ReplaceAll(want, filepath.Join(p.data, "SNAP"), snapDir(p.data))
+					want = strings.ReplaceAll(want, filepath.Join(p.Data, "SNAP"), snapDir(p.Data))
 				}
 				if !strings.Contains(failure, want) {
 					t.Fatalf("refused without naming %s: %s", want, failure)
@@ -446,7 +448,7 @@ func TestDamagedDataFolder(t *testing.T) {
 				if got := p.digest(""); got != f.digest {
 					t.Fatalf("digest %s after the restart, want %s", got, f.digest)
 				}
-				if _, err := os.Stat(filepath.Join(p.data, "state", "coupond.stamp")); err != nil {
+				if _, err := os.Stat(filepath.Join(p.Data, "state", "coupond.stamp")); err != nil {
 					t.Fatalf("the state has no stamp after a start: %v", err)
 				}
 			}
@@ -460,28 +462,28 @@ func TestDamagedDataFolder(t *testing.T) {
 func TestReceivedSnapshotIsStamped(t *testing.T) {
 	tune := []string{"--raft-snapshot-bytes", "16KiB", "--raft-trailing-entries", "1"}
 	n1 := newProc(t, append([]string{"--id", "n1"}, tune...)...)
-	n1.start()
-	admin := n1.token("admin.token")
+	n1.Start()
+	admin := n1.Token("admin.token")
 	n1.createList(admin, "before", codesCSV("JOIN", 0, 2000))
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(n1.logs.String(), "compacting logs") {
+	for !strings.Contains(n1.Logs.String(), "compacting logs") {
 		if time.Now().After(deadline) {
 			t.Fatal("no compaction 30s after an import past --raft-snapshot-bytes")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	n2 := newProc(t, append([]string{"--id", "n2", "--join", n1.httpAddr, "--token-file", filepath.Join(n1.data, "operator.token")}, tune...)...)
-	n2.start() // ready once added and caught up: through the snapshot
-	if !strings.Contains(n2.logs.String(), "Installed remote snapshot") {
+	n2 := newProc(t, append([]string{"--id", "n2", "--join", n1.HTTPAddr, "--token-file", filepath.Join(n1.Data, "operator.token")}, tune...)...)
+	n2.Start() // ready once added and caught up: through the snapshot
+	if !strings.Contains(n2.Logs.String(), "Installed remote snapshot") {
 		t.Fatal("n2 caught up without the leader's snapshot")
 	}
 	want := n1.digest("")
-	n2snaps := filepath.Join(n2.data, "snapshots", "snapshots")
+	n2snaps := filepath.Join(n2.Data, "snapshots", "snapshots")
 	ids := snapshotIDs(t, n2snaps)
 	if len(ids) == 0 {
 		t.Fatal("n2 keeps no snapshot")
 	}
-	stateStamp, err := os.ReadFile(filepath.Join(n2.data, "state", "coupond.stamp"))
+	stateStamp, err := os.ReadFile(filepath.Join(n2.Data, "state", "coupond.stamp"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,11 +491,11 @@ func TestReceivedSnapshotIsStamped(t *testing.T) {
 	if err != nil || !bytes.Equal(snapStamp, stateStamp) || !bytes.Contains(snapStamp, []byte(`"n2"`)) {
 		t.Fatalf("received snapshot stamped %q (%v), want n2's own stamp %q", snapStamp, err, stateStamp)
 	}
-	n2.kill9()
-	n2.start()
+	n2.Kill9()
+	n2.Start()
 	// Ready means caught up with what n2 knew committed; poll for the rest.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		got := n2.digest(n1.token("operator.token"))
+		got := n2.digest(n1.Token("operator.token"))
 		if got == want {
 			break
 		}

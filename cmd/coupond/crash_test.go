@@ -22,6 +22,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/coupond/coupond/cmd/internal/proctest"
 	"github.com/coupond/coupond/pool"
 	"github.com/coupond/coupond/raftfsm"
 )
@@ -35,25 +36,12 @@ func skipBug(t *testing.T, msg string) {
 	}
 }
 
-// launch runs the process like start, but returns as soon as it runs.
-func (p *proc) launch() {
-	p.t.Helper()
-	cmd := p.command()
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("cannot start coupond: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	p.cmd, p.done = cmd, done
-}
-
 // restart runs the process on its data folder and waits until it leads and
 // has applied its whole log. It does not wait for /readyz: see
 // TestRestartBecomesReady.
 func (p *proc) restart() {
-	p.t.Helper()
-	p.launch()
+	p.T.Helper()
+	p.Launch()
 	p.waitApplied()
 }
 
@@ -62,13 +50,13 @@ func (p *proc) restart() {
 // entry was applied. 401 and 503 are normal while the log replays (the
 // operator token itself may still be in the log).
 func (p *proc) waitApplied() {
-	p.t.Helper()
+	p.T.Helper()
 	deadline := time.Now().Add(90 * time.Second)
-	op := p.token("operator.token")
+	op := p.Token("operator.token")
 	for {
 		select {
-		case <-p.done:
-			p.t.Fatalf("coupond exited during its restart:\n%s", tail(p.logs.String(), 4000))
+		case <-p.Done:
+			p.T.Fatalf("coupond exited during its restart:\n%s", proctest.Tail(p.Logs.String(), 4000))
 		default:
 		}
 		st, body, err := p.try("DELETE", "/v1/tokens/tok_crash_test_barrier", op, "", nil)
@@ -76,10 +64,10 @@ func (p *proc) waitApplied() {
 			return
 		}
 		if err == nil && st != 503 && st != 401 {
-			p.t.Fatalf("barrier: status %d: %s", st, body)
+			p.T.Fatalf("barrier: status %d: %s", st, body)
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("coupond has not applied its log 90s after a restart (last: %d %s %v)", st, body, err)
+			p.T.Fatalf("coupond has not applied its log 90s after a restart (last: %d %s %v)", st, body, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -87,7 +75,7 @@ func (p *proc) waitApplied() {
 
 // try sends one request; unlike do, a broken connection is an error, not a failure.
 func (p *proc) try(method, path, token, contentType string, body io.Reader) (int, []byte, error) {
-	req, err := http.NewRequest(method, p.url(path), body)
+	req, err := http.NewRequest(method, p.URL(path), body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -108,36 +96,36 @@ func (p *proc) try(method, path, token, contentType string, body io.Reader) (int
 
 // must sends a request, checks its status and decodes the JSON answer into out.
 func (p *proc) must(want int, out any, method, path, token, contentType string, body []byte) {
-	p.t.Helper()
+	p.T.Helper()
 	st, b := p.do(method, path, token, contentType, bytes.NewReader(body))
 	if st != want {
-		p.t.Fatalf("%s %s: status %d, want %d: %s", method, path, st, want, b)
+		p.T.Fatalf("%s %s: status %d, want %d: %s", method, path, st, want, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			p.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+			p.T.Fatalf("%s %s: %v: %s", method, path, err, b)
 		}
 	}
 }
 
 // appliedIndex is the state machine's applied index as /v1/cluster shows it.
 func (p *proc) appliedIndex() uint64 {
-	p.t.Helper()
+	p.T.Helper()
 	var c struct {
 		Applied uint64 `json:"applied_index"`
 	}
-	p.must(200, &c, "GET", "/v1/cluster", p.token("operator.token"), "", nil)
+	p.must(200, &c, "GET", "/v1/cluster", p.Token("operator.token"), "", nil)
 	return c.Applied
 }
 
 // loadedIndex is the applied index the last run found in Pebble at start
 // ("state loaded"): what survived on disk before any replay.
 func (p *proc) loadedIndex() uint64 {
-	p.t.Helper()
-	logs := p.logs.String()
+	p.T.Helper()
+	logs := p.Logs.String()
 	i := strings.LastIndex(logs, `"message":"state loaded"`)
 	if i < 0 {
-		p.t.Fatal("no \"state loaded\" line in the logs")
+		p.T.Fatal("no \"state loaded\" line in the logs")
 	}
 	line := logs[strings.LastIndex(logs[:i], "\n")+1:]
 	line = line[:strings.Index(line, "\n")]
@@ -145,7 +133,7 @@ func (p *proc) loadedIndex() uint64 {
 		Applied uint64 `json:"applied_index"`
 	}
 	if err := json.Unmarshal([]byte(line), &ev); err != nil {
-		p.t.Fatalf("state loaded line %q: %v", line, err)
+		p.T.Fatalf("state loaded line %q: %v", line, err)
 	}
 	return ev.Applied
 }
@@ -202,7 +190,7 @@ type importJSON struct {
 
 // createList imports codes (CSV) as a new list and returns its id.
 func (p *proc) createList(admin, name string, csv []byte) string {
-	p.t.Helper()
+	p.T.Helper()
 	var created struct {
 		List listJSON `json:"list"`
 	}
@@ -213,14 +201,14 @@ func (p *proc) createList(admin, name string, csv []byte) string {
 // messageOnList creates an e-mail message (name, campaign "spring") that
 // may have codes, and gives it the list.
 func (p *proc) messageOnList(admin, message, name, list string) {
-	p.t.Helper()
+	p.T.Helper()
 	p.must(201, nil, "PUT", "/v1/messages/"+message, admin, "application/json",
 		[]byte(`{"name":"`+name+`","campaign":"spring","campaign_type":"standard","channel":"email","doi":false}`))
 	p.must(200, nil, "PUT", "/v1/messages/"+message+"/coupon-list", admin, "application/json", []byte(`{"list_id":"`+list+`"}`))
 }
 
 func (p *proc) list(admin, id string) listJSON {
-	p.t.Helper()
+	p.T.Helper()
 	var l listJSON
 	p.must(200, &l, "GET", "/v1/lists/"+id, admin, "", nil)
 	return l
@@ -228,7 +216,7 @@ func (p *proc) list(admin, id string) listJSON {
 
 // codeState answers "available", "withdrawn", ... or "" for a 404.
 func (p *proc) codeState(admin, list, c string) string {
-	p.t.Helper()
+	p.T.Helper()
 	st, b := p.do("GET", "/v1/lists/"+list+"/codes/"+c, admin, "", nil)
 	switch st {
 	case 404:
@@ -236,11 +224,11 @@ func (p *proc) codeState(admin, list, c string) string {
 	case 200:
 		var out struct{ Code, State string }
 		if err := json.Unmarshal(b, &out); err != nil || out.Code != c {
-			p.t.Fatalf("code %s: %s (%v)", c, b, err)
+			p.T.Fatalf("code %s: %s (%v)", c, b, err)
 		}
 		return out.State
 	}
-	p.t.Fatalf("code %s: status %d: %s", c, st, b)
+	p.T.Fatalf("code %s: status %d: %s", c, st, b)
 	return ""
 }
 
@@ -286,9 +274,9 @@ func parseListID(t *testing.T, s string) uint64 {
 // ready again without help.
 func TestRestartBecomesReady(t *testing.T) {
 	p := newProc(t)
-	p.start()
-	p.stop()
-	p.launch()
+	p.Start()
+	p.Stop()
+	p.Launch()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st, b, err := p.try("GET", "/readyz", "", "", nil)
@@ -297,7 +285,7 @@ func TestRestartBecomesReady(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			var c map[string]any
-			_, cb, _ := p.try("GET", "/v1/cluster", p.token("operator.token"), "", nil)
+			_, cb, _ := p.try("GET", "/v1/cluster", p.Token("operator.token"), "", nil)
 			json.Unmarshal(cb, &c)
 			t.Fatalf("/readyz 15s after a restart: %d %s %v; cluster: applied_index %v commit_index %v leader %v",
 				st, bytes.TrimSpace(b), err, c["applied_index"], c["commit_index"], c["leader"])
@@ -315,16 +303,14 @@ func TestKill9AfterImport(t *testing.T) {
 	t.Run("flushed", func(t *testing.T) { kill9AfterImport(t, true) })
 }
 
-const (
-	firstCodes = 300_000 // A00000000000 ...
-	topUpCodes = 50_000  // B00000000000 ...
-)
+// firstCodes (A00000000000 ...) is in size_test.go.
+const topUpCodes = 50_000 // B00000000000 ...
 
 func kill9AfterImport(t *testing.T, flushFirst bool) {
 	start := time.Now()
 	p := newProc(t)
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	before := p.appliedIndex()
 
 	var created struct {
@@ -338,7 +324,7 @@ func kill9AfterImport(t *testing.T, flushFirst bool) {
 	id := created.List.ID
 	var flushed uint64 // applied index Pebble holds on disk
 	if flushFirst {
-		p.stop() // Close flushes Pebble
+		p.Stop() // Close flushes Pebble
 		p.restart()
 		if flushed = p.loadedIndex(); flushed <= before {
 			t.Fatalf("after a clean stop Pebble had applied index %d, want above %d", flushed, before)
@@ -364,7 +350,7 @@ func kill9AfterImport(t *testing.T, flushFirst bool) {
 	}
 	want := p.list(admin, id)
 	lastApplied := p.appliedIndex()
-	p.kill9()
+	p.Kill9()
 
 	p.restart()
 	loaded := p.loadedIndex()
@@ -412,10 +398,10 @@ func kill9AfterImport(t *testing.T, flushFirst bool) {
 			t.Fatalf("code %s is %q after kill -9, want %q", c, got, st)
 		}
 	}
-	p.stop()
+	p.Stop()
 
 	// The Pebble state: the list's codes are exactly the imported ones, in import order.
-	f, closeDB := openState(t, p.data)
+	f, closeDB := openState(t, p.Data)
 	lst := f.Pools().Get(parseListID(t, id))
 	if lst == nil || lst.Len() != firstCodes+topUpCodes {
 		closeDB()
@@ -451,17 +437,17 @@ func kill9AfterImport(t *testing.T, flushFirst bool) {
 	// Determinism: a second clean restart on the same folder, and a node that
 	// rebuilds everything from a copy of the Raft log alone, reach the same state.
 	p.restart()
-	p.stop()
-	if got := stateDigest(t, p.data); got != digest {
+	p.Stop()
+	if got := stateDigest(t, p.Data); got != digest {
 		t.Fatalf("digest after a second clean restart %s, want %s", got, digest)
 	}
 	q := newProc(t)
 	for _, name := range []string{"raft.db", "operator.token", "admin.token"} {
-		copyFile(t, filepath.Join(p.data, name), filepath.Join(q.data, name))
+		copyFile(t, filepath.Join(p.Data, name), filepath.Join(q.Data, name))
 	}
 	q.restart()
-	q.stop()
-	if got := stateDigest(t, q.data); got != digest {
+	q.Stop()
+	if got := stateDigest(t, q.Data); got != digest {
 		t.Fatalf("digest of a replay of the whole log %s, want %s", got, digest)
 	}
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
@@ -481,9 +467,9 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// bigUpload is the size of the uploads killed in flight: 3,000,000 codes,
-// 39 MB, about 38 staged Raft entries of 1 MiB.
-const bigUpload = 3_000_000
+// bigUpload (size_test.go) is the size of the uploads killed in flight:
+// 1,000,000 codes, 13 MB, about 13 staged Raft entries of 1 MiB; with
+// -tags long 3,000,000 codes, 39 MB, about 38 entries.
 
 type uploadResult struct {
 	status int
@@ -499,7 +485,7 @@ func uploadAndKill(t *testing.T, p *proc, path, token, prefix string, killAt int
 	t.Helper()
 	total := int64(bigUpload * 13)
 	pr, pw := io.Pipe()
-	req, err := http.NewRequest("POST", p.url(path), pr)
+	req, err := http.NewRequest("POST", p.URL(path), pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,13 +534,13 @@ func uploadAndKill(t *testing.T, p *proc, path, token, prefix string, killAt int
 	select {
 	case n := <-reached:
 		time.Sleep(delay)
-		p.kill9()
+		p.Kill9()
 		t.Logf("kill -9 after %d of %d bytes (+%s)", n, total, delay)
 		pr.CloseWithError(errors.New("killed"))
 		res = <-resc
 	case res = <-resc:
 		// The server answered before the kill point: kill right away.
-		p.kill9()
+		p.Kill9()
 		pr.CloseWithError(errors.New("killed"))
 		t.Logf("the upload was answered before its kill point: %d %s %v", res.status, res.body, res.err)
 	case <-time.After(90 * time.Second):
@@ -584,8 +570,8 @@ func killPoints(t *testing.T) []int64 {
 func TestKill9MidTopUp(t *testing.T) {
 	start := time.Now()
 	p := newProc(t)
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	id := p.createList(admin, "known", codesCSV("K", 0, 1000))
 	p.must(200, nil, "POST", "/v1/lists/"+id+"/codes/withdraw", admin, "text/csv", codesCSV("K", 0, 10))
 
@@ -640,8 +626,8 @@ func TestKill9MidTopUp(t *testing.T) {
 	if p.codeState(admin, id, code(lastPrefix, bigUpload-1)) != "available" {
 		t.Fatal("the retried upload's last code is missing")
 	}
-	p.stop()
-	reportStaged(t, p.data)
+	p.Stop()
+	reportStaged(t, p.Data)
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -650,8 +636,8 @@ func TestKill9MidTopUp(t *testing.T) {
 func TestKill9MidCreateImport(t *testing.T) {
 	start := time.Now()
 	p := newProc(t)
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	// Early, late, and a moment after the whole body was sent: often while
 	// the commit entry is in the log but not yet applied or answered.
 	points := killPoints(t)
@@ -688,8 +674,8 @@ func TestKill9MidCreateImport(t *testing.T) {
 		t.Logf("kill point %d: list %s after restart (client saw status %d, %v)", i,
 			map[bool]string{true: "whole", false: "absent"}[len(found) == 1], res.status, res.err)
 	}
-	p.stop()
-	reportStaged(t, p.data)
+	p.Stop()
+	reportStaged(t, p.Data)
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
 }
 

@@ -14,36 +14,38 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
 // compactingFlags make a node snapshot and compact its log after a few small
 // writes: a snapshot every 5 entries or 1 KiB of commands, one entry kept.
 var compactingFlags = []string{"--raft-snapshot-entries", "5", "--raft-snapshot-bytes", "1KiB", "--raft-trailing-entries", "1"}
 
-// waitSelfExit waits for a process started with spawn to end by itself and
+// waitSelfExit waits for a process started with Spawn to end by itself and
 // answers its exit code.
 func (p *proc) waitSelfExit(limit time.Duration) int {
-	p.t.Helper()
+	p.T.Helper()
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(limit):
-		p.t.Fatalf("coupond still runs after %s:\n%s", limit, tail(p.logs.String(), 4000))
+		p.T.Fatalf("coupond still runs after %s:\n%s", limit, proctest.Tail(p.Logs.String(), 4000))
 	}
-	code := p.cmd.ProcessState.ExitCode()
-	p.cmd = nil
+	code := p.Cmd.ProcessState.ExitCode()
+	p.Cmd = nil
 	return code
 }
 
 // importNamedList creates a list called name with n codes.
 func (p *proc) importNamedList(name string, n int) {
-	p.t.Helper()
+	p.T.Helper()
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, "%s-%06d\n", name, i)
 	}
-	st, body := p.do("POST", "/v1/lists?name="+name, p.token("admin.token"), "text/csv", strings.NewReader(b.String()))
+	st, body := p.do("POST", "/v1/lists?name="+name, p.Token("admin.token"), "text/csv", strings.NewReader(b.String()))
 	if st != http.StatusCreated && st != http.StatusOK {
-		p.t.Fatalf("import %s: %d %s", name, st, body)
+		p.T.Fatalf("import %s: %d %s", name, st, body)
 	}
 }
 
@@ -85,47 +87,47 @@ func waitNewSnapshot(t *testing.T, data string, old []string) string {
 	return ""
 }
 
-// TestSecondProcessOnSameDataFolder (issue 15, 7.iv): a second coupond on a
+// TestSecondProcessOnSameDataFolder: a second coupond on a
 // data folder in use exits non-zero and says that another coupond holds
 // that folder, instead of an errno text; the first node keeps serving.
 func TestSecondProcessOnSameDataFolder(t *testing.T) {
 	first := newProc(t)
-	first.start()
+	first.Start()
 	second := newProc(t)
-	second.data = first.data
-	if err := second.spawn(); err != nil {
+	second.Data = first.Data
+	if err := second.Spawn(); err != nil {
 		t.Fatal(err)
 	}
 	if code := second.waitSelfExit(60 * time.Second); code == 0 {
-		t.Fatalf("the second coupond exited 0:\n%s", second.logs)
+		t.Fatalf("the second coupond exited 0:\n%s", second.Logs)
 	}
-	logs := second.logs.String()
-	if !strings.Contains(logs, "another coupond process") || !strings.Contains(logs, first.data) {
-		t.Fatalf("the second coupond does not say that another coupond holds %s:\n%s", first.data, logs)
+	logs := second.Logs.String()
+	if !strings.Contains(logs, "another coupond process") || !strings.Contains(logs, first.Data) {
+		t.Fatalf("the second coupond does not say that another coupond holds %s:\n%s", first.Data, logs)
 	}
 	if strings.Contains(logs, "resource temporarily unavailable") {
 		t.Fatalf("the refusal is an errno text:\n%s", logs)
 	}
-	if st, body := first.do("GET", "/v1/lists", first.token("admin.token"), "", nil); st != http.StatusOK {
+	if st, body := first.do("GET", "/v1/lists", first.Token("admin.token"), "", nil); st != http.StatusOK {
 		t.Fatalf("the first node after the refused start: %d %s", st, body)
 	}
 }
 
-// TestTempSnapshotsRemovedAtStart (issue 15, 7.i): the folders of snapshots
+// TestTempSnapshotsRemovedAtStart: the folders of snapshots
 // that a crash cut off are removed at start, where Raft writes them
 // (DATA/snapshots/snapshots/*.tmp) and at the old place; finished
 // snapshots stay.
 func TestTempSnapshotsRemovedAtStart(t *testing.T) {
 	p := newProc(t, compactingFlags...)
-	p.start()
+	p.Start()
 	p.importNamedList("tmpsnap", 200)
-	snap := waitNewSnapshot(t, p.data, nil)
-	p.kill9()
+	snap := waitNewSnapshot(t, p.Data, nil)
+	p.Kill9()
 	// What Raft leaves when it is killed while it writes a snapshot: a
 	// folder named like a snapshot with ".tmp", holding a partial state.
 	cut := []string{
-		filepath.Join(p.data, "snapshots", "snapshots", "3-999999-1796669169636.tmp"),
-		filepath.Join(p.data, "snapshots", "2-999998-1796669169635.tmp"),
+		filepath.Join(p.Data, "snapshots", "snapshots", "3-999999-1796669169636.tmp"),
+		filepath.Join(p.Data, "snapshots", "2-999998-1796669169635.tmp"),
 	}
 	for _, dir := range cut {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -138,22 +140,22 @@ func TestTempSnapshotsRemovedAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p.start()
+	p.Start()
 	for _, dir := range cut {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Fatalf("%s is still there after a start (stat: %v)", dir, err)
 		}
 	}
-	done, tmp := snapshotFolders(t, p.data)
+	done, tmp := snapshotFolders(t, p.Data)
 	if len(tmp) != 0 || !slices.Contains(done, snap) {
 		t.Fatalf("snapshots after the start: finished %v (want %s among them), unfinished %v", done, snap, tmp)
 	}
-	if st, body := p.do("GET", "/v1/lists", p.token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), "tmpsnap") {
+	if st, body := p.do("GET", "/v1/lists", p.Token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), "tmpsnap") {
 		t.Fatalf("the list after the restart: %d %s", st, body)
 	}
 }
 
-// TestDataFolderModes (issue 15, 7.ii): the data folder holds recipients,
+// TestDataFolderModes: the data folder holds recipients,
 // codes, token hashes and the cluster key. Whatever the umask and whatever
 // mode a pre-made folder had, the node leaves nothing in it readable by
 // others: the folder is 0700, every folder below 0700 and every file 0600;
@@ -163,16 +165,16 @@ func TestDataFolderModes(t *testing.T) {
 	old := syscall.Umask(0o022) // inherited by the child: the usual umask
 	defer syscall.Umask(old)
 	p := newProc(t, compactingFlags...)
-	if err := os.Mkdir(p.data, 0o755); err != nil {
+	if err := os.Mkdir(p.Data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p.start()
+	p.Start()
 	p.importNamedList("modes", 200)
-	waitNewSnapshot(t, p.data, nil)
-	p.stop()
+	waitNewSnapshot(t, p.Data, nil)
+	p.Stop()
 	checkModes := func(when string) {
 		t.Helper()
-		err := filepath.WalkDir(p.data, func(path string, d fs.DirEntry, err error) error {
+		err := filepath.WalkDir(p.Data, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
@@ -193,7 +195,7 @@ func TestDataFolderModes(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, name := range []string{"raft.db", "operator.token", "admin.token", "state", "snapshots"} {
-			if _, err := os.Stat(filepath.Join(p.data, name)); err != nil {
+			if _, err := os.Stat(filepath.Join(p.Data, name)); err != nil {
 				t.Fatalf("%s: %v", when, err)
 			}
 		}
@@ -202,12 +204,12 @@ func TestDataFolderModes(t *testing.T) {
 		}
 	}
 	checkModes("after the first start")
-	if !strings.Contains(p.logs.String(), "tightened") {
-		t.Fatalf("no log line says that the data folder was tightened:\n%s", tail(p.logs.String(), 4000))
+	if !strings.Contains(p.Logs.String(), "tightened") {
+		t.Fatalf("no log line says that the data folder was tightened:\n%s", proctest.Tail(p.Logs.String(), 4000))
 	}
 
 	// A folder an older version left readable: loosen what it would have.
-	err := filepath.WalkDir(p.data, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(p.Data, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -219,16 +221,16 @@ func TestDataFolderModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := p.logs.String()
-	p.start()
-	p.stop()
+	before := p.Logs.String()
+	p.Start()
+	p.Stop()
 	checkModes("after a start on a readable folder")
-	if !strings.Contains(strings.TrimPrefix(p.logs.String(), before), "tightened to owner only") {
-		t.Fatalf("no log line says that files were tightened:\n%s", tail(p.logs.String(), 4000))
+	if !strings.Contains(strings.TrimPrefix(p.Logs.String(), before), "tightened to owner only") {
+		t.Fatalf("no log line says that files were tightened:\n%s", proctest.Tail(p.Logs.String(), 4000))
 	}
 }
 
-// TestDeletedSnapshotsFolder (issue 15, 7.v): a snapshots folder deleted by
+// TestDeletedSnapshotsFolder: a snapshots folder deleted by
 // hand must not end in a Go panic. While the node runs, it notices and
 // takes a snapshot at once (no write needs to come first), so a crash
 // after that restarts as usual. While it is stopped, with the log
@@ -237,58 +239,58 @@ func TestDataFolderModes(t *testing.T) {
 // missing, and harms nothing: with the snapshots put back it starts.
 func TestDeletedSnapshotsFolder(t *testing.T) {
 	p := newProc(t, compactingFlags...)
-	p.start()
+	p.Start()
 	p.importNamedList("before", 200)
-	first := waitNewSnapshot(t, p.data, nil)
+	first := waitNewSnapshot(t, p.Data, nil)
 
 	// While running.
-	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
+	if err := os.RemoveAll(filepath.Join(p.Data, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	waitNewSnapshot(t, p.data, []string{first})
+	waitNewSnapshot(t, p.Data, []string{first})
 	p.importNamedList("while", 200)
 	select {
-	case <-p.done:
-		t.Fatalf("coupond exited after its snapshots folder was deleted:\n%s", tail(p.logs.String(), 4000))
+	case <-p.Done:
+		t.Fatalf("coupond exited after its snapshots folder was deleted:\n%s", proctest.Tail(p.Logs.String(), 4000))
 	default:
 	}
-	p.kill9()
-	p.start()
+	p.Kill9()
+	p.Start()
 	for _, name := range []string{"before", "while"} {
-		if st, body := p.do("GET", "/v1/lists", p.token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), name) {
+		if st, body := p.do("GET", "/v1/lists", p.Token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), name) {
 			t.Fatalf("list %s after the restart: %d %s", name, st, body)
 		}
 	}
-	p.stop()
+	p.Stop()
 
 	// While stopped. Moved away rather than deleted, to put back below.
-	saved := filepath.Join(p.dir, "snapshots.saved")
-	if err := os.Rename(filepath.Join(p.data, "snapshots"), saved); err != nil {
+	saved := filepath.Join(p.Dir, "snapshots.saved")
+	if err := os.Rename(filepath.Join(p.Data, "snapshots"), saved); err != nil {
 		t.Fatal(err)
 	}
-	before := p.logs.String()
-	if err := p.spawn(); err != nil {
+	before := p.Logs.String()
+	if err := p.Spawn(); err != nil {
 		t.Fatal(err)
 	}
 	code := p.waitSelfExit(60 * time.Second)
-	logs := strings.TrimPrefix(p.logs.String(), before)
+	logs := strings.TrimPrefix(p.Logs.String(), before)
 	if code == 0 || strings.Contains(logs, "panic") || strings.Contains(logs, "goroutine ") {
-		t.Fatalf("want a refusal with a message, got exit %d:\n%s", code, tail(logs, 4000))
+		t.Fatalf("want a refusal with a message, got exit %d:\n%s", code, proctest.Tail(logs, 4000))
 	}
-	if !strings.Contains(logs, "no snapshot") || !strings.Contains(logs, filepath.Join(p.data, "snapshots")) {
-		t.Fatalf("the refusal does not say that the snapshots are missing:\n%s", tail(logs, 4000))
+	if !strings.Contains(logs, "no snapshot") || !strings.Contains(logs, filepath.Join(p.Data, "snapshots")) {
+		t.Fatalf("the refusal does not say that the snapshots are missing:\n%s", proctest.Tail(logs, 4000))
 	}
 	// The refusal harmed nothing: with the snapshots back, the node starts
 	// with every list.
-	if err := os.RemoveAll(filepath.Join(p.data, "snapshots")); err != nil {
+	if err := os.RemoveAll(filepath.Join(p.Data, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(saved, filepath.Join(p.data, "snapshots")); err != nil {
+	if err := os.Rename(saved, filepath.Join(p.Data, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
-	p.start()
+	p.Start()
 	for _, name := range []string{"before", "while"} {
-		if st, body := p.do("GET", "/v1/lists", p.token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), name) {
+		if st, body := p.do("GET", "/v1/lists", p.Token("admin.token"), "", nil); st != http.StatusOK || !strings.Contains(string(body), name) {
 			t.Fatalf("list %s after the snapshots were put back: %d %s", name, st, body)
 		}
 	}

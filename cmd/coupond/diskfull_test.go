@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
 // Bounds of TestDiskFull.
@@ -124,13 +126,13 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 		flags = []string{"--state-memtable-size", "1MiB", "--raft-snapshot-bytes", "1MiB", "--raft-trailing-entries", "4"}
 	}
 	p := newProc(t, flags...)
-	p.data = filepath.Join(mnt, "data")
-	p.start()
-	admin := p.token("admin.token")
+	p.Data = filepath.Join(mnt, "data")
+	p.Start()
+	admin := p.Token("admin.token")
 	list := p.createList(admin, "full", codesCSV("F", 0, 300_000))
 	p.messageOnList(admin, "m", "M", list)
 	if stateStuck {
-		waitSnapshot(t, p.data)
+		waitSnapshot(t, p.Data)
 	}
 
 	client := &http.Client{Timeout: diskFullAnswer}
@@ -142,7 +144,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	// Retry-After, anything else (or no answer in time) fails the test.
 	try := func(w diskWrite) (ok bool) {
 		t.Helper()
-		req, err := http.NewRequest(w.method, p.url(w.path), bytes.NewReader(w.body))
+		req, err := http.NewRequest(w.method, p.URL(w.path), bytes.NewReader(w.body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +224,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 	metrics := func() string {
 		t.Helper()
-		resp, err := client.Get(p.url("/metrics"))
+		resp, err := client.Get(p.URL("/metrics"))
 		if err != nil {
 			t.Fatalf("/metrics: %v", err)
 		}
@@ -232,7 +234,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 	readyz := func() int {
 		t.Helper()
-		resp, err := client.Get(p.url("/readyz"))
+		resp, err := client.Get(p.URL("/readyz"))
 		if err != nil {
 			t.Fatalf("/readyz: %v", err)
 		}
@@ -241,7 +243,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 
 	filler := fillDisk(t, mnt)
-	logsAtFull := len(p.logs.String())
+	logsAtFull := len(p.Logs.String())
 	fullAt := time.Now()
 	var notReadyAt time.Time
 	deadline := time.Now().Add(30 * time.Second)
@@ -265,7 +267,7 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 	fullFor := time.Since(fullAt)
 	var logLines, raftLines int
-	for _, line := range strings.Split(strings.TrimSpace(p.logs.String()[logsAtFull:]), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(p.Logs.String()[logsAtFull:]), "\n") {
 		switch {
 		case strings.Contains(line, `"component":"raft"`):
 			raftLines++
@@ -276,10 +278,10 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	t.Logf("disk full for %s: %d rounds of writes, %d acknowledged, %d refused, slowest answer %s; %d warnings and errors logged, and %d lines of Raft",
 		fullFor.Round(time.Millisecond), i, len(acked), refused, slowest.Round(time.Millisecond), logLines, raftLines)
 	if logLines > diskFullMaxLogLines {
-		t.Errorf("%d warnings and errors logged while the disk was full, want at most %d:\n%s", logLines, diskFullMaxLogLines, tail(p.logs.String(), 3000))
+		t.Errorf("%d warnings and errors logged while the disk was full, want at most %d:\n%s", logLines, diskFullMaxLogLines, proctest.Tail(p.Logs.String(), 3000))
 	}
 	if max := int(fullFor.Seconds()+1) * diskFullRaftLinesPerSecond; raftLines > max {
-		t.Errorf("%d log lines of Raft in %s while the disk was full, want at most %d:\n%s", raftLines, fullFor, max, tail(p.logs.String(), 3000))
+		t.Errorf("%d log lines of Raft in %s while the disk was full, want at most %d:\n%s", raftLines, fullFor, max, proctest.Tail(p.Logs.String(), 3000))
 	}
 
 	// Space is back: writes resume by themselves.
@@ -314,8 +316,8 @@ func testDiskFull(t *testing.T, stateStuck bool) {
 	}
 	verify("space back")
 	codes = map[string]string{}
-	p.kill9()
-	p.start()
+	p.Kill9()
+	p.Start()
 	verify("after kill -9 and restart")
 }
 

@@ -11,22 +11,22 @@ import (
 // keyed sends a CSV import with an Idempotency-Key and answers the status,
 // the error code (for an error) and the body.
 func (p *proc) keyed(path, token, key string, body []byte) (int, string, []byte) {
-	p.t.Helper()
-	req, err := http.NewRequest("POST", p.url(path), bytes.NewReader(body))
+	p.T.Helper()
+	req, err := http.NewRequest("POST", p.URL(path), bytes.NewReader(body))
 	if err != nil {
-		p.t.Fatal(err)
+		p.T.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "text/csv")
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		p.t.Fatalf("POST %s: %v", path, err)
+		p.T.Fatalf("POST %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		p.t.Fatalf("POST %s: %v", path, err)
+		p.T.Fatalf("POST %s: %v", path, err)
 	}
 	var e struct {
 		Error struct {
@@ -47,8 +47,8 @@ func (p *proc) keyed(path, token, key string, body []byte) (int, string, []byte)
 // creates nothing.
 func TestIdempotencyKeyBindingSurvivesKill9(t *testing.T) {
 	p := newProc(t)
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	var a listJSON
 	p.must(201, &a, "POST", "/v1/lists", admin, "application/json", []byte(`{"name":"a"}`))
 
@@ -100,15 +100,15 @@ func TestIdempotencyKeyBindingSurvivesKill9(t *testing.T) {
 		}
 	}
 	// The first requests were answered: a crash now, and every retry after it.
-	p.kill9()
+	p.Kill9()
 	p.restart()
 	check("after kill -9")
-	p.stop()
+	p.Stop()
 	p.restart()
 	check("after a clean restart")
 
 	p.must(204, nil, "DELETE", "/v1/lists/"+c1.List.ID, admin, "", nil)
-	p.kill9()
+	p.Kill9()
 	p.restart()
 	deleted := func(when string) {
 		t.Helper()
@@ -124,7 +124,7 @@ func TestIdempotencyKeyBindingSurvivesKill9(t *testing.T) {
 		}
 	}
 	deleted("after kill -9")
-	p.stop()
+	p.Stop()
 	p.restart()
 	deleted("after a clean restart")
 }

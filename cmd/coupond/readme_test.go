@@ -30,12 +30,12 @@ func TestReadmeWalkthrough(t *testing.T) {
 	script := "set -euo pipefail\n" + strings.ReplaceAll(block, "127.0.0.1:8080", "PORT_PLACEHOLDER")
 
 	p := newProc(t)
-	p.data = p.dir + "/data" // the README reads data/admin.token from the working folder
-	p.start()
-	script = strings.ReplaceAll(script, "PORT_PLACEHOLDER", p.httpAddr)
+	p.Data = p.Dir + "/data" // the README reads data/admin.token from the working folder
+	p.Start()
+	script = strings.ReplaceAll(script, "PORT_PLACEHOLDER", p.HTTPAddr)
 
 	cmd := exec.Command("bash", "-c", script)
-	cmd.Dir = p.dir
+	cmd.Dir = p.Dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("walkthrough failed: %v\n%s", err, out)

@@ -14,12 +14,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coupond/coupond/cmd/internal/proctest"
 )
 
-const (
-	restoreCodes  = 5_000_000 // a node's own restore
-	followerCodes = 2_000_000 // a follower's install
-)
+// restoreCodes, the codes of a node's own restore, is in size_test.go.
+const followerCodes = 2_000_000 // a follower's install
 
 // restoreCSV is n codes of 20 bytes: 5M of them make a 105 MB snapshot.
 func restoreCSV(n int) []byte {
@@ -31,24 +31,24 @@ func restoreCSV(n int) []byte {
 	return b
 }
 
-// logsSince is what the node logged after mark (a length of p.logs).
-func (p *proc) logsSince(mark int) string { return p.logs.String()[mark:] }
+// logsSince is what the node logged after mark (a length of p.Logs).
+func (p *proc) logsSince(mark int) string { return p.Logs.String()[mark:] }
 
 // waitLog polls the node's logs after mark until one contains msg.
 func (p *proc) waitLog(mark int, msg string, limit time.Duration) string {
-	p.t.Helper()
+	p.T.Helper()
 	deadline := time.Now().Add(limit)
 	for {
 		if line := firstLine(p.logsSince(mark), msg); line != "" {
 			return line
 		}
 		select {
-		case <-p.done:
-			p.t.Fatalf("coupond exited before it logged %q:\n%s", msg, tail(p.logsSince(mark), 4000))
+		case <-p.Done:
+			p.T.Fatalf("coupond exited before it logged %q:\n%s", msg, proctest.Tail(p.logsSince(mark), 4000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("no %q in the logs after %s:\n%s", msg, limit, tail(p.logsSince(mark), 4000))
+			p.T.Fatalf("no %q in the logs after %s:\n%s", msg, limit, proctest.Tail(p.logsSince(mark), 4000))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -58,17 +58,17 @@ var snapshotDone = regexp.MustCompile(`snapshot complete up to: index=(\d+)`)
 
 // waitSnapshot waits until Raft has a snapshot at index or later.
 func (p *proc) waitSnapshot(index uint64, limit time.Duration) {
-	p.t.Helper()
+	p.T.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		for _, m := range snapshotDone.FindAllStringSubmatch(p.logs.String(), -1) {
+		for _, m := range snapshotDone.FindAllStringSubmatch(p.Logs.String(), -1) {
 			if i, _ := strconv.ParseUint(m[1], 10, 64); i >= index {
 				return
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	p.t.Fatalf("no snapshot at index %d or later within %s", index, limit)
+	p.T.Fatalf("no snapshot at index %d or later within %s", index, limit)
 }
 
 // firstLine is the first line of s that contains sub, or "".
@@ -126,16 +126,16 @@ func dirFiles(dir string) map[string]bool {
 // the next start will find: a restore that says it did not finish, or the
 // index and digest of the state on disk.
 func (p *proc) killDuringRestore(started string, old map[string]bool, atBytes int64) (unfinished bool, index uint64, digest string) {
-	p.t.Helper()
-	stateDir := filepath.Join(p.data, "state")
-	mark := len(p.logs.String())
-	p.launch()
+	p.T.Helper()
+	stateDir := filepath.Join(p.Data, "state")
+	mark := len(p.Logs.String())
+	p.Launch()
 	p.waitLog(mark, started, 90*time.Second)
 	for dirBytes(stateDir, old) < atBytes && firstLine(p.logsSince(mark), `"snapshot restored"`) == "" {
 		time.Sleep(time.Millisecond)
 	}
-	p.kill9()
-	f, closeDB := openState(p.t, p.data)
+	p.Kill9()
+	f, closeDB := openState(p.T, p.Data)
 	defer closeDB()
 	if f.RestoreUnfinished() {
 		return true, 0, ""
@@ -152,12 +152,11 @@ func (p *proc) killDuringRestore(started string, old map[string]bool, atBytes in
 // whole snapshot: never claim an index it does not hold. Starts after kills
 // must end with the digest of an uninterrupted restore.
 func TestKill9DuringSnapshotRestore(t *testing.T) {
-	p := newProc(t, "--raft-snapshot-entries", "64", "--raft-snapshot-bytes", "1GiB")
-	p.bin = fastBinary(t)
-	p.start()
-	admin, op := p.token("admin.token"), p.token("operator.token")
+	p := newProcOf(t, fastBinary(t), "--raft-snapshot-entries", "64", "--raft-snapshot-bytes", "1GiB")
+	p.Start()
+	admin, op := p.Token("admin.token"), p.Token("operator.token")
 
-	// The ledger: 5M codes, some withdrawn, some handed out, and a second
+	// The ledger: restoreCodes codes, some withdrawn, some handed out, and a second
 	// list; then enough empty writes for Raft to snapshot all of it.
 	big := p.createList(admin, "big", restoreCSV(restoreCodes))
 	var withdrawn bytes.Buffer
@@ -180,9 +179,9 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 	}
 	p.waitSnapshot(target, 60*time.Second)
 	want := p.digest("")
-	p.stop()
+	p.Stop()
 
-	stateDir := filepath.Join(p.data, "state")
+	stateDir := filepath.Join(p.Data, "state")
 	dropState := func() {
 		if err := os.RemoveAll(stateDir); err != nil {
 			t.Fatal(err)
@@ -192,11 +191,11 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 	// it answers the digest and whether the start restored the snapshot.
 	restart := func() (string, bool) {
 		t.Helper()
-		mark := len(p.logs.String())
-		p.launch()
+		mark := len(p.Logs.String())
+		p.Launch()
 		p.waitApplied()
 		got := p.digest("")
-		p.stop()
+		p.Stop()
 		return got, firstLine(p.logsSince(mark), `"snapshot restored"`) != ""
 	}
 
@@ -256,7 +255,7 @@ func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
 	c := startCtClusterOf(t, fastBinary(t), "--raft-snapshot-entries", "64", "--raft-trailing-entries", "32", "--raft-snapshot-bytes", "1GiB")
 	L := c.node(c.waitMembers(c.nodes...))
 	F := c.others(L.id)[0]
-	F.kill9()
+	F.Kill9()
 	var created struct {
 		List listJSON `json:"list"`
 	}
@@ -289,10 +288,10 @@ func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
 	for i, frac := range []int64{2, 7} {
 		compactPast()
 		if full == 0 {
-			full = dirBytes(filepath.Join(L.data, "state"), nil)
+			full = dirBytes(filepath.Join(L.Data, "state"), nil)
 		}
-		stateDir := filepath.Join(F.data, "state")
-		f, closeDB := openState(t, F.data)
+		stateDir := filepath.Join(F.Data, "state")
+		f, closeDB := openState(t, F.Data)
 		oldIndex, oldDigest := f.AppliedIndex(), f.Digest()
 		closeDB()
 
@@ -305,17 +304,17 @@ func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
 			t.Fatalf("install %d: the kill, at %d of %d bytes of the restore, left a state that claims index %d with another ledger (digest %s, want %s)",
 				i+1, atBytes, full, index, digest, want.Digest)
 		}
-		mark := len(F.logs.String())
-		F.launch()
-		F.waitReady()
+		mark := len(F.Logs.String())
+		F.Launch()
+		F.WaitReady()
 		d := c.sameDigest(c.nodes...)
 		if d.Digest != want.Digest {
 			t.Fatalf("install %d: the cluster's digest changed to %s, want %s", i+1, d.Digest, want.Digest)
 		}
 		if unfinished && firstLine(F.logsSince(mark), "did not finish; restoring the snapshot again") == "" {
-			t.Fatalf("install %d: the start after the kill did not restore the snapshot again:\n%s", i+1, tail(F.logsSince(mark), 4000))
+			t.Fatalf("install %d: the start after the kill did not restore the snapshot again:\n%s", i+1, proctest.Tail(F.logsSince(mark), 4000))
 		}
 		t.Logf("install %d: after its restart %s has the leader's digest at index %d", i+1, F.id, d.Applied)
-		F.kill9()
+		F.Kill9()
 	}
 }

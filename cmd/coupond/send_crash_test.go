@@ -146,7 +146,7 @@ func startSend(p *proc, token string, pl *sendPlan, bigAfter int) *sendRun {
 		o.sent = true
 		start := time.Now()
 		defer func() { o.took = time.Since(start) }()
-		req, err := http.NewRequest("POST", p.url("/v1/sends/"+sendID+"/codes"), body)
+		req, err := http.NewRequest("POST", p.URL("/v1/sends/"+sendID+"/codes"), body)
 		if err != nil {
 			o.err = err
 			return
@@ -223,12 +223,12 @@ func (run *sendRun) wait(t *testing.T, p *proc, limit time.Duration) {
 			pending = append(pending, o.req.name)
 		}
 	}
-	if p.cmd != nil {
-		p.cmd.Process.Signal(syscall.SIGQUIT)
-		<-p.done
-		p.cmd = nil
+	if p.Cmd != nil {
+		p.Cmd.Process.Signal(syscall.SIGQUIT)
+		<-p.Done
+		p.Cmd = nil
 	}
-	logs := p.logs.String()
+	logs := p.Logs.String()
 	if i := strings.Index(logs, "SIGQUIT"); i >= 0 {
 		logs = logs[i:]
 	}
@@ -312,28 +312,28 @@ func (p *proc) recipientCodes(token, recipient string) ([]string, error) {
 // sendAssignments reads GET /v1/sends/s/assignments as CSV: recipient ->
 // code, failing on a recipient listed twice. A send that does not exist has none.
 func (p *proc) sendAssignments(token string) map[string]string {
-	p.t.Helper()
-	req, err := http.NewRequest("GET", p.url("/v1/sends/"+sendID+"/assignments"), nil)
+	p.T.Helper()
+	req, err := http.NewRequest("GET", p.URL("/v1/sends/"+sendID+"/assignments"), nil)
 	if err != nil {
-		p.t.Fatal(err)
+		p.T.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "text/csv")
 	resp, err := (&http.Client{Timeout: 120 * time.Second}).Do(req)
 	if err != nil {
-		p.t.Fatalf("assignments: %v", err)
+		p.T.Fatalf("assignments: %v", err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		p.t.Fatalf("assignments: %v", err)
+		p.T.Fatalf("assignments: %v", err)
 	}
 	out := map[string]string{}
 	if resp.StatusCode == 404 {
 		return out
 	}
 	if resp.StatusCode != 200 {
-		p.t.Fatalf("assignments: status %d: %.300s", resp.StatusCode, b)
+		p.T.Fatalf("assignments: status %d: %.300s", resp.StatusCode, b)
 	}
 	for line := range strings.SplitSeq(strings.TrimSuffix(string(b), "\n"), "\n") {
 		if line == "" {
@@ -341,10 +341,10 @@ func (p *proc) sendAssignments(token string) map[string]string {
 		}
 		rc, c, ok := strings.Cut(line, ",")
 		if !ok || strings.Contains(c, ",") {
-			p.t.Fatalf("assignments: bad line %q", line)
+			p.T.Fatalf("assignments: bad line %q", line)
 		}
 		if old, dup := out[rc]; dup {
-			p.t.Fatalf("assignments: recipient %q listed twice (codes %q and %q)", rc, old, c)
+			p.T.Fatalf("assignments: recipient %q listed twice (codes %q and %q)", rc, old, c)
 		}
 		out[rc] = c
 	}
@@ -474,8 +474,8 @@ func TestKill9MidBigSend(t *testing.T) {
 // message m of that list; it returns the admin token and the list id.
 func newSendNode(t *testing.T) (p *proc, admin, listID string) {
 	p = newProc(t)
-	p.start()
-	admin = p.token("admin.token")
+	p.Start()
+	admin = p.Token("admin.token")
 	listID = p.createList(admin, "big-send", codesCSV("S", 0, sendCodes))
 	p.messageOnList(admin, messageID, "Spring sale", listID)
 	return p, admin, listID
@@ -574,8 +574,8 @@ func killMidBigSend(t *testing.T, pl *sendPlan, m killMoment, rng *rand.Rand) bo
 		l.Reserved != 0 || l.Used != sendTotal || l.Available != l.Added-l.Used {
 		t.Fatalf("after close: send %+v, list %+v", closed, l)
 	}
-	p.stop()
-	if logs := p.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+	p.Stop()
+	if logs := p.Logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
 		logs = logs[strings.Index(logs, "WARNING: DATA RACE"):]
 		t.Errorf("the race detector reported a data race in coupond:\n%s", logs[:min(len(logs), 6000)])
 	}
@@ -612,7 +612,7 @@ func randomProgress(t *testing.T, p *proc, token string, run *sendRun, target ui
 // whether the kill cut the big request, and what the send lists.
 func killAndRestart(t *testing.T, p *proc, admin, listID string, run *sendRun, at string, served map[string]string) (bigCut bool, listed map[string]string) {
 	t.Helper()
-	p.kill9()
+	p.Kill9()
 	run.wait(t, p, 60*time.Second)
 	var answered, cut, unsent, newly int
 	for _, o := range run.outs {

@@ -84,8 +84,8 @@ func TestWebhookAlertSurvivesKill9(t *testing.T) {
 	}
 
 	p := newProc(t, "--webhook-url", srv.URL+"/hook", "--webhook-secret-file", secretFile)
-	p.start()
-	admin := p.token("admin.token")
+	p.Start()
+	admin := p.Token("admin.token")
 	list := p.createList(admin, "alerts", codesCSV("W", 0, 10))
 	p.must(200, nil, "PATCH", "/v1/lists/"+list, admin, "application/json", []byte(`{"low_stock_threshold":5}`))
 	p.messageOnList(admin, "m", "Spring", list)
@@ -103,7 +103,7 @@ func TestWebhookAlertSurvivesKill9(t *testing.T) {
 	// refuses it, so it stays in the outbox when the node dies.
 	allocate("s1", 6)
 	rcv.waitFor("refused attempt of alert 1", func() bool { return rcv.attempts["1"] > 0 })
-	p.kill9()
+	p.Kill9()
 
 	rcv.accept.Store(true)
 	p.restart()

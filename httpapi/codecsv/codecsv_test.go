@@ -216,10 +216,19 @@ func checkResult(t *testing.T, got result, want []string, wantErr *Error) {
 	}
 }
 
+// sizedDown reports whether the multi-MiB cases are skipped: under the race
+// detector, which finds nothing in this one-goroutine reader and makes them
+// take a minute, unless -tags long (make test-long). make test runs this
+// package a second time without -race, with every case.
+const sizedDown = raceEnabled && !testLong
+
 func TestReaderTable(t *testing.T) {
 	for _, tc := range cases() {
 		t.Run(tc.name, func(t *testing.T) {
 			big := len(tc.in) > mib
+			if big && sizedDown {
+				t.Skip("multi-MiB case: make test runs it without -race")
+			}
 			for _, k := range readerKinds {
 				if big && !k.big {
 					continue
@@ -356,6 +365,9 @@ func (g *genReader) Read(p []byte) (int, error) {
 }
 
 func TestMemoryBounded(t *testing.T) {
+	if sizedDown {
+		t.Skip("multi-MiB cases: make test runs them without -race")
+	}
 	for _, tc := range []struct {
 		name   string
 		g      genReader

@@ -1,0 +1,5 @@
+//go:build race
+
+package codecsv
+
+const raceEnabled = true

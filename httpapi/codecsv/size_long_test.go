@@ -1,0 +1,5 @@
+//go:build long
+
+package codecsv
+
+const testLong = true

@@ -1,0 +1,7 @@
+//go:build !long
+
+package codecsv
+
+// testLong is set by -tags long (make test-long): the size-bound tests run
+// at full size under the race detector too.
+const testLong = false

@@ -1,0 +1,5 @@
+//go:build long
+
+package pool
+
+const testLong = true
