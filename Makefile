@@ -28,15 +28,24 @@ cluster: build
 	BIN=$(BIN) ./bench/cluster.sh
 
 # The whole suite, with the race detector on (every package has concurrency
-# or drives a concurrent server), then a short fuzz run of the CSV reader.
-# Under the race detector the size-bound tests of pool and codecsv run
-# smaller; the run without -race after it has them at full size.
+# or drives a concurrent server); then vet, the size-bound tests of pool
+# and codecsv at full size without the detector (under it they run
+# smaller), and counted fuzz runs of the CSV reader, the allocation JSON
+# parser and the Raft command decoder. The two run as parallel jobs: most
+# of the race suite's time is process tests that keep one core busy.
+# Output is synced by line; each line is one job's.
 test: deps
-	$(GO) vet ./...
+	$(MAKE) --no-print-directory --output-sync=line -j2 test-suite test-checks
+
+.PHONY: test-suite test-checks
+test-suite:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-checks:
+	$(GO) vet ./...
 	$(GO) test -count=1 ./pool ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZRUNS) ./httpapi/codecsv
-	$(GO) test -run '^$$' -fuzz '^FuzzParseAllocationJSON$$' -fuzztime 20000x ./httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20000x ./httpapi/recipjson
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZRUNS) ./raftfsm
 
 test-race: test

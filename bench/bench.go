@@ -46,7 +46,7 @@ type Config struct {
 	SendPer    string        // small sends: a new send per "request" or per "conn"
 	TopUpEvery time.Duration // mixed: admin interval (0: 1s)
 	NetHTTP    bool          // send scenarios: allocate through net/http, not the raw client
-	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as anchor (a)), not e-mail addresses
+	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as peer scenario (a)), not e-mail addresses
 	History    int           // big-send: recipient-history lookups timed after the send (0: none)
 
 	Timing Timings // waits of the cluster and failover scenarios; zero fields take their defaults

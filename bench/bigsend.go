@@ -121,7 +121,7 @@ func okWord(ok bool) string {
 
 // bigRcpt is the recipient form of a big send: prefix<7 digits>@example.com
 // (23 bytes with prefix u00.), or with --short-recipients r<7 digits> as
-// anchor (a) has them.
+// peer scenario (a) has them.
 func bigRcpt(cfg *Config, prefix string) rcptGen {
 	if cfg.ShortRcpt {
 		return rcptGen{prefix: "r", width: 7}

@@ -374,7 +374,7 @@ func TestAllocBody(t *testing.T) {
 		}
 	}
 	if len(rcptGen{prefix: "u00.", width: 7, suffix: "@example.com"}.String(0)) != 23 {
-		t.Fatal("recipients are not 23 bytes like anchor (b)")
+		t.Fatal("recipients are not 23 bytes like peer scenario (b)")
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 
 // Send-id modes of the small sends (--send-per).
 const (
-	SendPerRequest = "request" // a new send for every request, as anchor (b) does
+	SendPerRequest = "request" // a new send for every request, as peer scenario (b) does
 	SendPerConn    = "conn"    // one send per connection
 )
 
@@ -132,7 +132,7 @@ func smallSendProblems(ctx context.Context, c *Client, run *sendRun, ws []*small
 const DefaultSmallCodes = 3_000_000
 
 // retrySampleSize is how many small requests are retried to check
-// idempotency (as anchor (b) does; a variable for the tests).
+// idempotency (as peer scenario (b) does; a variable for the tests).
 var retrySampleSize int64 = 1000
 
 // RunSmallSends is the small-sends scenario: --conc connections, each

@@ -3,7 +3,7 @@ package httpapi_test
 // An Idempotency-Key belongs to one tenant, route, target, parameters and
 // body: a retry of the same request gets the first answer, a reuse with
 // anything else is 409 idempotency_key_reused, and a retry whose list was
-// deleted since is 404 not_found (issue 15, point 6).
+// deleted since is 404 not_found.
 
 import (
 	"encoding/json"

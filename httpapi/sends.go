@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/coupond/coupond/httpapi/recipjson"
 	"github.com/coupond/coupond/raftfsm"
 	"github.com/coupond/coupond/raftfsm/propose"
 )
@@ -118,8 +119,8 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 			recips = append(recips, line[:len(line):len(line)])
 		}
 	} else {
-		msg, rs, err := parseAllocationJSON(body, maxRecipients)
-		if errors.Is(err, errTooManyRecipients) {
+		msg, rs, err := recipjson.Parse(body, maxRecipients)
+		if errors.Is(err, recipjson.ErrTooManyRecipients) {
 			return "", nil, tooManyRecipients()
 		}
 		if err != nil {

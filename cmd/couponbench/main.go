@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in all (shared by the --parallel sends); mixed: recipients of each big send")
 	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send, mixed: recipients per allocation request (failover: 1 unless given)")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")
-	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as anchor (a)) instead of u00.0000000@example.com (23 bytes)")
+	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as peer scenario (a)) instead of u00.0000000@example.com (23 bytes)")
 	fs.BoolVar(&cfg.Reserve, "reserve", false, "big-send: open each send with expected_recipients first (not timed)")
 	fs.IntVar(&cfg.History, "history-lookups", 0, "big-send: then time this many GET /v1/recipients/{r}/assignments of random recipients")
 	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests (failover: 8 unless given)")
@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "small-sends, mixed: how long to run")
 	fs.BoolVar(&cfg.NetHTTP, "net-http", false, "send scenarios: make the allocation requests with net/http instead of the lighter built-in HTTP/1.1 client")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of couponbench itself to `FILE`")
-	fs.StringVar(&cfg.SendPer, "send-per", cfg.SendPer, "small sends: a new send id per `request` (as anchor (b)) or per conn")
+	fs.StringVar(&cfg.SendPer, "send-per", cfg.SendPer, "small sends: a new send id per `request` (as peer scenario (b)) or per conn")
 
 	// The scenario comes first, but flags before it are accepted too.
 	rest := args

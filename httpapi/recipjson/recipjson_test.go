@@ -1,4 +1,4 @@
-package httpapi
+package recipjson
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 func TestParseAllocationJSON(t *testing.T) {
 	f := func(body string, wantMsg *string, want []string, wantErr bool) {
 		t.Helper()
-		msg, rs, err := parseAllocationJSON([]byte(body), 3)
+		msg, rs, err := Parse([]byte(body), 3)
 		if (err != nil) != wantErr {
 			t.Fatalf("%s: err %v, want error %v", body, err, wantErr)
 		}
@@ -51,11 +51,11 @@ func TestParseAllocationJSON(t *testing.T) {
 
 // FuzzParseAllocationJSON checks the parser against encoding/json on every
 // body both accept.
-func FuzzParseAllocationJSON(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add(`{"message_id":"m","recipients":["a","b\u00e9"]}`)
 	f.Add(`{"recipients":["\ud800x"]}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		msg, rs, err := parseAllocationJSON([]byte(body), 1000)
+		msg, rs, err := Parse([]byte(body), 1000)
 		if err != nil {
 			return
 		}
