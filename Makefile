@@ -37,8 +37,12 @@ cluster: build
 # and saved findings, beside a test of 100,000 random mutations; its
 # coverage-guided run is in make fuzz, because a fuzz build instruments
 # every package it links (Pebble and Raft: minutes from an empty cache).
+# The process tests' binaries are built first, once (cmd/internal/proctest).
 test: deps
-	$(MAKE) --no-print-directory --output-sync=line -j2 test-suite test-checks
+	mkdir -p $(BIN)/test
+	$(GO) build -o $(BIN)/test/ ./cmd/coupond ./cmd/couponctl
+	$(GO) build -race -o $(BIN)/test/coupond-race ./cmd/coupond
+	PROCTEST_BIN_DIR=$(CURDIR)/$(BIN)/test $(MAKE) --no-print-directory --output-sync=line -j2 test-suite test-checks
 
 .PHONY: test-suite test-checks
 test-suite:

@@ -318,6 +318,7 @@ func makeLegacy(t *testing.T, data string) {
 // with an error naming that file; the others must start and show the
 // digest the node had before the kill.
 func TestDamagedDataFolder(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	f := makeCorruptFixture(t, "node1", "FLIP")
 	// The same node id in another single-node cluster: its files must not
 	// pass for node1's.

@@ -299,6 +299,7 @@ func TestRestartBecomesReady(t *testing.T) {
 // (the whole state comes back from the Raft log) and when it flushed at a
 // clean stop in between (the log replay must skip what Pebble has).
 func TestKill9AfterImport(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	t.Run("unflushed", func(t *testing.T) { kill9AfterImport(t, false) })
 	t.Run("flushed", func(t *testing.T) { kill9AfterImport(t, true) })
 }

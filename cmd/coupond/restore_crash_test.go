@@ -152,6 +152,7 @@ func (p *proc) killDuringRestore(started string, old map[string]bool, atBytes in
 // whole snapshot: never claim an index it does not hold. Starts after kills
 // must end with the digest of an uninterrupted restore.
 func TestKill9DuringSnapshotRestore(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	p := newProcOf(t, fastBinary(t), "--raft-snapshot-entries", "64", "--raft-snapshot-bytes", "1GiB")
 	p.Start()
 	admin, op := p.Token("admin.token"), p.Token("operator.token")
@@ -252,6 +253,7 @@ func TestKill9DuringSnapshotRestore(t *testing.T) {
 // Between the kills the follower is stopped and the leader compacts its log
 // again, so that each time it installs a snapshot anew.
 func TestKill9DuringFollowerSnapshotInstall(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	c := startCtClusterOf(t, fastBinary(t), "--raft-snapshot-entries", "64", "--raft-trailing-entries", "32", "--raft-snapshot-bytes", "1GiB")
 	L := c.node(c.waitMembers(c.nodes...))
 	F := c.others(L.id)[0]

@@ -45,6 +45,11 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// PrebuiltEnv names a folder of binaries built beforehand (make test):
+// coupond, couponctl and coupond-race. Binary uses them instead of
+// building its own.
+const PrebuiltEnv = "PROCTEST_BIN_DIR"
+
 // Binary is a command built on first use and shared by every test of the
 // test binary.
 type Binary struct {
@@ -82,6 +87,16 @@ func (b *Binary) build() error {
 		if b.Race {
 			args = append(args, "-race")
 			name += "-race"
+		}
+		// make test builds the binaries once, before the test binaries
+		// that use them run at the same time, each of which would build
+		// them again.
+		if dir := os.Getenv(PrebuiltEnv); dir != "" {
+			b.path = filepath.Join(dir, name)
+			if _, err := os.Stat(b.path); err != nil {
+				b.err = fmt.Errorf("%s=%s: %v", PrebuiltEnv, dir, err)
+			}
+			return
 		}
 		b.path = filepath.Join(builds.dir, name)
 		out, err := exec.Command("go", append(args, "-o", b.path, b.Pkg)...).CombinedOutput()
