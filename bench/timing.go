@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"reflect"
+	"time"
+)
 
 // Timings are the waits, timeouts and polls of the cluster and failover
 // scenarios. A zero field takes its default (DefaultTimings); the tests
@@ -44,16 +47,10 @@ func DefaultTimings() Timings {
 
 // withDefaults is t with every zero field set to its default.
 func (t Timings) withDefaults() Timings {
-	d := DefaultTimings()
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&t.FormTimeout, &d.FormTimeout}, {&t.ConvergeTimeout, &d.ConvergeTimeout}, {&t.ClusterPoll, &d.ClusterPoll},
-		{&t.KillWaitMin, &d.KillWaitMin}, {&t.KillWaitMax, &d.KillWaitMax}, {&t.FailoverTimeout, &d.FailoverTimeout},
-		{&t.AckGrace, &d.AckGrace}, {&t.RetryBackoff, &d.RetryBackoff}, {&t.AttemptTimeout, &d.AttemptTimeout},
-		{&t.RequestGiveUp, &d.RequestGiveUp}, {&t.FailoverTail, &d.FailoverTail}, {&t.LeaderTimeout, &d.LeaderTimeout},
-		{&t.LeaderPoll, &d.LeaderPoll},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
+	v, def := reflect.ValueOf(&t).Elem(), reflect.ValueOf(DefaultTimings())
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			v.Field(i).Set(def.Field(i))
 		}
 	}
 	return t

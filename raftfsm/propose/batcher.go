@@ -96,11 +96,7 @@ type raftApplier interface {
 	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
 }
 
-func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time) *batcher {
-	return startBatcherTimeout(r, maxWait, now, DefaultApplyTimeout)
-}
-
-func startBatcherTimeout(r raftApplier, maxWait time.Duration, now func() time.Time, timeout time.Duration) *batcher {
+func startBatcher(r raftApplier, maxWait time.Duration, now func() time.Time, timeout time.Duration) *batcher {
 	b := &batcher{raft: r, queue: make(chan *pendingCmd, batchQueueSize),
 		slots: make(chan struct{}, batchInflight), inflight: make(chan *batchInFlight, batchInflight),
 		done: make(chan struct{}), groupIn: make(chan struct{}, 1), maxWait: maxWait, now: now, timeout: timeout, enqueueTimeout: timeout}

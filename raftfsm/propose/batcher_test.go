@@ -61,7 +61,7 @@ func TestBatcherGroupWait(t *testing.T) {
 	// needs: a batch that left on time (not when its group was in) fails it.
 	var clock atomic.Int64
 	now := func() time.Time { return time.Unix(clock.Add(3600), 0) }
-	b := startBatcher(h, time.Minute, now)
+	b := startBatcher(h, time.Minute, now, DefaultApplyTimeout)
 
 	var wg sync.WaitGroup
 	submit := func(name string) {
@@ -130,7 +130,7 @@ func TestBatcherGroupWait(t *testing.T) {
 // the entry (a follower's, a replay's) is not claimed.
 func TestBatcherEarlyAnswers(t *testing.T) {
 	h := &heldRaft{entries: make(chan *heldEntry, 8)}
-	b := startBatcher(h, time.Minute, time.Now)
+	b := startBatcher(h, time.Minute, time.Now, DefaultApplyTimeout)
 	defer b.close()
 	// Commands queued by hand, with room for a second answer so that one
 	// would show instead of blocking deliver.

@@ -2,6 +2,7 @@ package propose
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -11,17 +12,14 @@ import (
 )
 
 const (
-	// importChunkBytes is the payload of one staged import entry, kept
-	// under raftfsm.MaxEntryBytes with room for the header.
-	importChunkBytes = raftfsm.MaxEntryBytes - 1024
+	// ImportChunkBytes is the payload of one staged import entry, kept
+	// under raftfsm.MaxEntryBytes with room for the header; a withdrawal,
+	// which is one entry, holds at most this many bytes of codes.
+	ImportChunkBytes = raftfsm.MaxEntryBytes - 1024
 	// importPipeline is how many import chunks may wait in Raft at once,
 	// so reading the body overlaps with the log writes.
 	importPipeline = 8
 )
-
-// ImportChunkBytes bounds the codes of one entry: a withdrawal, which is
-// one entry, holds at most this many bytes of them.
-const ImportChunkBytes = importChunkBytes
 
 // Import is one import request apart from its body: a top-up of List, or
 // the creation of a list (Create) with its first codes.
@@ -88,7 +86,7 @@ func (p *Proposer) Import(imp Import, body ImportBody) (raftfsm.ImportResult, er
 		return raftfsm.ImportResult{}, err
 	}
 	res := v.(raftfsm.ImportResult)
-	p.log.Info().Hex("list", u64be(res.List)).Uint64("imported", res.Imported).
+	p.log.Info().Hex("list", binary.BigEndian.AppendUint64(nil, res.List)).Uint64("imported", res.Imported).
 		Uint64("duplicates", res.Duplicates).Uint64("size", res.Size).Dur("staged", staged).Dur("took", time.Since(start)).Msg("import")
 	return res, nil
 }
@@ -106,7 +104,7 @@ func (p *Proposer) stage(imp Import, body ImportBody) (uint32, error) {
 		}
 	}
 	var chunks uint32
-	block := make(raftfsm.CodeBlock, 0, importChunkBytes)
+	block := make(raftfsm.CodeBlock, 0, ImportChunkBytes)
 	send := func() {
 		c := &raftfsm.ImportChunk{Tenant: imp.Tenant, Upload: imp.Upload, Chunk: chunks, Codes: block, At: imp.At}
 		if imp.Create != nil && imp.Create.Dedupe {
@@ -137,7 +135,7 @@ func (p *Proposer) stage(imp Import, body ImportBody) (uint32, error) {
 			readErr = err
 			break
 		}
-		if len(block)+1+len(code) > importChunkBytes {
+		if len(block)+1+len(code) > ImportChunkBytes {
 			send()
 		}
 		block = block.AppendCode(code)
@@ -231,8 +229,4 @@ func expectedCodes(length int, first raftfsm.CodeBlock) uint32 {
 	}
 	est := float64(length) * float64(first.Count()) / float64(len(first))
 	return uint32(min(est, math.MaxUint32))
-}
-
-func u64be(v uint64) []byte {
-	return []byte{byte(v >> 56), byte(v >> 48), byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }

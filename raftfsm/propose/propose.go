@@ -98,7 +98,7 @@ func New(r Raft, fsm *raftfsm.FSM, cfg Config) *Proposer {
 		cfg.ApplyTimeout = DefaultApplyTimeout
 	}
 	p := &Proposer{raft: r, fsm: fsm, cfg: cfg, log: cfg.Log, timeout: cfg.ApplyTimeout, sends: newSendLocks()}
-	p.batch = startBatcherTimeout(r, groupWaitMax, time.Now, cfg.ApplyTimeout)
+	p.batch = startBatcher(r, groupWaitMax, time.Now, cfg.ApplyTimeout)
 	if fsm != nil {
 		fsm.SetEarlyAnswers(p.batch.answerEarly)
 	}

@@ -32,7 +32,7 @@ func answerWithin[T any](t *testing.T, limit time.Duration, f func() T) T {
 // after the batcher's timeout; its late answer reaches no later command.
 func TestBatcherGivesUpAtTimeout(t *testing.T) {
 	h := &heldRaft{entries: make(chan *heldEntry, 8)}
-	b := startBatcher(h, groupWaitMax, time.Now)
+	b := startBatcher(h, groupWaitMax, time.Now, DefaultApplyTimeout)
 	defer b.close()
 	b.timeout = 50 * time.Millisecond
 	type result struct {
