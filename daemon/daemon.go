@@ -112,6 +112,9 @@ func (n *Node) abort() {
 	if n.raft != nil {
 		n.raft.Shutdown().Error()
 	}
+	if n.prop != nil {
+		n.prop.Close() // its group commit's goroutines
+	}
 	n.workers.Wait()
 	n.closeStores()
 }
