@@ -133,7 +133,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	str(&memTable, "state-memtable-size", "64MiB", "size of one memtable of the Pebble state (suffixes KiB, MiB, GiB allowed)")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "", "log format: json or console (default console on a terminal, else json)")
-	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs low-stock alerts to")
+	str(&c.WebhookURL, "webhook-url", "", "http(s) URL the leader POSTs alerts (low stock, expiry) to")
 	str(&c.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret")
 	str(&webhookTimeout, "webhook-timeout", DefaultWebhookTimeout.String(), "time limit of one webhook delivery attempt")
 	// The secret's environment variable is read after parsing, never used

@@ -69,6 +69,7 @@ type Node struct {
 	served    chan error
 	done      chan struct{}  // closed when Close starts
 	webhook   *webhook       // nil without --webhook-url
+	expiry    *expiryTicker  // the leader's Tick rounds (expiry.go)
 	lock      *os.File       // holds the data folder (lockDataDir); released last
 	health    *stateHealth   // can the state be written (a full disk)
 	workers   sync.WaitGroup // the background loops, stopped by done
@@ -157,7 +158,9 @@ func (n *Node) start() error {
 	if cfg.WebhookURL != "" {
 		n.webhook = newWebhook(cfg, n.fsm, n.ackAlerts, n.log.With().Str("component", "webhook").Logger())
 	}
-	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize)
+	n.expiry = newExpiryTicker(func() bool { return n.raft.State() == raft.Leader }, n.fsm.TickDue, n.prop.Tick,
+		n.log.With().Str("component", "expiry").Logger())
+	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize, func() { n.expiry.run(n.done) })
 	if joining {
 		n.background(func() { n.join(joinToken) })
 		return nil // ready once added and caught up; Start does not wait for that
@@ -202,6 +205,7 @@ func (n *Node) openState() error {
 		return fmt.Errorf("cannot load state %s: %w", path, err)
 	}
 	n.fsm = fsm
+	n.metrics.MustRegister(lifecycleMetrics(fsm, time.Now)...)
 	// Rebuilding the pools leaves garbage of the size of the stored codes;
 	// give it back now rather than carry it until the heap doubles.
 	debug.FreeOSMemory()
@@ -572,8 +576,9 @@ func (n *Node) wait(sigs <-chan os.Signal) error {
 // new term tells when every earlier entry is applied: then the API may
 // answer, and the staged chunks of uploads that no handler will ever commit
 // (staged under an earlier leader, or before a crash) are dropped. Uploads
-// this node is streaming itself are left alone. The low-stock alerts of
-// the outbox are delivered from the barrier until the leadership ends.
+// this node is streaming itself are left alone. The alerts of the outbox
+// are delivered from the barrier until the leadership ends, and the expiry
+// ticker makes its first round of the term.
 // await waits for a Raft future, or for Close: Raft leaves a future that
 // is still queued when it shuts down unanswered, and a background loop
 // waiting on one would hold up Close (and so a SIGTERM) for ever. The
@@ -600,6 +605,7 @@ func (n *Node) onLeadership() {
 			n.log.Warn().Err(err).Msg("leader duties not done")
 		}
 		alerts.start(n.webhook)
+		n.expiry.poke()
 		dropped, err := n.prop.AbortAbandonedUploads(n.done)
 		if err != nil && !errors.Is(err, propose.ErrStopped) {
 			n.log.Warn().Err(err).Msg("cannot drop the staged chunks of abandoned uploads")

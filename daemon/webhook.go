@@ -22,14 +22,15 @@ import (
 	"github.com/coupond/coupond/raftfsm"
 )
 
-// The low-stock webhook (README "Low-stock webhook"). The state machine
-// records each crossing in its outbox (raftfsm/alerts.go); while this node
-// leads, webhook.run POSTs every pending alert to --webhook-url, signed
-// with --webhook-secret, retries failures with capped exponential backoff
-// and jitter, and acknowledges delivered alerts through the log
-// (raftfsm.AckAlerts), which removes them from the outbox. A new leader
-// finds what was not acknowledged and delivers it again: delivery is at
-// least once, and receivers dedupe on the alert id.
+// The alert webhook (README "Webhook"). The state machine records each
+// low-stock crossing and each expiry warning in its outbox
+// (raftfsm/alerts.go, raftfsm/lifecycle.go); while this node leads,
+// webhook.run POSTs every pending alert, whatever its type, to
+// --webhook-url, signed with --webhook-secret, retries failures with
+// capped exponential backoff and jitter, and acknowledges delivered alerts
+// through the log (raftfsm.AckAlerts), which removes them from the outbox.
+// A new leader finds what was not acknowledged and delivers it again:
+// delivery is at least once, and receivers dedupe on the alert id.
 
 // Headers of a delivery. Renaming one breaks receivers.
 const (
@@ -48,28 +49,35 @@ const (
 	webhookAnswerLimit     = 4 << 10         // bytes of an answer read (and logged in part)
 )
 
-// alertPayload is the JSON body of a delivery.
+// alertPayload is the JSON body of a delivery: the same fields for every
+// type, plus expires_at for expiry_soon.
 type alertPayload struct {
 	ID        uint64 `json:"id"`
-	Type      string `json:"type"`
+	Type      string `json:"type"` // "low_stock" | "expiry_soon"
 	Tenant    string `json:"tenant"`
 	ListID    string `json:"list_id"`
 	ListName  string `json:"list_name"`
 	Threshold uint64 `json:"threshold"`
 	Available uint64 `json:"available"`
 	At        string `json:"at"`
+	ExpiresAt string `json:"expires_at,omitempty"`
 }
 
 func alertBody(a raftfsm.Alert) []byte {
-	p := alertPayload{ID: a.ID, Type: "low_stock", Tenant: a.Tenant, ListID: fmt.Sprintf("%016x", a.List),
-		ListName: a.ListName, Threshold: a.Threshold, Available: a.Available,
-		At: time.Unix(0, a.At).UTC().Format(time.RFC3339Nano)}
+	p := alertPayload{ID: a.ID, Type: a.Type.String(), Tenant: a.Tenant, ListID: fmt.Sprintf("%016x", a.List),
+		ListName: a.ListName, Threshold: a.Threshold, Available: a.Available, At: rfc3339(a.At)}
+	if a.Type == raftfsm.AlertExpirySoon {
+		p.ExpiresAt = rfc3339(a.ExpiresAt)
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		panic("BUG: cannot encode an alert: " + err.Error())
 	}
 	return b
 }
+
+// rfc3339 is a time of the state (unix ns) as the API shows times.
+func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
 
 // SignAlert is the signature header's value for a body sent at timestamp
 // (unix seconds, as sent in X-Coupond-Timestamp): "sha256=" and the hex
@@ -124,7 +132,7 @@ type attempts struct {
 // on the earliest retry due, and every webhookRescan.
 func (w *webhook) run(ctx context.Context) {
 	defer w.client.CloseIdleConnections()
-	w.log.Info().Str("url", w.logURL).Msg("delivering low-stock alerts")
+	w.log.Info().Str("url", w.logURL).Msg("delivering alerts")
 	state := map[uint64]*attempts{}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -205,8 +213,8 @@ func (w *webhook) round(ctx context.Context, state map[uint64]*attempts) time.Du
 			if st.n == 1 || st.n%10 == 0 {
 				ev = w.log.Warn()
 			}
-			ev.Uint64("alert", a.ID).Int("attempt", st.n).Dur("retry_in", backoff).Err(err).
-				Msg("low-stock alert not delivered; retrying")
+			ev.Uint64("alert", a.ID).Str("type", a.Type.String()).Int("attempt", st.n).Dur("retry_in", backoff).Err(err).
+				Msg("alert not delivered; retrying")
 		}()
 	}
 	wg.Wait()
@@ -241,7 +249,7 @@ func (w *webhook) acknowledge(ids []uint64) error {
 		if err := w.ack(ids[:n]); err != nil {
 			return err
 		}
-		w.log.Debug().Int("alerts", n).Msg("low-stock alerts delivered and acknowledged")
+		w.log.Debug().Int("alerts", n).Msg("alerts delivered and acknowledged")
 		ids = ids[n:]
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/coupond/coupond/daemon"
+	"github.com/coupond/coupond/raftfsm"
 )
 
 // delivery is the JSON body of one webhook call.
@@ -37,6 +38,7 @@ type delivery struct {
 	Threshold uint64 `json:"threshold"`
 	Available uint64 `json:"available"`
 	At        string `json:"at"`
+	ExpiresAt string `json:"expires_at"` // expiry_soon only
 }
 
 // receiver is a webhook endpoint that checks every call's signature with
@@ -253,17 +255,115 @@ func TestWebhookOncePerCrossing(t *testing.T) {
 	for id := uint64(1); id <= 3; id++ {
 		d := rc.firstOf(id)
 		at, err := time.Parse(time.RFC3339Nano, d.At)
-		if acc[id] != 1 || d.Type != "low_stock" || d.Tenant != "default" || d.ListID != list || d.ListName != "spring" ||
+		if acc[id] != 1 || d.Type != "low_stock" || d.ExpiresAt != "" || d.Tenant != "default" || d.ListID != list || d.ListName != "spring" ||
 			d.Threshold != 10 || d.Available != 9 || err != nil || at.Before(start.Add(-time.Second)) || at.After(time.Now()) {
 			t.Fatalf("alert %d: accepted %d times, payload %+v", id, acc[id], d)
 		}
 	}
 	logs := cn.logs.String()
-	if !strings.Contains(logs, "delivering low-stock alerts") {
+	if !strings.Contains(logs, "delivering alerts") {
 		t.Fatalf("the node's logs were not captured:\n%s", tailString(logs, 2000))
 	}
 	if strings.Contains(logs, secret) {
 		t.Fatal("the webhook secret appears in the node's logs")
+	}
+}
+
+// applyCommand applies c through the leader cn's Raft log, as the API
+// would, for the lifecycle fields the HTTP layer may not offer.
+func applyCommand(cn *clusterNode, c raftfsm.Command) {
+	cn.t.Helper()
+	f := cn.n.Raft().Apply(raftfsm.Encode(c), 10*time.Second)
+	if err := f.Error(); err != nil {
+		cn.t.Fatalf("apply %T: %v", c, err)
+	}
+	if r, ok := f.Response().(*raftfsm.Response); !ok || r.Err != nil {
+		cn.t.Fatalf("apply %T: answered %#v", c, f.Response())
+	}
+}
+
+// TestWebhookExpirySoon: the leader's ticker records an expiry_soon alert
+// for each list whose warning time its clock passes while it has codes
+// available, and the webhook delivers each once, with expires_at; a list
+// whose warning is not due, or that has nothing available, sends nothing;
+// once every due list is warned the idle node writes no more log entries;
+// a new expires_at re-arms the warning.
+func TestWebhookExpirySoon(t *testing.T) {
+	secret := randomSecret(t)
+	rc := newReceiver(t, secret, nil, func(int) int { return http.StatusOK })
+	cn := startClusterNode(t, webhookConfig(t, "node1", rc.url(), secret), nil)
+	admin := cn.readToken("admin.token")
+	start := time.Now()
+	day := 24 * time.Hour
+	lists := []struct {
+		id      uint64
+		name    string
+		expires time.Time
+		codes   int
+	}{
+		{0xa1, "soon", start.Add(time.Hour), 5},            // warning due at once
+		{0xa2, "later", start.Add(day + 2*time.Second), 4}, // warning due 2 s from now
+		{0xa3, "far", start.Add(day + time.Hour), 3},       // not due during the test
+		{0xa4, "empty", start.Add(time.Hour), 0},           // due, but nothing to warn about
+	}
+	for _, l := range lists {
+		applyCommand(cn, &raftfsm.CreateList{Tenant: "default", ID: l.id, Name: l.name, Dedupe: true, Threshold: 2,
+			At: time.Now().UnixNano(), HasExpiry: true, ExpiresAt: l.expires.UnixNano(), SetWarnDays: true, WarnDays: 1})
+		if l.codes > 0 {
+			cn.must(200, nil, "POST", fmt.Sprintf("/v1/lists/%016x/codes", l.id), admin, "text/csv", csvCodes(l.name, 0, l.codes))
+		}
+	}
+	check := func(id uint64, l int) {
+		t.Helper()
+		d := rc.firstOf(id)
+		at, err := time.Parse(time.RFC3339Nano, d.At)
+		want := lists[l]
+		if d.Type != "expiry_soon" || d.ListID != fmt.Sprintf("%016x", want.id) || d.ListName != want.name ||
+			d.ExpiresAt != want.expires.UTC().Format(time.RFC3339Nano) || d.Available != uint64(want.codes) ||
+			d.Threshold != 2 || d.Tenant != "default" || err != nil || at.Before(start) || at.After(time.Now()) {
+			t.Fatalf("alert %d: payload %+v, want the expiry_soon of %+v", id, d, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "the warning of list soon", func() (bool, string) {
+		_, acc, att, _ := rc.seen()
+		return acc[1] == 1, fmt.Sprintf("accepted %v, attempts %v", acc, att)
+	})
+	check(1, 0)
+	waitFor(t, 10*time.Second, "the warning of list later", func() (bool, string) {
+		_, acc, att, _ := rc.seen()
+		return acc[2] == 1, fmt.Sprintf("accepted %v, attempts %v", acc, att)
+	})
+	check(2, 1)
+	if at, _ := time.Parse(time.RFC3339Nano, rc.firstOf(2).At); at.Before(lists[1].expires.Add(-day)) {
+		t.Fatalf("list later warned at %s, before its warning time %s", at, lists[1].expires.Add(-day))
+	}
+	waitFor(t, 10*time.Second, "an empty outbox", func() (bool, string) {
+		p := cn.n.FSM().PendingAlerts()
+		return len(p) == 0, fmt.Sprintf("%d pending", len(p))
+	})
+
+	// Idle: rounds go on, but nothing is due, so nothing is proposed.
+	idx := cn.n.Raft().LastIndex()
+	time.Sleep(3 * time.Second)
+	if got := cn.n.Raft().LastIndex(); got != idx {
+		t.Fatalf("the idle node's log grew from %d to %d: ticks proposed with nothing due", idx, got)
+	}
+	if calls, acc, _, _ := rc.seen(); calls != 2 || len(acc) != 2 {
+		t.Fatalf("%d calls, accepted %v; want the two warnings once each", calls, acc)
+	}
+
+	// A new expires_at re-arms the warning of list soon.
+	lists[0].expires = start.Add(2 * time.Hour)
+	applyCommand(cn, &raftfsm.UpdateList{Tenant: "default", ID: 0xa1, SetExpiry: true, HasExpiry: true,
+		ExpiresAt: lists[0].expires.UnixNano()})
+	waitFor(t, 10*time.Second, "the re-armed warning of list soon", func() (bool, string) {
+		_, acc, att, _ := rc.seen()
+		return acc[3] == 1, fmt.Sprintf("accepted %v, attempts %v", acc, att)
+	})
+	check(3, 0)
+	rc.noProblems()
+	if calls, _, _, _ := rc.seen(); calls != 3 {
+		t.Fatalf("%d calls, want 3", calls)
 	}
 }
 
@@ -288,7 +388,7 @@ func TestWebhookRetriesUntilAccepted(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a refused delivery", func() (bool, string) {
 		logs := cn.logs.String()
-		return strings.Contains(logs, "low-stock alert not delivered") && strings.Contains(logs, "connection refused"),
+		return strings.Contains(logs, "alert not delivered") && strings.Contains(logs, "connection refused"),
 			tailString(logs, 500)
 	})
 

@@ -81,6 +81,11 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// MustRegister adds collectors that the daemon builds from what only it
+// holds (the lifecycle counters of the state machine, read at scrape time);
+// a name already registered panics, as prometheus.MustRegister does.
+func (m *Metrics) MustRegister(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // ObserveApply records how long the state machine took to apply one batch
 // of log entries. It is safe to call from any goroutine.
 func (m *Metrics) ObserveApply(d time.Duration) { m.apply.Observe(d.Seconds()) }
