@@ -186,15 +186,15 @@ func (a *applier) openSend(c *OpenSend) (OpenResult, error) {
 			}
 			a.putList(nl)
 		} else if want < s.Reserved {
-			a.release(s, s.Reserved-want)
+			a.releaseHold(s, s.Reserved-want)
 		}
 	}
 	a.putSend(s)
 	return OpenResult{Send: s, Created: created}, nil
 }
 
-// release gives n of the send's hold back to its list.
-func (a *applier) release(s *Send, n uint64) {
+// releaseHold gives n of the send's hold back to its list.
+func (a *applier) releaseHold(s *Send, n uint64) {
 	if n > s.Reserved {
 		panic("BUG: releasing more than the send holds")
 	}
@@ -245,7 +245,7 @@ func (a *applier) closeSend(c *CloseSend) (*Send, error) {
 		return old, nil
 	}
 	s := *old
-	a.release(&s, s.Reserved)
+	a.releaseHold(&s, s.Reserved)
 	s.Closed = true
 	a.putSend(&s)
 	return &s, nil
@@ -256,6 +256,7 @@ func (a *applier) closeSend(c *CloseSend) (*Send, error) {
 // available count after it. Codes alias memory that is never rewritten.
 type AllocResult struct {
 	Codes     [][]byte
+	Fallback  []bool // Fallback[i]: Codes[i] is the list's fallback code; nil when none is
 	New       int
 	Available uint64
 }

@@ -242,7 +242,7 @@ func (a *applier) listOf(tenant string, id uint64) (*ListMeta, error) {
 
 func (a *applier) putList(l *ListMeta) {
 	if p := a.f.pools.Get(l.ID); p != nil {
-		l.counts = countsOf(p)
+		l.counts = countsOf(p, l.Released)
 	}
 	a.stageList(l)
 	a.f.mu.Lock()

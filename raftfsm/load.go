@@ -227,6 +227,6 @@ func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
 		return err
 	}
 	p.SetCursor(l.Cursor)
-	l.counts = countsOf(p)
+	l.counts = countsOf(p, l.Released)
 	return nil
 }
