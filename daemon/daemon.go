@@ -205,7 +205,6 @@ func (n *Node) openState() error {
 		return fmt.Errorf("cannot load state %s: %w", path, err)
 	}
 	n.fsm = fsm
-	n.metrics.MustRegister(lifecycleMetrics(fsm, time.Now)...)
 	// Rebuilding the pools leaves garbage of the size of the stored codes;
 	// give it back now rather than carry it until the heap doubles.
 	debug.FreeOSMemory()

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/coupond/coupond/httpapi"
@@ -50,25 +49,4 @@ func (t timedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := t.FSM.ApplyBatch(logs)
 	t.metrics.ObserveApply(time.Since(start))
 	return out
-}
-
-// lifecycleMetrics are the metrics of fallback codes, releases and expiry
-// (README "Metrics"), read from the state machine at scrape time. now is
-// the clock that decides which lists have expired: the node's, since a
-// scrape is a read, not a command.
-func lifecycleMetrics(fsm *raftfsm.FSM, now func() time.Time) []prometheus.Collector {
-	return []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "coupond_fallback_codes_given_total",
-			Help: "Fallback codes this node's state machine gave to recipients (sends with on_shortage fallback on a list that ran dry or expired) since the process started.",
-		}, func() float64 { return float64(fsm.FallbacksGiven()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "coupond_codes_released_total",
-			Help: "Codes this node's state machine returned to their lists by releases of undelivered codes since the process started.",
-		}, func() float64 { return float64(fsm.CodesReleased()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "coupond_lists_expired",
-			Help: "Lists, of every tenant, whose expires_at has passed by this node's clock.",
-		}, func() float64 { return float64(fsm.ExpiredLists(now().UnixNano())) }),
-	}
 }

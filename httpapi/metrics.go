@@ -81,11 +81,6 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// MustRegister adds collectors that the daemon builds from what only it
-// holds (the lifecycle counters of the state machine, read at scrape time);
-// a name already registered panics, as prometheus.MustRegister does.
-func (m *Metrics) MustRegister(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
-
 // ObserveApply records how long the state machine took to apply one batch
 // of log entries. It is safe to call from any goroutine.
 func (m *Metrics) ObserveApply(d time.Duration) { m.apply.Observe(d.Seconds()) }
@@ -142,6 +137,20 @@ func (m *Metrics) registerNode(r Writer, fsm Reader) {
 			Name: "coupond_codes_imported_total",
 			Help: "Codes this node's state machine added to lists (after de-duplication) since the process started.",
 		}, func() float64 { return float64(fsm.CodesImported()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coupond_fallback_codes_given_total",
+			Help: "Fallback codes this node's state machine gave to recipients (sends with on_shortage fallback that could not draw a code) since the process started.",
+		}, func() float64 { return float64(fsm.FallbacksGiven()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coupond_codes_released_total",
+			Help: "Codes this node's state machine returned to their lists by releases of undelivered codes since the process started.",
+		}, func() float64 { return float64(fsm.CodesReleased()) }),
+		// Expiry is a matter of time, not of a command: the node's clock
+		// decides, as it does for the expired field of a list view.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coupond_lists_expired",
+			Help: "Lists, of every tenant, whose expires_at has passed by this node's clock.",
+		}, func() float64 { return float64(fsm.ExpiredLists(time.Now().UnixNano())) }),
 		newNodeCollector(r, fsm),
 	)
 }

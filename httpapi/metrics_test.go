@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -188,5 +189,63 @@ func TestMetricsOpenMetrics(t *testing.T) {
 	}
 	if !bytes.HasSuffix(r.body, []byte("# EOF\n")) || !bytes.Contains(r.body, []byte("\n# TYPE coupond_codes_allocated counter\n")) {
 		t.Fatalf("not an OpenMetrics exposition of the node:\n%s", r.body)
+	}
+}
+
+// TestMetricsLifecycle: coupond_fallback_codes_given_total counts the
+// fallback codes handed out, coupond_codes_released_total the codes
+// releases returned (a released fallback returns none), and
+// coupond_lists_expired the lists past expires_at by the node's clock: it
+// grows when that time passes, with no command.
+func TestMetricsLifecycle(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	const (
+		given    = "coupond_fallback_codes_given_total"
+		released = "coupond_codes_released_total"
+		expired  = "coupond_lists_expired"
+	)
+	s0 := n.scrapeMetrics(t)
+	for _, name := range []string{given, released, expired} {
+		if s0.find(name) == nil || s0.value(name) != 0 {
+			t.Fatalf("a fresh node: %s is %v (present: %v), want 0", name, s0.value(name), s0.find(name) != nil)
+		}
+	}
+
+	// Two codes and a fallback code; a send that falls back gets 2 codes
+	// and 3 fallbacks for 5 recipients.
+	f := n.newFixture(t, n.admin, 2)
+	if r := n.do(t, "PATCH", "/v1/lists/"+f.list, n.admin, map[string]any{"fallback_code": "FALLBACK-1"}); r.status != http.StatusOK {
+		t.Fatalf("PATCH fallback_code: %s", r)
+	}
+	n.openSend(t, n.admin, "s-fb", map[string]any{"message_id": f.msg, "on_shortage": "fallback"}, http.StatusCreated)
+	a := n.alloc(t, n.admin, "s-fb", "", "r0", "r1", "r2", "r3", "r4")
+	if a.Assignments[1].Code == "FALLBACK-1" || a.Assignments[2].Code != "FALLBACK-1" {
+		t.Fatalf("5 recipients on 2 codes: %+v, want 2 codes then fallbacks", a.Assignments)
+	}
+	// r0 holds a code, r4 the fallback: one code goes back.
+	r := n.do(t, "POST", "/v1/sends/s-fb/release", n.admin, map[string]any{"recipients": []string{"r0", "r4"}})
+	if r.status != http.StatusOK {
+		t.Fatalf("release: %s", r)
+	}
+
+	// Lists that expired a second ago, expire in 2 s, and in an hour.
+	now := time.Now()
+	for i, at := range []time.Time{now.Add(-time.Second), now.Add(2 * time.Second), now.Add(time.Hour)} {
+		n.createList(t, n.admin, map[string]any{"name": fmt.Sprint("expiring-", i), "expires_at": at.UTC().Format(time.RFC3339Nano)})
+	}
+	s1 := n.scrapeMetrics(t)
+	if s1.value(given) != 3 || s1.value(released) != 1 || s1.value(expired) != 1 {
+		t.Fatalf("fallbacks given %v, codes released %v, lists expired %v; want 3, 1, 1",
+			s1.value(given), s1.value(released), s1.value(expired))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.scrapeMetrics(t).value(expired) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("coupond_lists_expired did not count the list that expired 2 s after its creation")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := n.scrapeMetrics(t); s.value(given) != 3 || s.value(released) != 1 {
+		t.Fatalf("the counters moved with no command: %v given, %v released", s.value(given), s.value(released))
 	}
 }
