@@ -295,8 +295,9 @@ func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, e
 		s = f.sendByNum(m.send)
 		return s != nil && s.Tenant == tenant
 	}, f.readStoredBatch, func(seq uint64, b *assignBatch, i int) bool {
+		rel, _ := f.releasedAt(seq)
 		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
-			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i)})
+			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i), Fallback: b.Fallback, ReleasedAt: rel})
 		seqs = append(seqs, seq)
 		return true
 	})
@@ -343,9 +344,10 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 		if b.Send != s.Num {
 			continue // replaced by a restore under this reader
 		}
-		a.List, a.At = b.List, b.At
+		a.List, a.At, a.Fallback = b.List, b.At, b.Fallback
 		for i := range b.Recips {
 			a.Recipient, a.Code, a.Position = string(b.Recips[i]), string(b.Codes[i]), b.positionOf(i)
+			a.ReleasedAt, _ = f.releasedAt(b.FirstSeq + uint64(i))
 			if err := fn(&a); err != nil {
 				return err
 			}
@@ -375,8 +377,9 @@ func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
 	if e < 0 || e >= len(b.Recips) || s == nil {
 		return nil, false
 	}
+	rel, _ := f.releasedAt(b.FirstSeq + uint64(e))
 	return &Assignment{Recipient: string(b.Recips[e]), Code: string(b.Codes[e]), List: b.List,
-		Message: s.Message, Send: s.ID, At: b.At, Position: pos}, true
+		Message: s.Message, Send: s.ID, At: b.At, Position: pos, ReleasedAt: rel}, true
 }
 
 // takeEntry says that a batch took positions from start on.
@@ -448,7 +451,10 @@ func (f *FSM) hasAssignment(hist *history, cache map[uint64]*assignBatch, s *Sen
 			}
 			return b, err
 		},
-		func(uint64, *assignBatch, int) bool {
+		func(seq uint64, _ *assignBatch, _ int) bool {
+			if _, released := f.releasedAt(seq); released {
+				return true // the recipient is new to the send again
+			}
 			found = true
 			return false
 		})
