@@ -31,7 +31,7 @@ func TestListsAPI(t *testing.T) {
 		r := n.do(t, "POST", "/v1/lists", n.admin, map[string]any{"name": "spring"})
 		wantStatus(t, r, http.StatusCreated)
 		l := checkListShape(t, r.body)
-		want := list{ID: l.ID, Name: "spring", Dedupe: true, CreatedAt: l.CreatedAt}
+		want := list{ID: l.ID, Name: "spring", Dedupe: true, CreatedAt: l.CreatedAt, ExpiryWarningDays: 7}
 		if l != want {
 			t.Fatalf("got %+v, want %+v", l, want)
 		}

@@ -334,7 +334,8 @@ type Format int
 const (
 	// CSV is "recipient,code" lines, RFC 4180 quoting, no header.
 	CSV Format = iota
-	// JSON is {"assignments": [{"recipient","code","assigned_at"}]}.
+	// JSON is {"assignments": [{"recipient","code","assigned_at"}]}, with
+	// "fallback": true and "released_at" where they apply.
 	JSON
 )
 
