@@ -3,6 +3,7 @@ package pool
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -21,7 +22,7 @@ import (
 //   - Code(p) for p < Len is the code the writer added at p, and a slice
 //     returned by Code never changes;
 //   - Lookup of an added code finds it (its position in the dedupe list;
-//     in the no-dedupe list an occurrence that is Available or the first);
+//     in the no-dedupe list an occurrence that is Available or the last);
 //     Lookup of a code being added finds nothing or a position below Len;
 //   - the state of a position only moves Available -> Assigned or
 //     Available -> Withdrawn, and is never 0 below Len.
@@ -145,9 +146,12 @@ func TestConcurrent(t *testing.T) {
 							seen[sample] = s
 						}
 					} else {
+						// Not Available: the last occurrence when Lookup ran,
+						// so the next one was not yet published then.
 						k := int(pos) % distinctB
 						lp, ls, ok := l.Lookup(want)
-						if !ok || lp%distinctB != uint32(k) || (ls != Available && lp != uint32(k)) {
+						if !ok || lp%distinctB != uint32(k) || lp >= l.Len() ||
+							(ls != Available && lp+distinctB < ln && lp+distinctB < uint32(n/4)) {
 							fail("Lookup(lb code %d) = %d,%v,%v", k, lp, ls, ok)
 							return
 						}
@@ -234,6 +238,198 @@ func TestConcurrent(t *testing.T) {
 		for pos, s := range st {
 			if got := l.StateOf(uint32(pos)); got != s {
 				t.Fatalf("final StateOf(%d) = %v, want %v", pos, got, s)
+			}
+		}
+	}
+}
+
+// TestConcurrentReadd runs one writer that grows a dedupe list and a list
+// without dedupe by a fixed plan of Add and Readd (copies of any earlier
+// position, many of a few hot codes), with Take and Withdraw-by-Lookup, against
+// readers that check every Lookup against the plan:
+//
+//   - the position found holds the code and is below Len;
+//   - every earlier occurrence of the code is not Available afterwards
+//     (it was Assigned or Withdrawn when Lookup ran, and those are final);
+//   - an answer that is not Available is final and was the last occurrence:
+//     the next occurrence was not published when Lookup started.
+//
+// At the end every position's state and every code's Lookup are compared
+// with the writer's record.
+func TestConcurrentReadd(t *testing.T) {
+	n := 400_000
+	if sizedDown {
+		n = 100_000
+	}
+	if testing.Short() {
+		n = 50_000
+	}
+	const hot = 32
+	type step struct {
+		code uint32 // code index
+		src  int32  // position copied by Readd; -1: Add
+	}
+	plan := make([]step, n)
+	prev := make([]int32, n) // previous occurrence of the same code, -1
+	next := make([]uint32, n)
+	last := map[uint32]int32{}
+	r := rand.New(rand.NewPCG(7, 7))
+	var codes uint32
+	for i := range plan {
+		s := step{src: -1}
+		if i > 0 && r.IntN(5) < 2 {
+			s.src = int32(r.IntN(i))
+			if r.IntN(2) == 0 {
+				s.src = int32(r.IntN(min(i, hot)))
+			}
+			s.code = plan[s.src].code
+		} else {
+			s.code = codes
+			codes++
+		}
+		plan[i] = s
+		prev[i] = -1
+		if p, ok := last[s.code]; ok {
+			prev[i] = p
+			next[p] = uint32(i)
+		}
+		next[i] = math.MaxUint32
+		last[s.code] = int32(i)
+	}
+	codeC := func(k uint32) []byte { return code12(1<<41 + uint64(k)) }
+
+	lc := New().Create(1, true)
+	ld := New().Create(2, false)
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	var lookups, notAvail atomic.Int64
+	errs := make(chan error, 16)
+	fail := func(format string, args ...any) {
+		select {
+		case errs <- fmt.Errorf(format, args...):
+		default:
+		}
+		done.Store(true)
+	}
+	for rd := range nReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(rd), 17))
+			var nl, nn int64
+			defer func() { lookups.Add(nl); notAvail.Add(nn) }()
+			for !done.Load() {
+				for _, l := range []*List{lc, ld} {
+					ln := l.Len()
+					if ln == 0 {
+						continue
+					}
+					pos := uint32(r.IntN(int(ln)))
+					if r.IntN(2) == 0 {
+						pos = uint32(r.IntN(min(int(ln), hot)))
+					}
+					k := plan[pos].code
+					want := codeC(k)
+					if got := l.Code(pos); !bytes.Equal(got, want) {
+						fail("Code(%d) = %q, want %q", pos, got, want)
+						return
+					}
+					lp, ls, ok := l.Lookup(want)
+					nl++
+					if !ok || lp >= l.Len() || plan[lp].code != k || ls < Available || ls > Withdrawn {
+						fail("Lookup(code %d) = %d,%v,%v", k, lp, ls, ok)
+						return
+					}
+					if ls != Available {
+						nn++
+						if next[lp] < ln || l.StateOf(lp) != ls {
+							fail("Lookup(code %d) = %d,%v: not the last (next %d, Len %d) or not final (%v)",
+								k, lp, ls, next[lp], ln, l.StateOf(lp))
+							return
+						}
+					}
+					for q, steps := prev[lp], 0; q >= 0 && steps < 16; q, steps = prev[q], steps+1 {
+						if l.StateOf(uint32(q)) == Available {
+							fail("Lookup(code %d) = %d,%v but %d before it is Available", k, lp, ls, q)
+							return
+						}
+					}
+				}
+				runtime.Gosched()
+			}
+		}()
+	}
+
+	defer done.Store(true)
+	w := rand.New(rand.NewPCG(8, 8))
+	states := map[*List][]State{}
+	for i := 0; i < n && !done.Load(); i++ {
+		s := plan[i]
+		for li, l := range []*List{lc, ld} {
+			var pos uint32
+			var err error
+			switch {
+			case s.src < 0 || (li == 1 && i%2 == 1):
+				pos, _, err = l.Add(codeC(s.code))
+			default:
+				pos, err = l.Readd(uint32(s.src))
+			}
+			if err != nil || pos != uint32(i) {
+				t.Fatalf("list %d step %d: position %d, %v", li, i, pos, err)
+			}
+			st := append(states[l], Available)
+			if i%7 == 0 {
+				// Withdraw by value, as the state machine does.
+				p, ps, _ := l.Lookup(codeC(plan[w.IntN(i+1)].code))
+				if ps == Available {
+					if !l.Withdraw(p) {
+						t.Fatalf("Withdraw(%d) of an Available occurrence failed", p)
+					}
+					st[p] = Withdrawn
+				}
+			}
+			if i%2 == 0 {
+				l.Take(min(int(l.Available()), w.IntN(4)), func(p uint32, _ []byte) {
+					if st[p] != Available {
+						t.Errorf("Take handed out %d in state %v", p, st[p])
+					}
+					st[p] = Assigned
+				})
+			}
+			states[l] = st
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d reader lookups (%d not Available) against %d writer steps", lookups.Load(), notAvail.Load(), n)
+	if notAvail.Load() == 0 {
+		t.Fatal("no reader saw a code without an Available occurrence: the test checked too little")
+	}
+	for _, l := range []*List{lc, ld} {
+		st := states[l]
+		checkCounts(t, l)
+		checkInvariants(t, l)
+		for p, s := range st {
+			if got := l.StateOf(uint32(p)); got != s {
+				t.Fatalf("final StateOf(%d) = %v, want %v", p, got, s)
+			}
+		}
+		for k := range codes {
+			wp := uint32(last[k])
+			for q := wp; ; q = uint32(prev[q]) {
+				if st[q] == Available {
+					wp = q
+				}
+				if prev[q] < 0 {
+					break
+				}
+			}
+			if p, s, _ := l.Lookup(codeC(k)); p != wp || s != st[wp] {
+				t.Fatalf("final Lookup(code %d) = %d,%v, want %d,%v", k, p, s, wp, st[wp])
 			}
 		}
 	}

@@ -15,15 +15,21 @@ import (
 //     does not go forward ends the chain); 0 = not in a group. Link arrays are
 //     allocated per position block, only for blocks holding a group member.
 //   - dupTable: head -> group id.
-//   - per group (grpBlock): tail (last occurrence, writer only) and hint
-//     (first Available occurrence + 1, or 0 when none is Available).
+//   - per group (grpBlock): tail (last occurrence) and hint (first Available
+//     occurrence + 1, or 0 when none is Available).
 //
-// The writer keeps hint exact at the end of every writer call; Lookup reads
-// the hint and, if it finds it stale (a concurrent Take or Withdraw), walks
-// the chain forward to the next Available occurrence. Every link and hint is
-// read and written atomically.
+// Groups arise from Add of a code already held (no dedupe) and from Readd
+// (either list kind), so the same chains serve both.
+//
+// The writer keeps hint and tail exact at the end of every writer call.
+// Lookup reads the hint and, if it finds it stale (a concurrent Take or
+// Withdraw), walks the chain forward to the next Available occurrence; it
+// reads the tail and, if it finds it stale (the tail is stored only after
+// the new occurrence's Len is published), walks forward to the last
+// published occurrence. Every link, hint and tail is read and written
+// atomically.
 type grpBlock struct {
-	tail [grpBlockSize]uint32 // writer only
+	tail [grpBlockSize]atomic.Uint32
 	hint [grpBlockSize]atomic.Uint32
 }
 
@@ -89,8 +95,10 @@ func (l *List) availableW(pos uint32) bool {
 // addToGroup links the new position n (not yet published) into the group
 // of head h, creating the group. Readers may reach n through the chain or
 // the hint before Len covers it; StateOf(n) is 0 then, so they pass over it.
-// Writer only.
-func (l *List) addToGroup(h, n uint32) {
+// It returns the group's tail word: the caller stores n there after
+// publishing Len, so that a reader never takes an unpublished position for
+// the last occurrence. Writer only.
+func (l *List) addToGroup(h, n uint32) *atomic.Uint32 {
 	w := &l.w
 	w.groups = true
 	// n's link is set before n becomes reachable from the chain.
@@ -99,7 +107,9 @@ func (l *List) addToGroup(h, n uint32) {
 	if lh[h&posMask].Load() == 0 {
 		gid := w.ngroups
 		g, gi := l.groupW(gid)
-		g.tail[gi] = n
+		// The tail starts at the head (published), and hint and tail are
+		// set before the group becomes reachable (dup entry, head link).
+		g.tail[gi].Store(h)
 		hint := n + 1
 		if l.availableW(h) {
 			hint = h + 1
@@ -108,23 +118,23 @@ func (l *List) addToGroup(h, n uint32) {
 		w.ngroups++
 		l.dupPut(h, gid)
 		lh[h&posMask].Store(n + 1)
-		return
+		return &g.tail[gi]
 	}
 	gid, ok := w.dup.get(h)
 	if !ok {
 		panic("BUG: pool: linked head without a group")
 	}
 	g, gi := l.groupW(gid)
-	t := g.tail[gi]
+	t := g.tail[gi].Load()
 	lt := l.linksW(t)
 	if lt[t&posMask].Load() != h+1 {
 		panic("BUG: pool: group tail does not link to its head")
 	}
 	lt[t&posMask].Store(n + 1)
-	g.tail[gi] = n
 	if g.hint[gi].Load() == 0 {
 		g.hint[gi].Store(n + 1)
 	}
+	return &g.tail[gi]
 }
 
 // unavailable is called after pos stopped being Available (taken or
@@ -193,5 +203,28 @@ func (l *List) firstAvailable(head uint32) (uint32, bool) {
 			return 0, false
 		}
 		p = nx - 1
+	}
+}
+
+// lastOf returns the last published occurrence of the code whose first
+// occurrence is head, which must be in a group. Any goroutine.
+func (l *List) lastOf(head uint32) uint32 {
+	gid, ok := l.groupOf(head)
+	if !ok {
+		panic("BUG: pool: linked head without a group")
+	}
+	t := l.lay.Load().groups[gid>>grpShift].tail[gid&grpMask].Load()
+	// A tail stored before our load may already link forward to newer
+	// occurrences (the writer stores the tail after publishing Len): follow
+	// the links while they go forward to a published position.
+	for {
+		nx := l.linkR(t)
+		if nx == 0 {
+			panic("BUG: pool: broken duplicate chain")
+		}
+		if nx-1 <= t || nx-1 >= l.Len() {
+			return t
+		}
+		t = nx - 1
 	}
 }

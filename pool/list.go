@@ -10,9 +10,9 @@ import (
 // (positions below it were handed out by Take, unless withdrawn) and a
 // withdrawn bitmap.
 //
-// Writer methods (Add, Withdraw, Take, SetCursor) must be called from one
-// goroutine only. All other methods may be called from any goroutine at any
-// time and never block.
+// Writer methods (Add, AddMany, GrowIndex, Readd, Withdraw, Take, SetCursor)
+// must be called from one goroutine only. All other methods may be called
+// from any goroutine at any time and never block.
 //
 // Counters: Len, Cursor, Used and Withdrawn never decrease. Between writer
 // calls Len == Available + Used + Withdrawn and Used <= Cursor <= Len. During
@@ -146,8 +146,9 @@ func (l *List) addHashed(code []byte, h uint64) (pos uint32, added bool, err err
 	if found {
 		// Duplicate in a list without dedupe: not indexed itself, chained
 		// to the group of its first occurrence.
-		l.addToGroup(head, pos)
+		tail := l.addToGroup(head, pos)
 		l.publishLen()
+		tail.Store(pos)
 		return pos, true, nil
 	}
 	if (w.entries+1)*loadDen > uint64(len(t.slots))*loadNum {
@@ -158,6 +159,39 @@ func (l *List) addHashed(code []byte, h uint64) (pos uint32, added bool, err err
 	w.entries++
 	l.publishLen()
 	return pos, true, nil
+}
+
+// Readd appends a copy of the code at pos as a new Available position at
+// the end of the list and returns the new position. It does so whatever the
+// list's dedupe setting and whatever pos's state: the caller decides when a
+// code is to be handed out again (a released assignment), and the same call
+// is replayed in order when the list is rebuilt (before SetCursor). The copy
+// is not indexed itself: like a duplicate in a list without dedupe it is
+// chained to the code's first occurrence, so Lookup and Withdraw find it.
+// Errors: ErrNoSuchPosition (pos >= Len) and ErrListFull (the list holds
+// MaxCodes positions); nothing changes then. Writer only.
+func (l *List) Readd(pos uint32) (uint32, error) {
+	w := &l.w
+	if pos >= w.n {
+		return 0, ErrNoSuchPosition
+	}
+	if w.n >= w.max {
+		return 0, ErrListFull
+	}
+	// code aliases the arena; appendCode copies it to fresh bytes (an old
+	// slab is never written again), so the alias stays valid.
+	code := codeAt(w.lay, pos)
+	_, head, found := l.probe(w.idx, maphash.Bytes(l.seed, code), code, w.lay)
+	if !found {
+		panic("BUG: pool: code of a position missing from the index")
+	}
+	n := w.n
+	// The same order as a duplicate Add: code, chain, Len, then the tail.
+	l.appendCode(code)
+	tail := l.addToGroup(head, n)
+	l.publishLen()
+	tail.Store(n)
+	return n, nil
 }
 
 // publishLen publishes position w.n (Available).
@@ -216,9 +250,10 @@ func (l *List) Code(pos uint32) []byte {
 }
 
 // Lookup finds code. It returns the position of the code and its state;
-// ok=false when the code is not in the list. For a list without dedupe that
-// holds the code several times it reports the first occurrence whose state
-// is Available, else the first occurrence. Any goroutine.
+// ok=false when the code is not in the list. For a code held several times
+// (a list without dedupe, or copies made by Readd) it reports the first
+// occurrence whose state is Available, else the last occurrence: after a
+// copy was handed out, that is the newest assignment. Any goroutine.
 func (l *List) Lookup(code []byte) (pos uint32, state State, ok bool) {
 	if len(code) == 0 || len(code) > MaxCodeLen {
 		return 0, 0, false
@@ -228,12 +263,29 @@ func (l *List) Lookup(code []byte) (pos uint32, state State, ok bool) {
 		// head >= Len: the writer is adding the code right now.
 		return 0, 0, false
 	}
-	if !l.dedupe {
+	// The state first, then the link: the head's link is set before any
+	// second occurrence is published, so a zero link means head was the only
+	// occurrence when its state was loaded.
+	st := l.StateOf(head)
+	if l.linkR(head) == 0 {
+		return head, st, true
+	}
+	for {
+		// The last occurrence t and its state s, then the first Available
+		// occurrence. If there is none and t is still the last afterwards,
+		// (t, s) was exact when firstAvailable looked: no occurrence was
+		// published after t meanwhile, and s, not Available, is final. The
+		// loop repeats only while the writer publishes or takes occurrences
+		// of this very code.
+		t := l.lastOf(head)
+		s := l.StateOf(t)
 		if p, ok := l.firstAvailable(head); ok {
 			return p, Available, true
 		}
+		if s != Available && l.lastOf(head) == t {
+			return t, s, true
+		}
 	}
-	return head, l.StateOf(head), true
 }
 
 // Withdraw marks an Available position withdrawn. It returns false, and

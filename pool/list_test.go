@@ -73,7 +73,7 @@ func TestAddDedupe(t *testing.T) {
 	}
 }
 
-func TestLookupNoDedupeFirstAvailable(t *testing.T) {
+func TestLookupNoDedupeFirstAvailableElseLast(t *testing.T) {
 	l := New().Create(1, false)
 	for _, c := range []string{"X", "Y", "X", "X", "Y", "X"} { // X at 0,2,3,5
 		mustAdd(t, l, []byte(c))
@@ -107,16 +107,17 @@ func TestLookupNoDedupeFirstAvailable(t *testing.T) {
 	if got := takeAll(l, 2); !slices.Equal(got, []uint32{5, 6}) {
 		t.Fatalf("Take = %v", got)
 	}
-	want(0, Assigned)          // none available: the first occurrence
+	want(6, Assigned)          // none available: the last occurrence
 	mustAdd(t, l, []byte("X")) // 7
 	want(7, Available)
 	if !l.Withdraw(7) {
 		t.Fatal("Withdraw(7)")
 	}
-	want(0, Assigned)
+	want(7, Withdrawn)
 	checkInvariants(t, l)
+	// Y at 1 and 4, both taken: the last.
 	p, s, ok := l.Lookup([]byte("Y"))
-	if !ok || p != 1 || s != Assigned {
+	if !ok || p != 4 || s != Assigned {
 		t.Fatalf("Lookup(Y) = %d,%v,%v", p, s, ok)
 	}
 	checkCounts(t, l)

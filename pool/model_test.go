@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -33,7 +34,7 @@ func (o *oracle) set(p uint32, s State) {
 
 func (o *oracle) count(s State) uint32 { return o.counts[s] }
 
-// lookup: the first Available occurrence, else the first occurrence.
+// lookup: the first Available occurrence, else the last occurrence.
 func (o *oracle) lookup(c []byte) (uint32, State, bool) {
 	ps := o.occ[string(c)]
 	if len(ps) == 0 {
@@ -44,11 +45,12 @@ func (o *oracle) lookup(c []byte) (uint32, State, bool) {
 			return p, Available, true
 		}
 	}
-	return ps[0], o.state[ps[0]], true
+	last := ps[len(ps)-1]
+	return last, o.state[last], true
 }
 
-// TestModel runs random sequences of Add (with repeats), Withdraw, Take and
-// SetCursor against the oracle and compares every output and every
+// TestModel runs random sequences of Add (with repeats), Readd, Withdraw,
+// Take and SetCursor against the oracle and compares every output and every
 // observable after each step.
 func TestModel(t *testing.T) {
 	type cfg struct {
@@ -104,7 +106,7 @@ func runModel(t *testing.T, seed uint64, dedupe bool, alphabet, steps int, check
 		what := func() string { return fmt.Sprintf("%s(%v)", opName, opArg) }
 		touched = touched[:0]
 		switch op := r.IntN(100); {
-		case op < 60:
+		case op < 58:
 			k := r.IntN(alphabet)
 			c := mk(k)
 			opName, opArg = "Add", c
@@ -125,7 +127,27 @@ func runModel(t *testing.T, seed uint64, dedupe bool, alphabet, steps int, check
 				o.add(c)
 			}
 			touched = append(touched, pos)
-		case op < 75:
+		case op < 68:
+			// Readd, mostly of a handed-out position (a release), but of
+			// any position in any state, and sometimes past the end.
+			p := uint32(r.IntN(len(o.codes) + 2))
+			if r.IntN(3) > 0 && o.cursor > 0 {
+				p = uint32(r.IntN(int(o.cursor)))
+			}
+			opName, opArg = "Readd", p
+			pos, err := l.Readd(p)
+			if int(p) >= len(o.codes) {
+				if !errors.Is(err, ErrNoSuchPosition) {
+					t.Fatalf("step %d %s = %d,%v, want ErrNoSuchPosition", step, what(), pos, err)
+				}
+				break
+			}
+			if err != nil || pos != uint32(len(o.codes)) {
+				t.Fatalf("step %d %s = %d,%v, want %d", step, what(), pos, err, len(o.codes))
+			}
+			o.add(o.codes[p])
+			touched = append(touched, p, pos)
+		case op < 78:
 			p := uint32(r.IntN(len(o.codes) + 3))
 			if r.IntN(2) == 0 && len(o.codes) > int(o.cursor) {
 				p = o.cursor + uint32(r.IntN(len(o.codes)-int(o.cursor)))

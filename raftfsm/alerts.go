@@ -26,32 +26,74 @@ import (
 // oldest pending alert of all.
 const MaxPendingAlerts = 4096
 
-// Alert is one low-stock crossing waiting in the outbox.
+// AlertType says what an alert tells.
+type AlertType uint8
+
+const (
+	// AlertLowStock: the list crossed its low-stock threshold.
+	AlertLowStock AlertType = 0
+	// AlertExpirySoon: the leader's clock passed expires_at minus the
+	// list's warning days while it still had codes available.
+	AlertExpirySoon AlertType = 1
+)
+
+func (t AlertType) String() string {
+	if t == AlertExpirySoon {
+		return "expiry_soon"
+	}
+	return "low_stock"
+}
+
+// Alert is one event waiting in the outbox.
 type Alert struct {
-	ID        uint64 // 1, 2, 3, ... in the order of the crossings; never reused
+	ID        uint64 // 1, 2, 3, ... in the order they were recorded; never reused
 	Tenant    string
 	List      uint64
 	ListName  string
 	Threshold uint64
-	Available uint64 // what the list had available right after the crossing
+	Available uint64 // what the list had available when it was recorded
 	At        int64  // unix ns: the command's leader-stamped time (see applier.at)
+	Type      AlertType
+	ExpiresAt int64 // the list's expires_at, for expiry_soon
 }
 
+// alertVersion 2 adds the type and expires_at; a low-stock alert is
+// written as version 1, byte for byte as before.
+const alertVersion = 2
+
 func (a *Alert) marshal() []byte {
-	b := []byte{recordVersion}
+	v := byte(recordVersion)
+	if a.Type != AlertLowStock {
+		v = alertVersion
+	}
+	b := []byte{v}
 	b = binary.AppendUvarint(b, a.ID)
 	b = appendString(b, a.Tenant)
 	b = binary.AppendUvarint(b, a.List)
 	b = appendString(b, a.ListName)
 	b = binary.AppendUvarint(b, a.Threshold)
 	b = binary.AppendUvarint(b, a.Available)
-	return appendVarint(b, a.At)
+	b = appendVarint(b, a.At)
+	if v == alertVersion {
+		b = append(b, byte(a.Type))
+		b = appendVarint(b, a.ExpiresAt)
+	}
+	return b
 }
 
 func unmarshalAlert(v []byte) (*Alert, error) {
-	d := recordDecoder(v)
+	if len(v) == 0 || v[0] < recordVersion || v[0] > alertVersion {
+		return nil, fmt.Errorf("alert record of unknown version: %w", errCorrupt)
+	}
+	d := &decoder{b: v[1:], version: v[0]}
 	a := &Alert{ID: d.uvarint("ID"), Tenant: d.string("Tenant"), List: d.uvarint("List"), ListName: d.string("ListName"),
 		Threshold: d.uvarint("Threshold"), Available: d.uvarint("Available"), At: d.varint("At")}
+	if d.version >= 2 {
+		a.Type, a.ExpiresAt = AlertType(d.byte("Type")), d.varint("ExpiresAt")
+		if d.err == nil && a.Type != AlertExpirySoon {
+			d.fail("Type", "not expiry_soon in version 2")
+		}
+	}
 	return a, d.done()
 }
 
@@ -144,19 +186,24 @@ func (a *applier) checkLowStock(old, l *ListMeta) {
 	if old == nil || old.lowStock() || !l.lowStock() {
 		return
 	}
+	a.recordAlert(&Alert{Tenant: l.Tenant, List: l.ID, ListName: l.Name, Threshold: l.Threshold,
+		Available: l.available(), At: a.at})
+}
+
+// recordAlert puts al in the outbox under the next id.
+func (a *applier) recordAlert(al *Alert) {
 	f := a.f
 	f.mu.RLock()
 	pending := f.alerts
 	seq := f.alertSeq
 	f.mu.RUnlock()
 	seq++
-	al := &Alert{ID: seq, Tenant: l.Tenant, List: l.ID, ListName: l.Name, Threshold: l.Threshold,
-		Available: l.available(), At: a.at}
+	al.ID = seq
 	next := make([]*Alert, 0, min(len(pending)+1, MaxPendingAlerts))
 	if len(pending) >= MaxPendingAlerts {
-		drop := 0 // the oldest of all, unless the list has one pending
+		drop := 0 // the oldest of all, unless the list has one of the same type pending
 		for i, p := range pending {
-			if p.List == l.ID {
+			if p.List == al.List && p.Type == al.Type {
 				drop = i
 				break
 			}

@@ -136,13 +136,17 @@ func (a *applier) listForSend(s *Send) (*ListMeta, *pool.List) {
 	return l, a.f.pools.Get(l.ID)
 }
 
-// hold grows the send's hold by what need exceeds it, or refuses. It
+// hold grows the send's hold by what need exceeds it, or refuses (the list
+// expired at the command's time at, or has not enough codes). It
 // returns a copy of the list's meta with the grown hold, not yet published:
 // the caller publishes it once, with whatever else it changes.
-func (a *applier) hold(s *Send, need uint64) (*ListMeta, error) {
+func (a *applier) hold(s *Send, need uint64, at int64) (*ListMeta, error) {
 	l, p := a.listForSend(s)
 	if l == nil {
 		return nil, &InsufficientError{Needed: need, Available: 0} // the list was deleted
+	}
+	if need > 0 && l.Expired(at) {
+		return nil, ErrListExpired // not even from the send's hold
 	}
 	nl := *l
 	if need > s.Reserved {
@@ -174,27 +178,30 @@ func (a *applier) openSend(c *OpenSend) (OpenResult, error) {
 	if created {
 		s.CreatedAt = c.At
 	}
+	if c.SetOnShortage {
+		s.OnShortage = c.OnShortage
+	}
 	if c.HasExpected {
 		want := uint64(0)
 		if c.Expected > s.Assigned {
 			want = c.Expected - s.Assigned
 		}
 		if want > s.Reserved {
-			nl, err := a.hold(s, want)
+			nl, err := a.hold(s, want, c.At)
 			if err != nil {
 				return OpenResult{}, err
 			}
 			a.putList(nl)
 		} else if want < s.Reserved {
-			a.release(s, s.Reserved-want)
+			a.releaseHold(s, s.Reserved-want)
 		}
 	}
 	a.putSend(s)
 	return OpenResult{Send: s, Created: created}, nil
 }
 
-// release gives n of the send's hold back to its list.
-func (a *applier) release(s *Send, n uint64) {
+// releaseHold gives n of the send's hold back to its list.
+func (a *applier) releaseHold(s *Send, n uint64) {
 	if n > s.Reserved {
 		panic("BUG: releasing more than the send holds")
 	}
@@ -218,6 +225,9 @@ func (a *applier) reserve(c *Reserve) error {
 	if err != nil {
 		return err
 	}
+	if created {
+		s.OnShortage = c.OnShortage
+	}
 	if c.Need == 0 {
 		return nil
 	}
@@ -227,7 +237,12 @@ func (a *applier) reserve(c *Reserve) error {
 	if created {
 		s.CreatedAt = c.At
 	}
-	nl, err := a.hold(s, c.Need)
+	need := c.Need
+	if l, p := a.listForSend(s); a.fallsBack(s, l) {
+		// The chunks give the fallback code to whom the hold cannot cover.
+		need = min(need, a.drawable(s, l, p, c.At))
+	}
+	nl, err := a.hold(s, need, c.At)
 	if err != nil {
 		return err
 	}
@@ -245,7 +260,7 @@ func (a *applier) closeSend(c *CloseSend) (*Send, error) {
 		return old, nil
 	}
 	s := *old
-	a.release(&s, s.Reserved)
+	a.releaseHold(&s, s.Reserved)
 	s.Closed = true
 	a.putSend(&s)
 	return &s, nil
@@ -256,6 +271,7 @@ func (a *applier) closeSend(c *CloseSend) (*Send, error) {
 // available count after it. Codes alias memory that is never rewritten.
 type AllocResult struct {
 	Codes     [][]byte
+	Fallback  []bool // Fallback[i]: Codes[i] is the list's fallback code; nil when none is
 	New       int
 	Available uint64
 }
@@ -264,6 +280,9 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	s, created, err := a.sendFor(c.Tenant, c.Send, c.Message)
 	if err != nil {
 		return nil, err
+	}
+	if created {
+		s.OnShortage = c.OnShortage
 	}
 	sc := &a.f.scratch
 	sc.recips = sc.recips[:0]
@@ -295,15 +314,18 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	// request is sure to succeed, that happens as soon as its lookup misses,
 	// while the slot is still in cache; otherwise only once the hold is
 	// granted, so that a refused request indexes nothing.
-	indexed := a.canAssignAll(s, unique)
+	indexed := a.canAssignAll(s, unique, c.At)
 	sc.fresh = sc.fresh[:0]
 	for i := range sc.recips {
 		if sc.first[i] != int32(i) {
 			continue
 		}
 		if s.Assigned > 0 {
-			if code := a.assignedCode(s, sc.recips[i], sc.hashes[i]); code != nil {
-				res.Codes[i] = code
+			if live, _ := a.liveAssignment(s, sc.recips[i], sc.hashes[i]); live != nil {
+				res.Codes[i] = live.b.Codes[live.i]
+				if live.b.Fallback {
+					res.markFallback(i)
+				}
 				continue
 			}
 		}
@@ -320,7 +342,11 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		if a.f.hist.nextSeq+need > MaxAssignments {
 			return nil, ErrAssignmentsFull
 		}
-		nl, err := a.hold(s, need)
+		draw := need // drawn from the list; the rest get the fallback code
+		if l, p := a.listForSend(s); a.fallsBack(s, l) {
+			draw = min(need, a.drawable(s, l, p, c.At))
+		}
+		nl, err := a.hold(s, draw, c.At)
 		if err != nil {
 			if indexed {
 				panic("BUG: an allocation indexed ahead failed: " + err.Error())
@@ -335,11 +361,14 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		if created {
 			s.CreatedAt = c.At
 		}
-		a.assign(s, nl, c.At, res)
+		a.assign(s, nl, c.At, res, int(draw))
 	}
 	for i := range res.Codes {
 		if res.Codes[i] == nil {
 			res.Codes[i] = res.Codes[sc.first[i]]
+			if res.Fallback != nil && res.Fallback[sc.first[i]] {
+				res.Fallback[i] = true
+			}
 		}
 	}
 	if l, p := a.listForSend(s); l != nil {
@@ -356,38 +385,90 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 	return res, nil
 }
 
-// canAssignAll reports whether n new assignments of send s would succeed,
-// whatever the send already holds or has.
-func (a *applier) canAssignAll(s *Send, n uint64) bool {
+// canAssignAll reports whether n new assignments of send s would succeed
+// at time at, whatever the send already holds or has.
+func (a *applier) canAssignAll(s *Send, n uint64, at int64) bool {
 	if s.Closed || a.f.hist.nextSeq+n > MaxAssignments {
 		return false
 	}
 	l, p := a.listForSend(s)
-	return l != nil && n <= s.Reserved+listAvailable(l, p)
+	return l != nil && (a.fallsBack(s, l) || n <= a.drawable(s, l, p, at))
+}
+
+// drawable is how many codes send s can draw from list l at time at: its
+// hold and what the list has beyond every hold; none once it expired.
+func (a *applier) drawable(s *Send, l *ListMeta, p *pool.List, at int64) uint64 {
+	if l.Expired(at) {
+		return 0
+	}
+	return s.Reserved + listAvailable(l, p)
+}
+
+// fallsBack reports whether send s gives list l's fallback code when it
+// runs short (SPEC §4 "Shortage policy and fallback code").
+func (a *applier) fallsBack(s *Send, l *ListMeta) bool {
+	return s.OnShortage == ShortageFallback && l != nil && l.FallbackCode != ""
+}
+
+// markFallback records that request recipient i got the fallback code.
+func (r *AllocResult) markFallback(i int) {
+	if r.Fallback == nil {
+		r.Fallback = make([]bool, len(r.Codes))
+	}
+	r.Fallback[i] = true
 }
 
 // maxBatchEntries bounds one stored batch: a history lookup reads one batch
 // per candidate, so batches stay small (~10 KB) however big the request.
 const maxBatchEntries = 256
 
-// assign takes the send's new codes from its hold (just grown to cover
-// them, in l, the unpublished meta hold returned), writes them as batches
-// of at most maxBatchEntries (allocate has indexed them), and publishes l
-// once.
-func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult) {
+// assign gives the send's new recipients their codes: the first draw from
+// its hold (just grown to cover them, in l, the unpublished meta hold
+// returned), the rest the list's fallback code. It writes them as batches
+// of at most maxBatchEntries (allocate has indexed them, in this order),
+// and publishes l once.
+func (a *applier) assign(s *Send, l *ListMeta, at int64, res *AllocResult, draw int) {
 	sc := &a.f.scratch
 	p := a.f.pools.Get(l.ID)
 	n := len(sc.fresh)
-	for g := 0; g < n; g += maxBatchEntries {
-		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, n)])
+	for g := 0; g < draw; g += maxBatchEntries {
+		a.assignGroup(s, l, p, at, res, sc.fresh[g:min(g+maxBatchEntries, draw)])
 	}
-	s.Reserved -= uint64(n)
+	if draw < n {
+		fallback := []byte(l.FallbackCode)
+		for g := draw; g < n; g += maxBatchEntries {
+			a.assignFallback(s, l, at, res, sc.fresh[g:min(g+maxBatchEntries, n)], fallback)
+		}
+		l.FallbackUsed += uint64(n - draw)
+		a.f.stats.fallbacksGiven.Add(uint64(n - draw))
+	}
+	s.Reserved -= uint64(draw)
 	s.Assigned += uint64(n)
-	l.Reserved -= uint64(n)
+	l.Reserved -= uint64(draw)
 	l.Cursor = p.Cursor()
+	l.Usage.add(DayOf(at), uint64(draw))
 	a.putList(l)
 	res.New = n
-	a.f.stats.codesAllocated.Add(uint64(n))
+	a.f.stats.codesAllocated.Add(uint64(draw))
+}
+
+// assignFallback writes one batch of fallback assignments: no positions,
+// every entry the list's fallback code.
+func (a *applier) assignFallback(s *Send, l *ListMeta, at int64, res *AllocResult, fresh []int, code []byte) {
+	sc := &a.f.scratch
+	n := len(fresh)
+	b := &sc.batch
+	*b = assignBatch{Send: s.Num, List: l.ID, At: at, Runs: b.Runs[:0], Fallback: true,
+		Recips: slices.Grow(b.Recips[:0], n)[:n], Codes: slices.Grow(b.Codes[:0], n)[:n]}
+	for k, i := range fresh {
+		b.Recips[k], b.Codes[k] = sc.recips[i], code
+		res.Codes[i] = code
+		res.markFallback(i)
+	}
+	no, first := a.f.hist.addBatch(s.Num, n)
+	b.FirstSeq = first
+	sc.encoded = b.marshal(sc.encoded[:0])
+	a.set(assignKey(no), sc.encoded)
 }
 
 func (a *applier) assignGroup(s *Send, l *ListMeta, p *pool.List, at int64, res *AllocResult, fresh []int) {
@@ -454,17 +535,6 @@ func (a *applier) markRepeats() {
 			j = (j + 1) & mask
 		}
 	}
-}
-
-// assignedCode returns the code r already has in send s, or nil.
-func (a *applier) assignedCode(s *Send, r []byte, hash uint32) []byte {
-	var code []byte
-	a.f.hist.find(hash, r, func(m batchMeta) bool { return m.send == s.Num }, a.cachedBatch,
-		func(_ uint64, b *assignBatch, i int) bool {
-			code = b.Codes[i]
-			return false
-		})
-	return code
 }
 
 // cachedBatch reads a batch through the applier's Pebble batch, keeping a

@@ -242,7 +242,7 @@ func (a *applier) listOf(tenant string, id uint64) (*ListMeta, error) {
 
 func (a *applier) putList(l *ListMeta) {
 	if p := a.f.pools.Get(l.ID); p != nil {
-		l.counts = countsOf(p)
+		l.counts = countsOf(p, l.Released)
 	}
 	a.stageList(l)
 	a.f.mu.Lock()
@@ -312,7 +312,11 @@ func (a *applier) createList(c *CreateList) (*ListMeta, error) {
 	if exists {
 		return nil, ErrExists
 	}
-	l := &ListMeta{ID: c.ID, Tenant: c.Tenant, Name: c.Name, Dedupe: c.Dedupe, Threshold: c.Threshold, CreatedAt: c.At}
+	l := &ListMeta{ID: c.ID, Tenant: c.Tenant, Name: c.Name, Dedupe: c.Dedupe, Threshold: c.Threshold, CreatedAt: c.At,
+		FallbackCode: c.FallbackCode, HasExpiry: c.HasExpiry, ExpiresAt: c.ExpiresAt, WarnDays: c.warnDays()}
+	if !l.HasExpiry {
+		l.ExpiresAt = 0
+	}
 	f.pools.Create(l.ID, l.Dedupe)
 	a.putList(l)
 	return l, nil
@@ -329,6 +333,21 @@ func (a *applier) updateList(c *UpdateList) error {
 	}
 	if c.SetThreshold {
 		l.Threshold = c.Threshold
+	}
+	if c.SetFallback {
+		l.FallbackCode = c.FallbackCode
+	}
+	if c.SetExpiry {
+		l.HasExpiry, l.ExpiresAt = c.HasExpiry, c.ExpiresAt
+		if !l.HasExpiry {
+			l.ExpiresAt = 0
+		}
+	}
+	if c.SetWarnDays {
+		l.WarnDays = c.WarnDays
+	}
+	if l.HasExpiry != old.HasExpiry || l.ExpiresAt != old.ExpiresAt || l.WarnDays != old.WarnDays {
+		l.Warned = false // a new expiry (or lead) re-arms its warning
 	}
 	a.putList(&l)
 	return nil
@@ -348,6 +367,9 @@ func (a *applier) deleteList(c *DeleteList) error {
 	for n := uint32(0); n < l.Batches; n++ {
 		v, ok := a.get(batchKey(l.ID, n))
 		if !ok {
+			if _, ok := a.get(copiesKey(l.ID, n)); ok {
+				continue // a release's copies (deleted below)
+			}
 			panic(fmt.Sprintf("BUG: list %016x has no batch %d", l.ID, n))
 		}
 		var upload UploadID
@@ -367,6 +389,7 @@ func (a *applier) deleteList(c *DeleteList) error {
 	}
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixBatch}, l.ID))
 	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixWithdraw}, l.ID))
+	a.delPrefix(binary.BigEndian.AppendUint64([]byte{prefixCopies}, l.ID))
 	a.unstageList(l.ID)
 	a.del(listKey(l.ID))
 	a.f.mu.Lock()

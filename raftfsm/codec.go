@@ -152,6 +152,15 @@ func (d *decoder) bytes(field string) []byte {
 
 func (d *decoder) string(field string) string { return string(d.bytes(field)) }
 
+// shortage reads a Shortage byte; no other value is one.
+func (d *decoder) shortage() Shortage {
+	v := Shortage(d.byte("OnShortage"))
+	if d.err == nil && v > ShortageFallback {
+		d.fail("OnShortage", fmt.Sprintf("unknown policy %d", v))
+	}
+	return v
+}
+
 // count reads the number of elements of a list whose every element takes
 // at least one byte, so a corrupt count cannot make the reader allocate
 // more than the bytes left could hold.

@@ -107,10 +107,54 @@ type CreateList struct {
 	Dedupe    bool
 	Threshold uint64
 	At        int64
+
+	FallbackCode string
+	HasExpiry    bool
+	ExpiresAt    int64
+	SetWarnDays  bool // else DefaultWarnDays
+	WarnDays     uint32
 }
 
 func (*CreateList) Type() CmdType { return CmdCreateList }
+
+// version 2 adds the fallback code and expiry (lifecycle); a list without
+// them is written as version 1, byte for byte as before.
+func (c *CreateList) version() byte {
+	if c.hasLifecycle() {
+		return 2
+	}
+	return 1
+}
+
+func (c *CreateList) hasLifecycle() bool {
+	return c.FallbackCode != "" || c.HasExpiry || c.ExpiresAt != 0 || c.SetWarnDays
+}
+
+// warnDays is the list's expiry_warning_days.
+func (c *CreateList) warnDays() uint32 {
+	if c.SetWarnDays {
+		return c.WarnDays
+	}
+	return DefaultWarnDays
+}
+
 func (c *CreateList) appendBody(b []byte) []byte {
+	b = c.appendBase(b)
+	if c.hasLifecycle() {
+		b = c.appendLifecycle(b)
+	}
+	return b
+}
+func (c *CreateList) decodeBody(d *decoder) {
+	c.decodeBase(d)
+	if d.version >= 2 {
+		c.decodeLifecycle(d)
+	}
+}
+
+// The base and the lifecycle part are apart because ImportCommit embeds a
+// CreateList under versions of its own.
+func (c *CreateList) appendBase(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = binary.AppendUvarint(b, c.ID)
 	b = appendString(b, c.Name)
@@ -118,9 +162,23 @@ func (c *CreateList) appendBody(b []byte) []byte {
 	b = binary.AppendUvarint(b, c.Threshold)
 	return appendVarint(b, c.At)
 }
-func (c *CreateList) decodeBody(d *decoder) {
+func (c *CreateList) decodeBase(d *decoder) {
 	c.Tenant, c.ID, c.Name = d.string("Tenant"), d.uvarint("ID"), d.string("Name")
 	c.Dedupe, c.Threshold, c.At = d.bool("Dedupe"), d.uvarint("Threshold"), d.varint("At")
+}
+func (c *CreateList) appendLifecycle(b []byte) []byte {
+	b = appendString(b, c.FallbackCode)
+	b = appendBool(b, c.HasExpiry)
+	b = appendVarint(b, c.ExpiresAt)
+	b = appendBool(b, c.SetWarnDays)
+	return binary.AppendUvarint(b, uint64(c.WarnDays))
+}
+func (c *CreateList) decodeLifecycle(d *decoder) {
+	c.FallbackCode, c.HasExpiry, c.ExpiresAt = d.string("FallbackCode"), d.bool("HasExpiry"), d.varint("ExpiresAt")
+	c.SetWarnDays, c.WarnDays = d.bool("SetWarnDays"), d.uint32("WarnDays")
+	if d.err == nil && !c.hasLifecycle() {
+		d.fail("FallbackCode", "no lifecycle in its version") // the version without it is the one encoding
+	}
 }
 func (c *CreateList) at(int64) int64                { return c.At }
 func (c *CreateList) apply(a *applier) (any, error) { return a.createList(c) }
@@ -132,21 +190,56 @@ type UpdateList struct {
 	Name         string
 	SetThreshold bool
 	Threshold    uint64
+
+	SetFallback  bool
+	FallbackCode string // "" clears it
+	SetExpiry    bool
+	HasExpiry    bool // false clears it
+	ExpiresAt    int64
+	SetWarnDays  bool
+	WarnDays     uint32
 }
 
 func (*UpdateList) Type() CmdType { return CmdUpdateList }
+
+// version 2 adds the fallback code and expiry, written only when set.
+func (c *UpdateList) version() byte {
+	if c.SetFallback || c.SetExpiry || c.SetWarnDays {
+		return 2
+	}
+	return 1
+}
+
 func (c *UpdateList) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = binary.AppendUvarint(b, c.ID)
 	b = appendBool(b, c.SetName)
 	b = appendString(b, c.Name)
 	b = appendBool(b, c.SetThreshold)
-	return binary.AppendUvarint(b, c.Threshold)
+	b = binary.AppendUvarint(b, c.Threshold)
+	if c.version() == 2 {
+		b = appendBool(b, c.SetFallback)
+		b = appendString(b, c.FallbackCode)
+		b = appendBool(b, c.SetExpiry)
+		b = appendBool(b, c.HasExpiry)
+		b = appendVarint(b, c.ExpiresAt)
+		b = appendBool(b, c.SetWarnDays)
+		b = binary.AppendUvarint(b, uint64(c.WarnDays))
+	}
+	return b
 }
 func (c *UpdateList) decodeBody(d *decoder) {
 	c.Tenant, c.ID = d.string("Tenant"), d.uvarint("ID")
 	c.SetName, c.Name = d.bool("SetName"), d.string("Name")
 	c.SetThreshold, c.Threshold = d.bool("SetThreshold"), d.uvarint("Threshold")
+	if d.version >= 2 {
+		c.SetFallback, c.FallbackCode = d.bool("SetFallback"), d.string("FallbackCode")
+		c.SetExpiry, c.HasExpiry, c.ExpiresAt = d.bool("SetExpiry"), d.bool("HasExpiry"), d.varint("ExpiresAt")
+		c.SetWarnDays, c.WarnDays = d.bool("SetWarnDays"), d.uint32("WarnDays")
+		if d.err == nil && c.version() != 2 {
+			d.fail("SetWarnDays", "nothing set in version 2")
+		}
+	}
 }
 func (*UpdateList) at(entryAt int64) int64          { return entryAt }
 func (c *UpdateList) apply(a *applier) (any, error) { return nil, a.updateList(c) }
@@ -246,8 +339,13 @@ func (*ImportCommit) Type() CmdType { return CmdImportCommit }
 
 // version 2 carries Request. A commit without one is written as version 1,
 // byte for byte what older releases wrote, so every body has one encoding.
+// Version 3 adds the lifecycle of the list it creates (fallback code,
+// expiry), after a Request that may then be zero.
 func (c *ImportCommit) version() byte {
-	if c.Request == ([32]byte{}) {
+	switch {
+	case c.Create != nil && c.Create.hasLifecycle():
+		return 3
+	case c.Request == ([32]byte{}):
 		return 1
 	}
 	return 2
@@ -261,10 +359,14 @@ func (c *ImportCommit) appendBody(b []byte) []byte {
 	b = appendVarint(b, c.At)
 	b = appendBool(b, c.Create != nil)
 	if c.Create != nil {
-		b = c.Create.appendBody(b)
+		b = c.Create.appendBase(b)
 	}
-	if c.Request != ([32]byte{}) {
+	v := c.version()
+	if v >= 2 {
 		b = append(b, c.Request[:]...)
+	}
+	if v >= 3 {
+		b = c.Create.appendLifecycle(b)
 	}
 	return b
 }
@@ -274,13 +376,20 @@ func (c *ImportCommit) decodeBody(d *decoder) {
 	c.Chunks, c.List, c.At = d.uint32("Chunks"), d.uvarint("List"), d.varint("At")
 	if d.bool("Create") {
 		c.Create = &CreateList{}
-		c.Create.decodeBody(d)
+		c.Create.decodeBase(d)
 	}
 	if d.version >= 2 {
 		copy(c.Request[:], d.fixed("Request", 32))
-		if d.err == nil && c.Request == ([32]byte{}) {
+		if d.err == nil && d.version == 2 && c.Request == ([32]byte{}) {
 			d.fail("Request", "zero in version 2") // version 1 is the one encoding of a commit without a digest
 		}
+	}
+	if d.version >= 3 {
+		if c.Create == nil {
+			d.fail("Create", "missing in version 3")
+			return
+		}
+		c.Create.decodeLifecycle(d)
 	}
 }
 func (c *ImportCommit) at(int64) int64                { return c.At }
@@ -458,26 +567,44 @@ func (c *AssignList) apply(a *applier) (any, error) { return nil, a.assignList(c
 
 // OpenSend opens a send, or changes its hold when it is open already.
 type OpenSend struct {
-	Tenant      string
-	Send        string
-	Message     string
-	HasExpected bool
-	Expected    uint64
-	At          int64
+	Tenant        string
+	Send          string
+	Message       string
+	HasExpected   bool
+	Expected      uint64
+	At            int64
+	SetOnShortage bool
+	OnShortage    Shortage
 }
 
 func (*OpenSend) Type() CmdType { return CmdOpenSend }
+
+// version 2 adds the shortage policy, written only when set.
+func (c *OpenSend) version() byte {
+	if c.SetOnShortage {
+		return 2
+	}
+	return 1
+}
+
 func (c *OpenSend) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = appendString(b, c.Send)
 	b = appendString(b, c.Message)
 	b = appendBool(b, c.HasExpected)
 	b = binary.AppendUvarint(b, c.Expected)
-	return appendVarint(b, c.At)
+	b = appendVarint(b, c.At)
+	if c.SetOnShortage {
+		b = append(b, byte(c.OnShortage))
+	}
+	return b
 }
 func (c *OpenSend) decodeBody(d *decoder) {
 	c.Tenant, c.Send, c.Message = d.string("Tenant"), d.string("Send"), d.string("Message")
 	c.HasExpected, c.Expected, c.At = d.bool("HasExpected"), d.uvarint("Expected"), d.varint("At")
+	if d.version >= 2 {
+		c.SetOnShortage, c.OnShortage = true, d.shortage()
+	}
 }
 func (c *OpenSend) at(int64) int64                { return c.At }
 func (c *OpenSend) apply(a *applier) (any, error) { return a.openSend(c) }
@@ -490,21 +617,40 @@ type Allocate struct {
 	Message    string
 	Recipients RecipientBlock
 	At         int64
+	OnShortage Shortage // the policy of a send this allocation opens
 }
 
 func (*Allocate) Type() CmdType { return CmdAllocate }
+
+// version 2 adds OnShortage, written only when it is not the default.
+func (c *Allocate) version() byte {
+	if c.OnShortage != ShortageReject {
+		return 2
+	}
+	return 1
+}
+
 func (c *Allocate) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = appendString(b, c.Send)
 	b = appendString(b, c.Message)
 	b = appendVarint(b, c.At)
-	return appendBytes(b, c.Recipients)
+	b = appendBytes(b, c.Recipients)
+	if c.OnShortage != ShortageReject {
+		b = append(b, byte(c.OnShortage))
+	}
+	return b
 }
 func (c *Allocate) decodeBody(d *decoder) {
 	c.Tenant, c.Send, c.Message, c.At = d.string("Tenant"), d.string("Send"), d.string("Message"), d.varint("At")
 	c.Recipients = RecipientBlock(d.bytes("Recipients"))
 	if d.err == nil && !c.Recipients.valid() {
 		d.fail("Recipients", "invalid recipient block")
+	}
+	if d.version >= 2 {
+		if c.OnShortage = d.shortage(); d.err == nil && c.OnShortage == ShortageReject {
+			d.fail("OnShortage", "reject in version 2")
+		}
 	}
 }
 func (c *Allocate) at(int64) int64                { return c.At }
@@ -514,24 +660,43 @@ func (c *Allocate) apply(a *applier) (any, error) { return a.allocate(c) }
 // makes the all-or-nothing check for Need new recipients and holds the
 // codes for the send, so the Allocate chunks that follow cannot run dry.
 type Reserve struct {
-	Tenant  string
-	Send    string
-	Message string
-	Need    uint64
-	At      int64
+	Tenant     string
+	Send       string
+	Message    string
+	Need       uint64
+	At         int64
+	OnShortage Shortage // the policy of a send this request opens
 }
 
 func (*Reserve) Type() CmdType { return CmdReserve }
+
+// version 2 adds OnShortage, written only when it is not the default.
+func (c *Reserve) version() byte {
+	if c.OnShortage != ShortageReject {
+		return 2
+	}
+	return 1
+}
+
 func (c *Reserve) appendBody(b []byte) []byte {
 	b = appendString(b, c.Tenant)
 	b = appendString(b, c.Send)
 	b = appendString(b, c.Message)
 	b = binary.AppendUvarint(b, c.Need)
-	return appendVarint(b, c.At)
+	b = appendVarint(b, c.At)
+	if c.OnShortage != ShortageReject {
+		b = append(b, byte(c.OnShortage))
+	}
+	return b
 }
 func (c *Reserve) decodeBody(d *decoder) {
 	c.Tenant, c.Send, c.Message = d.string("Tenant"), d.string("Send"), d.string("Message")
 	c.Need, c.At = d.uvarint("Need"), d.varint("At")
+	if d.version >= 2 {
+		if c.OnShortage = d.shortage(); d.err == nil && c.OnShortage == ShortageReject {
+			d.fail("OnShortage", "reject in version 2")
+		}
+	}
 }
 func (c *Reserve) at(int64) int64                { return c.At }
 func (c *Reserve) apply(a *applier) (any, error) { return nil, a.reserve(c) }
@@ -554,6 +719,43 @@ func (c *CloseSend) decodeBody(d *decoder) {
 }
 func (c *CloseSend) at(int64) int64                { return c.At }
 func (c *CloseSend) apply(a *applier) (any, error) { return a.closeSend(c) }
+
+// Release gives the codes of recipients of a send back to the send's list
+// (bounced mail): each assignment at most once. Open and closed sends.
+type Release struct {
+	Tenant     string
+	Send       string
+	Recipients RecipientBlock
+	At         int64
+}
+
+func (*Release) Type() CmdType { return CmdRelease }
+func (c *Release) appendBody(b []byte) []byte {
+	b = appendString(b, c.Tenant)
+	b = appendString(b, c.Send)
+	b = appendVarint(b, c.At)
+	return appendBytes(b, c.Recipients)
+}
+func (c *Release) decodeBody(d *decoder) {
+	c.Tenant, c.Send, c.At = d.string("Tenant"), d.string("Send"), d.varint("At")
+	c.Recipients = RecipientBlock(d.bytes("Recipients"))
+	if d.err == nil && !c.Recipients.valid() {
+		d.fail("Recipients", "invalid recipient block")
+	}
+}
+func (c *Release) at(int64) int64                { return c.At }
+func (c *Release) apply(a *applier) (any, error) { return a.release(c) }
+
+// Tick carries the leader's clock into the state machine when a passing
+// time needs something done (an expiry warning due): nothing else there
+// reads a clock.
+type Tick struct{ At int64 }
+
+func (*Tick) Type() CmdType                   { return CmdTick }
+func (c *Tick) appendBody(b []byte) []byte    { return appendVarint(b, c.At) }
+func (c *Tick) decodeBody(d *decoder)         { c.At = d.varint("At") }
+func (c *Tick) at(int64) int64                { return c.At }
+func (c *Tick) apply(a *applier) (any, error) { return nil, a.tick(c) }
 
 // MaxRecipientLen is the longest recipient in bytes (SPEC §2).
 const MaxRecipientLen = 256

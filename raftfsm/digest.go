@@ -57,7 +57,7 @@ func (f *FSM) Digest() string {
 	// Messages, sends and assignment batches are hashed as stored: their
 	// bytes are deterministic.
 	// So are the low-stock outbox and the last alert id.
-	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign, prefixAlert} {
+	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign, prefixAlert, prefixReleased} {
 		f.scan([]byte{p}, func(k, v []byte) error {
 			h.Write(k)
 			h.Write(v)

@@ -72,7 +72,10 @@ type FSM struct {
 	alertsChanged chan struct{} // capacity 1: a coalesced wake-up for the delivery loop
 
 	hist *history // assignments by recipient; lock-free for readers
-	opts Options
+	// released maps the seq of each released assignment to its time; it is
+	// replaced by a restore, changed by the writer under mu.
+	released map[uint64]int64
+	opts     Options
 
 	// Writer-only scratch of allocation, reused across applies.
 	scratch allocScratch

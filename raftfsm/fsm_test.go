@@ -163,6 +163,12 @@ func decodeSeeds() [][]byte {
 		Encode(&Allocate{Tenant: "t", Send: "s", Message: "m", Recipients: RecipientBlock(nil).AppendRecipient([]byte("r1")), At: 300}),
 		Encode(&AckAlerts{IDs: []uint64{1, 200, 1 << 40}}),
 		Encode(&Batch{Commands: [][]byte{Encode(&CloseSend{Tenant: "t", Send: "s", At: 9}), Encode(&RevokeToken{ID: "x"})}}),
+		Encode(&ImportCommit{Tenant: "a", Create: &CreateList{Tenant: "a", ID: 1, FallbackCode: "FB", HasExpiry: true, ExpiresAt: 1 << 60}}),
+		Encode(&UpdateList{Tenant: "a", ID: 3, SetExpiry: true, SetWarnDays: true, WarnDays: 2}),
+		Encode(&OpenSend{Tenant: "t", Send: "s", SetOnShortage: true, OnShortage: ShortageFallback}),
+		Encode(&Reserve{Tenant: "t", Send: "s", Need: 7, OnShortage: ShortageFallback}),
+		Encode(&Release{Tenant: "t", Send: "s", Recipients: RecipientBlock(nil).AppendRecipient([]byte("r1")), At: 5}),
+		Encode(&Tick{At: 1 << 50}),
 	}
 }
 

@@ -3,6 +3,7 @@ package raftfsm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"sort"
 	"sync/atomic"
@@ -206,16 +207,25 @@ type assignBatch struct {
 	List     uint64
 	At       int64
 	FirstSeq uint64
-	Runs     []posRun // the positions taken, in order
+	Runs     []posRun // the positions taken, in order; none in a fallback batch
 	Recips   [][]byte // aliases the stored value
 	Codes    [][]byte // aliases the stored value
+	// Fallback: every entry got the list's fallback code, drawn from no
+	// position. Stored as record version 2, so other batches keep their bytes.
+	Fallback bool
 }
+
+const fallbackBatchVersion = 2
 
 // posRun is n consecutive list positions from start.
 type posRun struct{ start, n uint32 }
 
 func (b *assignBatch) marshal(dst []byte) []byte {
-	dst = append(dst, recordVersion)
+	if b.Fallback {
+		dst = append(dst, fallbackBatchVersion)
+	} else {
+		dst = append(dst, recordVersion)
+	}
 	dst = binary.AppendUvarint(dst, uint64(b.Send))
 	dst = binary.AppendUvarint(dst, b.List)
 	dst = binary.AppendVarint(dst, b.At)
@@ -235,12 +245,18 @@ func (b *assignBatch) marshal(dst []byte) []byte {
 }
 
 func unmarshalBatch(v []byte) (*assignBatch, error) {
-	d := recordDecoder(v)
-	b := &assignBatch{Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
+	if len(v) == 0 || v[0] < recordVersion || v[0] > fallbackBatchVersion {
+		return nil, fmt.Errorf("assignment batch of unknown version: %w", errCorrupt)
+	}
+	d := &decoder{b: v[1:], version: v[0]}
+	b := &assignBatch{Fallback: v[0] == fallbackBatchVersion, Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
 	n := d.uvarint("Recips")
 	runs := d.uvarint("Runs")
 	if d.err == nil && (n > uint64(len(v)) || runs > uint64(len(v))) {
 		d.fail("Recips", "more entries than bytes")
+	}
+	if d.err == nil && b.Fallback && runs != 0 {
+		d.fail("Runs", "positions in a fallback batch")
 	}
 	if d.err != nil {
 		return nil, d.err
@@ -260,6 +276,9 @@ func unmarshalBatch(v []byte) (*assignBatch, error) {
 
 // positionOf returns the list position of entry i.
 func (b *assignBatch) positionOf(i int) uint32 {
+	if b.Fallback {
+		return 0
+	}
 	for _, r := range b.Runs {
 		if uint32(i) < r.n {
 			return r.start + uint32(i)

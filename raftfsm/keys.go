@@ -19,6 +19,8 @@ const (
 	prefixAssign   = 'a' // a + batch number (8 BE) -> assignBatch
 	prefixNode     = 'n' // n + node id -> NodeInfo
 	prefixAlert    = 'o' // o + alert id (8 BE) -> Alert: the low-stock outbox (alerts.go)
+	prefixReleased = 'r' // r + assignment seq (8 BE) -> released at (release.go)
+	prefixCopies   = 'c' // c + list id (8) + batch number (4 BE) -> positions copied back by a release
 )
 
 // tenantScoped keys an object of a tenant; tenant ids hold no 0 byte.

@@ -24,6 +24,7 @@ type state struct {
 	clusterKey *[ClusterKeyLen]byte
 	alerts     []*Alert
 	alertSeq   uint64
+	released   map[uint64]int64
 	pools      *pool.Pools
 }
 
@@ -32,7 +33,7 @@ func newState(historyReserve int) *state {
 		tenants: map[string]*Tenant{}, tokens: map[[32]byte]*Token{}, tokenIDs: map[string][32]byte{},
 		lists: map[uint64]*ListMeta{}, messages: map[string]*Message{}, sends: map[string]*Send{},
 		takeLog: map[uint64]*chunked[takeEntry]{}, hist: newHistory(historyReserve),
-		nodes: map[string]*NodeInfo{}, pools: pool.New(),
+		nodes: map[string]*NodeInfo{}, pools: pool.New(), released: map[uint64]int64{},
 	}
 }
 
@@ -55,6 +56,7 @@ var loaders = []struct {
 	{keyClusterKey, (*state).loadClusterKey},
 	{keyAlertSeq, (*state).loadAlertSeq},
 	{[]byte{prefixAlert}, (*state).loadAlert},
+	{[]byte{prefixReleased}, (*state).loadReleased},
 }
 
 // load reads everything from Pebble into a fresh state, rebuilds the pools,
@@ -99,6 +101,7 @@ func (f *FSM) install(s *state) {
 	f.messages, f.sends, f.sendKeys, f.takeLog, f.hist = s.messages, s.sends, s.sendKeys, s.takeLog, s.hist
 	f.nodes, f.clusterKey = s.nodes, s.clusterKey
 	f.alerts, f.alertSeq = s.alerts, s.alertSeq
+	f.released = s.released
 	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
 	f.staged = nil             // staged pools of uploads of the old state, too
 	f.mu.Unlock()
@@ -197,6 +200,13 @@ func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
 	p := pools.Create(l.ID, l.Dedupe)
 	for n := uint32(0); n < l.Batches; n++ {
 		v, closer, err := f.db.Get(batchKey(l.ID, n))
+		if isNotFound(err) {
+			// Not an import: the copies a release put back.
+			if err := f.readdCopies(p, l.ID, n); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("cannot read batch %d: %w", n, err)
 		}
@@ -227,6 +237,6 @@ func (f *FSM) rebuildPool(pools *pool.Pools, l *ListMeta) error {
 		return err
 	}
 	p.SetCursor(l.Cursor)
-	l.counts = countsOf(p)
+	l.counts = countsOf(p, l.Released)
 	return nil
 }

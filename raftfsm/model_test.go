@@ -77,7 +77,7 @@ func (l *orcList) avail() uint64 {
 }
 
 // lookup is the pool's Lookup: the first Available occurrence of a code
-// (lists without dedupe hold a code many times), else its first occurrence.
+// (lists without dedupe hold a code many times), else its last occurrence.
 func (l *orcList) lookup(code string) (int, pool.State, bool) {
 	ps := l.byCode[code]
 	if len(ps) == 0 {
@@ -88,7 +88,8 @@ func (l *orcList) lookup(code string) (int, pool.State, bool) {
 			return p, pool.Available, true
 		}
 	}
-	return ps[0], l.pos[ps[0]].state, true
+	last := ps[len(ps)-1]
+	return last, l.pos[last].state, true
 }
 
 type orcMsg struct {

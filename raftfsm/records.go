@@ -64,9 +64,18 @@ type ListMeta struct {
 	Dedupe    bool
 	Threshold uint64
 	CreatedAt int64
-	Batches   uint32 // committed imports, numbered 0..Batches-1
+	Batches   uint32 // committed imports and releases, numbered 0..Batches-1
 	Cursor    uint32 // the pool's cursor: positions below it are consumed
 	Reserved  uint64 // codes held by open sends
+
+	FallbackCode string // given when a send under fallback runs short; "" = none
+	HasExpiry    bool
+	ExpiresAt    int64  // unix ns; from then on the list hands out nothing
+	WarnDays     uint32 // expiry_warning_days: the expiry_soon alert's lead
+	Warned       bool   // expiry_soon recorded for the current ExpiresAt
+	Released     uint64 // codes returned by releases, ever: each one is a copy at the pool's end
+	FallbackUsed uint64 // live fallback assignments given for this list
+	Usage        UsageRing
 
 	// counts is what readers see of the pool, taken by the writer when it
 	// publishes the meta after a change, so the numbers always add up.
@@ -74,14 +83,37 @@ type ListMeta struct {
 	counts poolCounts
 }
 
+// DefaultWarnDays is expiry_warning_days when none is given.
+const DefaultWarnDays = 7
+
+// Expired reports whether the list hands out nothing at time now (unix ns).
+func (l *ListMeta) Expired(now int64) bool { return l.HasExpiry && now >= l.ExpiresAt }
+
 type poolCounts struct{ added, used, withdrawn, available uint64 }
 
-func countsOf(p *pool.List) poolCounts {
-	return poolCounts{added: uint64(p.Len()), used: uint64(p.Used()), withdrawn: uint64(p.Withdrawn()), available: uint64(p.Available())}
+// countsOf reads the pool's counters as the admin sees them: a released
+// code is a second position (a copy) at the pool's end, while its first
+// position stays taken, so the copies come off added and used.
+func countsOf(p *pool.List, released uint64) poolCounts {
+	return poolCounts{added: uint64(p.Len()) - released, used: uint64(p.Used()) - released,
+		withdrawn: uint64(p.Withdrawn()), available: uint64(p.Available())}
+}
+
+// listMetaVersion 2 adds the fallback code, expiry, releases and usage. A
+// meta without any of them is written as version 1, byte for byte as before.
+const listMetaVersion = 2
+
+func (l *ListMeta) plain() bool {
+	return l.FallbackCode == "" && !l.HasExpiry && l.ExpiresAt == 0 && l.WarnDays == DefaultWarnDays && !l.Warned &&
+		l.Released == 0 && l.FallbackUsed == 0 && l.Usage == (UsageRing{})
 }
 
 func (l *ListMeta) marshal() []byte {
-	b := []byte{recordVersion}
+	v := byte(recordVersion)
+	if !l.plain() {
+		v = listMetaVersion
+	}
+	b := []byte{v}
 	b = binary.AppendUvarint(b, l.ID)
 	b = appendString(b, l.Tenant)
 	b = appendString(b, l.Name)
@@ -90,15 +122,102 @@ func (l *ListMeta) marshal() []byte {
 	b = appendVarint(b, l.CreatedAt)
 	b = binary.AppendUvarint(b, uint64(l.Batches))
 	b = binary.AppendUvarint(b, uint64(l.Cursor))
-	return binary.AppendUvarint(b, l.Reserved)
+	b = binary.AppendUvarint(b, l.Reserved)
+	if v == recordVersion {
+		return b
+	}
+	b = appendString(b, l.FallbackCode)
+	b = appendBool(b, l.HasExpiry)
+	b = appendVarint(b, l.ExpiresAt)
+	b = binary.AppendUvarint(b, uint64(l.WarnDays))
+	b = appendBool(b, l.Warned)
+	b = binary.AppendUvarint(b, l.Released)
+	b = binary.AppendUvarint(b, l.FallbackUsed)
+	return l.Usage.append(b)
 }
 
 func unmarshalList(v []byte) (*ListMeta, error) {
-	d := recordDecoder(v)
+	if len(v) == 0 || v[0] < recordVersion || v[0] > listMetaVersion {
+		return nil, fmt.Errorf("list record of unknown version: %w", errCorrupt)
+	}
+	d := &decoder{b: v[1:], version: v[0]}
 	l := &ListMeta{ID: d.uvarint("ID"), Tenant: d.string("Tenant"), Name: d.string("Name"), Dedupe: d.bool("Dedupe"),
 		Threshold: d.uvarint("Threshold"), CreatedAt: d.varint("CreatedAt"), Batches: d.uint32("Batches"),
-		Cursor: d.uint32("Cursor"), Reserved: d.uvarint("Reserved")}
+		Cursor: d.uint32("Cursor"), Reserved: d.uvarint("Reserved"), WarnDays: DefaultWarnDays}
+	if d.version >= 2 {
+		l.FallbackCode, l.HasExpiry, l.ExpiresAt = d.string("FallbackCode"), d.bool("HasExpiry"), d.varint("ExpiresAt")
+		l.WarnDays, l.Warned = d.uint32("WarnDays"), d.bool("Warned")
+		l.Released, l.FallbackUsed = d.uvarint("Released"), d.uvarint("FallbackUsed")
+		l.Usage.decode(d)
+	}
 	return l, d.done()
+}
+
+// UsageRing counts the codes a list handed out per UTC day over the last
+// usageDays days: what a forecast needs, in constant space, without reading
+// history.
+type UsageRing struct {
+	Day    int64 // the newest day counted (days since the Unix epoch, UTC)
+	Counts [usageDays]uint64
+}
+
+const usageDays = 32
+
+const nsPerDay = 24 * 60 * 60 * 1e9
+
+// DayOf is the UTC day of a unix-ns time.
+func DayOf(ns int64) int64 {
+	d := ns / nsPerDay
+	if ns < 0 && ns%nsPerDay != 0 {
+		d--
+	}
+	return d
+}
+
+// add counts n codes handed out on day.
+func (r *UsageRing) add(day int64, n uint64) {
+	if n == 0 {
+		return
+	}
+	if day > r.Day {
+		for d := max(r.Day+1, day-usageDays+1); d <= day; d++ {
+			r.Counts[slot(d)] = 0
+		}
+		r.Day = day
+	} else if day <= r.Day-usageDays {
+		return // older than the ring keeps (a leader's clock stepped back that far)
+	}
+	r.Counts[slot(day)] += n
+}
+
+func slot(day int64) int { return int(((day % usageDays) + usageDays) % usageDays) }
+
+// Sum counts the codes handed out on the days from-..to, as far as the ring
+// still holds them.
+func (r *UsageRing) Sum(from, to int64) uint64 {
+	var n uint64
+	for d := max(from, r.Day-usageDays+1); d <= min(to, r.Day); d++ {
+		n += r.Counts[slot(d)]
+	}
+	return n
+}
+
+// Last7 is the codes handed out in the 7 UTC days ending with today.
+func (r *UsageRing) Last7(today int64) uint64 { return r.Sum(today-6, today) }
+
+func (r *UsageRing) append(b []byte) []byte {
+	b = appendVarint(b, r.Day)
+	for _, c := range r.Counts {
+		b = binary.AppendUvarint(b, c)
+	}
+	return b
+}
+
+func (r *UsageRing) decode(d *decoder) {
+	r.Day = d.varint("Usage")
+	for i := range r.Counts {
+		r.Counts[i] = d.uvarint("Usage")
+	}
 }
 
 // ImportResult is the answer to a committed upload (SPEC §2 "Import result").

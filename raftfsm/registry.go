@@ -40,6 +40,8 @@ const (
 	CmdRemoveNode    CmdType = 19
 	CmdSetClusterKey CmdType = 20
 	CmdAckAlerts     CmdType = 21
+	CmdRelease       CmdType = 22
+	CmdTick          CmdType = 23
 )
 
 // cmdInfo is a command type's row of the registry.
@@ -52,24 +54,26 @@ var registry = [...]cmdInfo{
 	CmdCreateTenant:  {func() Command { return new(CreateTenant) }, 1},
 	CmdCreateToken:   {func() Command { return new(CreateToken) }, 1},
 	CmdRevokeToken:   {func() Command { return new(RevokeToken) }, 1},
-	CmdCreateList:    {func() Command { return new(CreateList) }, 1},
-	CmdUpdateList:    {func() Command { return new(UpdateList) }, 1},
+	CmdCreateList:    {func() Command { return new(CreateList) }, 2}, // 2: fallback code, expiry
+	CmdUpdateList:    {func() Command { return new(UpdateList) }, 2}, // 2: fallback code, expiry
 	CmdDeleteList:    {func() Command { return new(DeleteList) }, 1},
 	CmdImportChunk:   {func() Command { return new(ImportChunk) }, 2},  // 2: NewList, Expect
-	CmdImportCommit:  {func() Command { return new(ImportCommit) }, 2}, // 2: Request
+	CmdImportCommit:  {func() Command { return new(ImportCommit) }, 3}, // 2: Request; 3: the created list's lifecycle
 	CmdImportAbort:   {func() Command { return new(ImportAbort) }, 1},
 	CmdWithdraw:      {func() Command { return new(Withdraw) }, 1},
 	CmdUpsertMessage: {func() Command { return new(UpsertMessage) }, 1},
 	CmdAssignList:    {func() Command { return new(AssignList) }, 1},
-	CmdOpenSend:      {func() Command { return new(OpenSend) }, 1},
-	CmdAllocate:      {func() Command { return new(Allocate) }, 1},
-	CmdReserve:       {func() Command { return new(Reserve) }, 1},
+	CmdOpenSend:      {func() Command { return new(OpenSend) }, 2}, // 2: OnShortage
+	CmdAllocate:      {func() Command { return new(Allocate) }, 2}, // 2: OnShortage
+	CmdReserve:       {func() Command { return new(Reserve) }, 2},  // 2: OnShortage
 	CmdCloseSend:     {func() Command { return new(CloseSend) }, 1},
 	CmdBatch:         {func() Command { return new(Batch) }, 1},
 	CmdSetNode:       {func() Command { return new(SetNode) }, 1},
 	CmdRemoveNode:    {func() Command { return new(RemoveNode) }, 1},
 	CmdSetClusterKey: {func() Command { return new(SetClusterKey) }, 1},
 	CmdAckAlerts:     {func() Command { return new(AckAlerts) }, 1},
+	CmdRelease:       {func() Command { return new(Release) }, 1},
+	CmdTick:          {func() Command { return new(Tick) }, 1},
 }
 
 // bodyVersion is the version of every body written, but for a command

@@ -72,14 +72,53 @@ type Send struct {
 	List       uint64
 	Closed     bool
 	Reserved   uint64 // codes held for the send and not drawn yet
-	Assigned   uint64
+	Assigned   uint64 // live assignments (fallback ones included; a release lowers it)
 	CreatedAt  int64
+	OnShortage Shortage
 }
+
+// Shortage is a send's policy when a request needs more codes than it can
+// draw (SPEC §4).
+type Shortage uint8
+
+const (
+	// ShortageReject refuses the whole request (409 insufficient_codes).
+	ShortageReject Shortage = 0
+	// ShortageFallback gives the codes there are, in request order, and the
+	// list's fallback code to the rest.
+	ShortageFallback Shortage = 1
+)
+
+// ParseShortage reads "reject" or "fallback".
+func ParseShortage(s string) (Shortage, bool) {
+	switch s {
+	case "reject":
+		return ShortageReject, true
+	case "fallback":
+		return ShortageFallback, true
+	}
+	return 0, false
+}
+
+func (s Shortage) String() string {
+	if s == ShortageFallback {
+		return "fallback"
+	}
+	return "reject"
+}
+
+// sendVersion 2 adds OnShortage; a send under reject is written as version
+// 1, byte for byte as before.
+const sendVersion = 2
 
 func (s *Send) marshal() []byte {
 	// Sized for the strings and at most 6 varints of 10 bytes: one allocation.
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(s.Tenant)+len(s.ID)+len(s.Message)+1+6*binary.MaxVarintLen64)
-	b = append(b, recordVersion)
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(s.Tenant)+len(s.ID)+len(s.Message)+1+6*binary.MaxVarintLen64)
+	if s.OnShortage != ShortageReject {
+		b = append(b, sendVersion)
+	} else {
+		b = append(b, recordVersion)
+	}
 	b = appendString(b, s.Tenant)
 	b = appendString(b, s.ID)
 	b = binary.AppendUvarint(b, uint64(s.Num))
@@ -88,14 +127,27 @@ func (s *Send) marshal() []byte {
 	b = appendBool(b, s.Closed)
 	b = binary.AppendUvarint(b, s.Reserved)
 	b = binary.AppendUvarint(b, s.Assigned)
-	return appendVarint(b, s.CreatedAt)
+	b = appendVarint(b, s.CreatedAt)
+	if s.OnShortage != ShortageReject {
+		b = append(b, byte(s.OnShortage))
+	}
+	return b
 }
 
 func unmarshalSend(v []byte) (*Send, error) {
-	d := recordDecoder(v)
+	if len(v) == 0 || v[0] < recordVersion || v[0] > sendVersion {
+		return nil, fmt.Errorf("send record of unknown version: %w", errCorrupt)
+	}
+	d := &decoder{b: v[1:], version: v[0]}
 	s := &Send{Tenant: d.string("Tenant"), ID: d.string("ID"), Num: d.uint32("Num"), Message: d.string("Message"),
 		List: d.uvarint("List"), Closed: d.bool("Closed"), Reserved: d.uvarint("Reserved"),
 		Assigned: d.uvarint("Assigned"), CreatedAt: d.varint("CreatedAt")}
+	if d.version >= 2 {
+		s.OnShortage = Shortage(d.byte("OnShortage"))
+		if d.err == nil && s.OnShortage != ShortageFallback {
+			d.fail("OnShortage", "not fallback in version 2")
+		}
+	}
 	return s, d.done()
 }
 
@@ -175,7 +227,11 @@ type Assignment struct {
 	Message   string
 	Send      string
 	At        int64
-	Position  uint32
+	Position  uint32 // meaningless for a fallback assignment
+	Fallback  bool   // the list's fallback code, not one of its codes
+	// ReleasedAt is when the assignment was released (unix ns), 0 while it
+	// is live. A released assignment stays in history.
+	ReleasedAt int64
 }
 
 // readBatch reads a stored batch; readers use the database, the writer its batch.
@@ -239,8 +295,9 @@ func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, e
 		s = f.sendByNum(m.send)
 		return s != nil && s.Tenant == tenant
 	}, f.readStoredBatch, func(seq uint64, b *assignBatch, i int) bool {
+		rel, _ := f.releasedAt(seq)
 		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
-			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i)})
+			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i), Fallback: b.Fallback, ReleasedAt: rel})
 		seqs = append(seqs, seq)
 		return true
 	})
@@ -287,9 +344,10 @@ func (f *FSM) EachAssignment(tenant, send string, fn func(a *Assignment) error) 
 		if b.Send != s.Num {
 			continue // replaced by a restore under this reader
 		}
-		a.List, a.At = b.List, b.At
+		a.List, a.At, a.Fallback = b.List, b.At, b.Fallback
 		for i := range b.Recips {
 			a.Recipient, a.Code, a.Position = string(b.Recips[i]), string(b.Codes[i]), b.positionOf(i)
+			a.ReleasedAt, _ = f.releasedAt(b.FirstSeq + uint64(i))
 			if err := fn(&a); err != nil {
 				return err
 			}
@@ -319,8 +377,9 @@ func (f *FSM) CodeAssignment(list uint64, pos uint32) (*Assignment, bool) {
 	if e < 0 || e >= len(b.Recips) || s == nil {
 		return nil, false
 	}
+	rel, _ := f.releasedAt(b.FirstSeq + uint64(e))
 	return &Assignment{Recipient: string(b.Recips[e]), Code: string(b.Codes[e]), List: b.List,
-		Message: s.Message, Send: s.ID, At: b.At, Position: pos}, true
+		Message: s.Message, Send: s.ID, At: b.At, Position: pos, ReleasedAt: rel}, true
 }
 
 // takeEntry says that a batch took positions from start on.
@@ -392,7 +451,10 @@ func (f *FSM) hasAssignment(hist *history, cache map[uint64]*assignBatch, s *Sen
 			}
 			return b, err
 		},
-		func(uint64, *assignBatch, int) bool {
+		func(seq uint64, _ *assignBatch, _ int) bool {
+			if _, released := f.releasedAt(seq); released {
+				return true // the recipient is new to the send again
+			}
 			found = true
 			return false
 		})

@@ -13,7 +13,17 @@ import (
 type applyStats struct {
 	codesAllocated atomic.Uint64
 	codesImported  atomic.Uint64
+	fallbacksGiven atomic.Uint64
+	codesReleased  atomic.Uint64
 }
+
+// FallbacksGiven is the number of fallback codes this process's state
+// machine has given to recipients since the process started.
+func (f *FSM) FallbacksGiven() uint64 { return f.stats.fallbacksGiven.Load() }
+
+// CodesReleased is the number of codes this process's state machine has
+// returned to their lists by releases since the process started.
+func (f *FSM) CodesReleased() uint64 { return f.stats.codesReleased.Load() }
 
 // CodesAllocated is the number of codes this process's state machine has
 // assigned to recipients since the process started.

@@ -62,11 +62,13 @@ type Allocation struct {
 	Message      string // "" for a send that exists already
 	Recipients   [][]byte
 	At           int64
+	OnShortage   raftfsm.Shortage // the policy of a send this request opens
 }
 
 // Allocated is the answer: Codes[i] is Recipients[i]'s code.
 type Allocated struct {
 	Codes     [][]byte
+	Fallback  []bool // Fallback[i]: Codes[i] is the list's fallback code; nil when none is
 	Available uint64 // the list's available codes after the allocation
 }
 
@@ -82,12 +84,13 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 	if len(chunks) == 1 {
 		lock.RLock()
 		defer lock.RUnlock()
-		v, err := p.Propose(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: chunks[0], At: a.At})
+		v, err := p.Propose(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: chunks[0], At: a.At,
+			OnShortage: a.OnShortage})
 		if err != nil {
 			return Allocated{}, err
 		}
 		res := v.(*raftfsm.AllocResult)
-		return Allocated{Codes: res.Codes, Available: res.Available}, nil
+		return Allocated{Codes: res.Codes, Fallback: res.Fallback, Available: res.Available}, nil
 	}
 	lock.Lock()
 	defer lock.Unlock()
@@ -95,7 +98,8 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 	if err != nil {
 		return Allocated{}, err
 	}
-	if _, err := p.Propose(&raftfsm.Reserve{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Need: need, At: a.At}); err != nil {
+	if _, err := p.Propose(&raftfsm.Reserve{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Need: need, At: a.At,
+		OnShortage: a.OnShortage}); err != nil {
 		return Allocated{}, err
 	}
 	if err := p.Writable(); err != nil {
@@ -103,7 +107,8 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 	}
 	futures := make([]pending, len(chunks))
 	for i, b := range chunks {
-		futures[i] = p.applyRaw(raftfsm.Encode(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: b, At: a.At}))
+		futures[i] = p.applyRaw(raftfsm.Encode(&raftfsm.Allocate{Tenant: a.Tenant, Send: a.Send, Message: a.Message, Recipients: b, At: a.At,
+			OnShortage: a.OnShortage}))
 	}
 	out := Allocated{Codes: make([][]byte, 0, len(a.Recipients))}
 	var failed error
@@ -116,6 +121,16 @@ func (p *Proposer) Allocate(a Allocation) (Allocated, error) {
 			continue
 		}
 		res := v.(*raftfsm.AllocResult)
+		if res.Fallback != nil && out.Fallback == nil {
+			out.Fallback = make([]bool, len(out.Codes), len(a.Recipients))
+		}
+		if out.Fallback != nil {
+			if res.Fallback != nil {
+				out.Fallback = append(out.Fallback, res.Fallback...)
+			} else {
+				out.Fallback = append(out.Fallback, make([]bool, len(res.Codes))...)
+			}
+		}
 		out.Codes = append(out.Codes, res.Codes...)
 		out.Available = res.Available
 	}
@@ -141,4 +156,41 @@ func recipientChunks(recips [][]byte) []raftfsm.RecipientBlock {
 		block = block.AppendRecipient(rc)
 	}
 	return append(chunks, block)
+}
+
+// ReleaseRequest gives the codes of recipients of a send back to its list.
+type ReleaseRequest struct {
+	Tenant, Send string
+	Recipients   [][]byte
+	At           int64
+}
+
+// Release releases the assignments of r.Recipients in r.Send. A request
+// that fits one entry is one Release command, all or nothing; a bigger one
+// is several, in order, under the send's lock: if the node fails between
+// them, a prefix is released and a retry finishes the job (its released
+// and already_released then add up to the request).
+func (p *Proposer) Release(r ReleaseRequest) (raftfsm.ReleaseResult, error) {
+	lock := p.sends.of(r.Tenant, r.Send)
+	lock.Lock()
+	defer lock.Unlock()
+	var out raftfsm.ReleaseResult
+	for _, b := range recipientChunks(r.Recipients) {
+		v, err := p.Propose(&raftfsm.Release{Tenant: r.Tenant, Send: r.Send, Recipients: b, At: r.At})
+		if err != nil {
+			return raftfsm.ReleaseResult{}, err
+		}
+		res := v.(raftfsm.ReleaseResult)
+		out.Released += res.Released
+		out.NotAssigned += res.NotAssigned
+		out.AlreadyReleased += res.AlreadyReleased
+	}
+	return out, nil
+}
+
+// Tick carries the leader's clock at into the state machine: the daemon's
+// leader loop calls it when FSM.TickDue says a passing time needs it.
+func (p *Proposer) Tick(at int64) error {
+	_, err := p.Propose(&raftfsm.Tick{At: at})
+	return err
 }
