@@ -108,6 +108,8 @@ func fromApply(err error) *apiError {
 		return badRequest("message_id is required to open a send")
 	case errors.Is(err, raftfsm.ErrSendMismatch):
 		return newError(fasthttp.StatusConflict, "send_message_mismatch", "message_id differs from the send's message")
+	case errors.Is(err, raftfsm.ErrListExpired):
+		return newError(fasthttp.StatusConflict, "list_expired", "the list has expired: it hands out no new code")
 	case errors.Is(err, raftfsm.ErrSendClosed):
 		return newError(fasthttp.StatusConflict, "send_closed", "the send is closed")
 	case errors.Is(err, raftfsm.ErrListInUse):

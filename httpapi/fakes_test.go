@@ -43,6 +43,9 @@ type fakeReader struct {
 	sends       map[fakeKey]*raftfsm.Send
 	assignments map[fakeKey][]raftfsm.Assignment // by tenant and send, in order
 	nodes       map[string]raftfsm.NodeInfo
+
+	onForecast func(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
+	forecasts  []fakeForecastCall
 }
 
 func newFakeReader() *fakeReader {
@@ -195,8 +198,32 @@ func (r *fakeReader) RecipientHistory(tenant string, recipient []byte) ([]raftfs
 	return out, nil
 }
 
-func (r *fakeReader) CodesAllocated() uint64 { return 0 }
-func (r *fakeReader) CodesImported() uint64  { return 0 }
+// Forecast answers forecast when a test set it, else ErrNotFound as for
+// a list the fake does not know; the call is recorded.
+func (r *fakeReader) Forecast(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forecasts = append(r.forecasts, fakeForecastCall{tenant, list, recipients, send, now})
+	if r.onForecast == nil {
+		return raftfsm.Forecast{}, raftfsm.ErrNotFound
+	}
+	return r.onForecast(tenant, list, recipients, send, now)
+}
+
+// fakeForecastCall is one Forecast the handler asked for.
+type fakeForecastCall struct {
+	tenant     string
+	list       uint64
+	recipients uint64
+	send       string
+	now        int64
+}
+
+func (r *fakeReader) CodesAllocated() uint64     { return 0 }
+func (r *fakeReader) CodesImported() uint64      { return 0 }
+func (r *fakeReader) FallbacksGiven() uint64     { return 0 }
+func (r *fakeReader) CodesReleased() uint64      { return 0 }
+func (r *fakeReader) ExpiredLists(now int64) int { return 0 }
 func (r *fakeReader) ListsSummary(limit int) ([]raftfsm.ListAvailability, int, uint64) {
 	return nil, 0, 0
 }
@@ -228,8 +255,8 @@ func (r *fakeReader) putToken(secret string, t raftfsm.Token) {
 
 // fakeCall is one write that reached the fake Writer.
 type fakeCall struct {
-	method string // "Propose", "OpenSend", "CloseSend", "Allocate", "Import", "AddVoter", "RemoveMember"
-	arg    any    // the command, propose.Allocation, propose.Import, raftfsm.NodeInfo or node id
+	method string // "Propose", "OpenSend", "CloseSend", "Allocate", "Release", "Import", "AddVoter", "RemoveMember"
+	arg    any    // the command, propose.Allocation, propose.ReleaseRequest, propose.Import, raftfsm.NodeInfo or node id
 	// Import only: the codes the body gave through ImportBody.Next, and
 	// the request digest of a keyed upload.
 	codes  []string
@@ -251,6 +278,7 @@ type fakeWriter struct {
 	onOpenSend     func(c *raftfsm.OpenSend) (raftfsm.OpenResult, error)
 	onCloseSend    func(c *raftfsm.CloseSend) (*raftfsm.Send, error)
 	onAllocate     func(a propose.Allocation) (propose.Allocated, error)
+	onRelease      func(r propose.ReleaseRequest) (raftfsm.ReleaseResult, error)
 	onImport       func(imp propose.Import, codes [][]byte) (raftfsm.ImportResult, error) // after the body was read
 	onAddVoter     func(n raftfsm.NodeInfo) error
 	onRemoveMember func(id string) error
@@ -302,8 +330,13 @@ func (w *fakeWriter) applyDefault(c raftfsm.Command) (any, error) {
 	st := w.st
 	switch c := c.(type) {
 	case *raftfsm.CreateList:
+		warn := uint32(raftfsm.DefaultWarnDays)
+		if c.SetWarnDays {
+			warn = c.WarnDays
+		}
 		st.putList(raftfsm.ListView{ListMeta: raftfsm.ListMeta{ID: c.ID, Tenant: c.Tenant, Name: c.Name,
-			Dedupe: c.Dedupe, Threshold: c.Threshold, CreatedAt: c.At}})
+			Dedupe: c.Dedupe, Threshold: c.Threshold, CreatedAt: c.At, FallbackCode: c.FallbackCode,
+			HasExpiry: c.HasExpiry, ExpiresAt: c.ExpiresAt, WarnDays: warn}})
 	case *raftfsm.UpdateList:
 		l, ok := st.List(c.Tenant, c.ID)
 		if !ok {
@@ -314,6 +347,15 @@ func (w *fakeWriter) applyDefault(c raftfsm.Command) (any, error) {
 		}
 		if c.SetThreshold {
 			l.Threshold = c.Threshold
+		}
+		if c.SetFallback {
+			l.FallbackCode = c.FallbackCode
+		}
+		if c.SetExpiry {
+			l.HasExpiry, l.ExpiresAt = c.HasExpiry, c.ExpiresAt
+		}
+		if c.SetWarnDays {
+			l.WarnDays = c.WarnDays
 		}
 		st.putList(*l)
 	case *raftfsm.DeleteList:
@@ -378,6 +420,10 @@ func (w *fakeWriter) OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error) {
 		return w.onOpenSend(c)
 	}
 	if s, ok := w.st.Send(c.Tenant, c.Send); ok {
+		if c.SetOnShortage {
+			s.OnShortage = c.OnShortage
+			w.st.putSend(*s)
+		}
 		return raftfsm.OpenResult{Send: s}, nil
 	}
 	m, ok := w.st.Message(c.Tenant, c.Message)
@@ -387,7 +433,7 @@ func (w *fakeWriter) OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error) {
 	case m.List == 0:
 		return raftfsm.OpenResult{}, raftfsm.ErrNoCouponList
 	}
-	s := raftfsm.Send{Tenant: c.Tenant, ID: c.Send, Message: c.Message, List: m.List, CreatedAt: c.At}
+	s := raftfsm.Send{Tenant: c.Tenant, ID: c.Send, Message: c.Message, List: m.List, CreatedAt: c.At, OnShortage: c.OnShortage}
 	w.st.putSend(s)
 	return raftfsm.OpenResult{Send: &s, Created: true}, nil
 }
@@ -429,6 +475,27 @@ func (w *fakeWriter) Allocate(a propose.Allocation) (propose.Allocated, error) {
 		out.Codes[i] = append([]byte("code-"), r...)
 	}
 	return out, nil
+}
+
+// Release records a copy of the recipients, as Allocate does, and answers
+// onRelease, else every recipient not assigned.
+func (w *fakeWriter) Release(r propose.ReleaseRequest) (raftfsm.ReleaseResult, error) {
+	if err := w.refuse(); err != nil {
+		return raftfsm.ReleaseResult{}, err
+	}
+	rec := r
+	rec.Recipients = make([][]byte, len(r.Recipients))
+	for i, x := range r.Recipients {
+		rec.Recipients[i] = bytes.Clone(x)
+	}
+	w.record(fakeCall{method: "Release", arg: rec})
+	if w.onRelease != nil {
+		return w.onRelease(r)
+	}
+	if _, ok := w.st.Send(r.Tenant, r.Send); !ok {
+		return raftfsm.ReleaseResult{}, raftfsm.ErrNotFound
+	}
+	return raftfsm.ReleaseResult{NotAssigned: uint64(len(r.Recipients))}, nil
 }
 
 // Import reads the body whole, as the Proposer does (a read error comes

@@ -278,8 +278,8 @@ func TestFakeSends(t *testing.T) {
 		r := n.json("PUT", "/v1/sends/s1", n.sender, `{"message_id":"m1","expected_recipients":10}`)
 		var o openResult
 		decode(t, r, http.StatusCreated, &o)
-		fieldsOf(t, r.body, "send_id", "list_id", "reserved")
-		if o != (openResult{SendID: "s1", ListID: list}) {
+		fieldsOf(t, r.body, "send_id", "list_id", "reserved", "on_shortage")
+		if o != (openResult{SendID: "s1", ListID: list, OnShortage: "reject"}) {
 			t.Fatalf("open answered %s", r.body)
 		}
 		c := n.takeWrite("OpenSend").arg.(*raftfsm.OpenSend)

@@ -324,18 +324,24 @@ func wantStatus(t testing.TB, r response, status int) {
 
 // list is the list object of SPEC §2.
 type list struct {
-	ID                string `json:"id"`
-	Name              string `json:"name"`
-	Dedupe            bool   `json:"dedupe"`
-	LowStockThreshold uint64 `json:"low_stock_threshold"`
-	LowStock          bool   `json:"low_stock"`
-	Added             uint64 `json:"added"`
-	Available         uint64 `json:"available"`
-	Reserved          uint64 `json:"reserved"`
-	Used              uint64 `json:"used"`
-	Withdrawn         uint64 `json:"withdrawn"`
-	UsedOrDeleted     uint64 `json:"used_or_deleted"`
-	CreatedAt         string `json:"created_at"`
+	ID                string  `json:"id"`
+	Name              string  `json:"name"`
+	Dedupe            bool    `json:"dedupe"`
+	LowStockThreshold uint64  `json:"low_stock_threshold"`
+	LowStock          bool    `json:"low_stock"`
+	Added             uint64  `json:"added"`
+	Available         uint64  `json:"available"`
+	Reserved          uint64  `json:"reserved"`
+	Used              uint64  `json:"used"`
+	Withdrawn         uint64  `json:"withdrawn"`
+	UsedOrDeleted     uint64  `json:"used_or_deleted"`
+	CreatedAt         string  `json:"created_at"`
+	FallbackCode      *string `json:"fallback_code"`
+	ExpiresAt         *string `json:"expires_at"`
+	ExpiryWarningDays uint32  `json:"expiry_warning_days"`
+	Expired           bool    `json:"expired"`
+	Released          uint64  `json:"released"`
+	FallbackUsed      uint64  `json:"fallback_used"`
 }
 
 // counts is the part of a list that imports and withdrawals change.
@@ -356,7 +362,8 @@ type importResult struct {
 }
 
 var listFields = []string{"id", "name", "dedupe", "low_stock_threshold", "low_stock", "added", "available",
-	"reserved", "used", "withdrawn", "used_or_deleted", "created_at"}
+	"reserved", "used", "withdrawn", "used_or_deleted", "created_at",
+	"fallback_code", "expires_at", "expiry_warning_days", "expired", "released", "fallback_used"}
 
 var listIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 

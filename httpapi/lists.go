@@ -4,11 +4,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"strconv"
+	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
@@ -31,6 +34,13 @@ type listJSON struct {
 	Withdrawn         uint64 `json:"withdrawn"`
 	UsedOrDeleted     uint64 `json:"used_or_deleted"`
 	CreatedAt         string `json:"created_at"`
+	// SPEC §4: null when the list has no fallback code or no expiry.
+	FallbackCode      *string `json:"fallback_code"`
+	ExpiresAt         *string `json:"expires_at"`
+	ExpiryWarningDays uint32  `json:"expiry_warning_days"`
+	Expired           bool    `json:"expired"`
+	Released          uint64  `json:"released"`
+	FallbackUsed      uint64  `json:"fallback_used"`
 }
 
 // listDetailJSON is one list with the messages it is assigned to.
@@ -47,15 +57,85 @@ type assignedMessageJSON struct {
 	CampaignStatus string `json:"campaign_status"`
 }
 
-func toListJSON(v *raftfsm.ListView) listJSON {
-	return listJSON{
+// toListJSON answers a list as the API shows it; now (unix ns, this
+// node's clock) decides "expired".
+func toListJSON(v *raftfsm.ListView, now int64) listJSON {
+	l := listJSON{
 		ID: formatListID(v.ID), Name: v.Name, Dedupe: v.Dedupe,
 		LowStockThreshold: v.Threshold, LowStock: v.LowStock(),
 		Added: v.Added, Available: v.Available, Reserved: v.Reserved,
 		Used: v.Used, Withdrawn: v.Withdrawn,
-		UsedOrDeleted: v.Added - v.Available - v.Reserved,
-		CreatedAt:     rfc3339(v.CreatedAt),
+		UsedOrDeleted:     v.Added - v.Available - v.Reserved,
+		CreatedAt:         rfc3339(v.CreatedAt),
+		ExpiryWarningDays: v.WarnDays, Expired: v.Expired(now),
+		Released: v.Released, FallbackUsed: v.FallbackUsed,
 	}
+	if v.FallbackCode != "" {
+		l.FallbackCode = &v.FallbackCode
+	}
+	if v.HasExpiry {
+		t := rfc3339(v.ExpiresAt)
+		l.ExpiresAt = &t
+	}
+	return l
+}
+
+// maxWarnDays bounds expiry_warning_days: ten years.
+const maxWarnDays = 3650
+
+// validCode checks a code given in JSON (a fallback code) by the rules of
+// an imported one (SPEC §1): 1 to 128 bytes of UTF-8, no control
+// characters, no white space at either end.
+func validCode(field, code string) *apiError {
+	if code == "" || len(code) > codecsv.MaxCodeLen || !utf8.ValidString(code) {
+		return badRequest(fmt.Sprintf("%s must be 1 to %d bytes of UTF-8", field, codecsv.MaxCodeLen))
+	}
+	for _, r := range code {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == 0x2028 || r == 0x2029 {
+			return badRequest(fmt.Sprintf("%s must not contain control characters", field))
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(code)
+	last, _ := utf8.DecodeLastRuneInString(code)
+	if unicode.Is(unicode.White_Space, first) || unicode.Is(unicode.White_Space, last) {
+		return badRequest(fmt.Sprintf("%s must not begin or end with white space", field))
+	}
+	return nil
+}
+
+// parseExpiry reads expires_at: RFC 3339 with any offset, kept as unix ns.
+func parseExpiry(s string) (int64, *apiError) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, badRequest(fmt.Sprintf("expires_at %q is not an RFC 3339 time (2026-12-31T23:59:59Z)", s))
+	}
+	// UnixNano is defined for years 1678 to 2262 only.
+	if t.Year() < 1970 || t.Year() > 2200 {
+		return 0, badRequest("expires_at must lie between the years 1970 and 2200")
+	}
+	return t.UnixNano(), nil
+}
+
+func validWarnDays(d uint32) *apiError {
+	if d > maxWarnDays {
+		return badRequest(fmt.Sprintf("expiry_warning_days must be 0 to %d", maxWarnDays))
+	}
+	return nil
+}
+
+// nullable reads a JSON field that may be absent, null or a value.
+type nullable[T any] struct {
+	set, null bool // given at all; given as null
+	v         T
+}
+
+func (n *nullable[T]) UnmarshalJSON(b []byte) error {
+	n.set = true
+	if string(b) == "null" {
+		n.null = true
+		return nil
+	}
+	return json.Unmarshal(b, &n.v)
 }
 
 type importJSON struct {
@@ -96,8 +176,9 @@ func (s *Server) tenantList(r *request) (*raftfsm.ListView, *apiError) {
 func (s *Server) listLists(r *request) *apiError {
 	views := s.state.Lists(r.token.Tenant)
 	out := make([]listJSON, len(views))
+	now := s.now().UnixNano()
 	for i, v := range views {
-		out[i] = toListJSON(v)
+		out[i] = toListJSON(v, now)
 	}
 	writeJSON(r.ctx, fasthttp.StatusOK, map[string]any{"lists": out})
 	return nil
@@ -108,13 +189,69 @@ func (s *Server) getList(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	out := listDetailJSON{listJSON: toListJSON(v), AssignedMessages: []assignedMessageJSON{}}
+	out := listDetailJSON{listJSON: toListJSON(v, s.now().UnixNano()), AssignedMessages: []assignedMessageJSON{}}
 	for _, m := range s.state.MessagesOfList(r.token.Tenant, v.ID) {
 		out.AssignedMessages = append(out.AssignedMessages, assignedMessageJSON{ID: m.ID, Name: m.Name,
 			Campaign: m.Campaign, CampaignType: m.CampaignType, CampaignStatus: m.Status})
 	}
 	writeJSON(r.ctx, fasthttp.StatusOK, out)
 	return nil
+}
+
+// forecast answers whether the list lasts for a send of ?recipients=N,
+// with the hold of ?send_id= counted (SPEC §4). Senders may call it,
+// though the list itself is an admin's: it tells counts, never codes.
+func (s *Server) forecast(r *request) *apiError {
+	id, ok := parseListID(r.seg[2])
+	if !ok {
+		return errNotFound
+	}
+	args := r.ctx.QueryArgs()
+	if !args.Has("recipients") {
+		return badRequest("recipients is required: the number of recipients of the planned send")
+	}
+	n, err := strconv.ParseUint(string(args.Peek("recipients")), 10, 64)
+	if err != nil {
+		return badRequest("recipients must be a whole number")
+	}
+	send := ""
+	if args.Has("send_id") {
+		send = string(args.Peek("send_id"))
+		if e := validID("send_id", send); e != nil {
+			return e
+		}
+	}
+	f, ferr := s.state.Forecast(r.token.Tenant, id, n, send, s.now().UnixNano())
+	if ferr != nil {
+		return fromApply(ferr)
+	}
+	out := forecastJSON{Recipients: f.Recipients, Needed: f.Needed, Available: f.Available, Reserved: f.Reserved,
+		Shortfall: f.Shortfall, Enough: f.Enough, UsedLast7Days: f.UsedLast7Days, UsedPerDay: f.UsedPerDay,
+		Expired: f.Expired}
+	if f.RunsOutAt != 0 {
+		t := rfc3339(f.RunsOutAt)
+		out.RunsOutAt = &t
+	}
+	if f.HasExpiry {
+		t := rfc3339(f.ExpiresAt)
+		out.ExpiresAt = &t
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, out)
+	return nil
+}
+
+type forecastJSON struct {
+	Recipients    uint64  `json:"recipients"`
+	Needed        uint64  `json:"needed"`
+	Available     uint64  `json:"available"`
+	Reserved      uint64  `json:"reserved"`
+	Shortfall     uint64  `json:"shortfall"`
+	Enough        bool    `json:"enough"`
+	UsedLast7Days uint64  `json:"used_last_7_days"`
+	UsedPerDay    float64 `json:"used_per_day"`
+	RunsOutAt     *string `json:"runs_out_at"`
+	ExpiresAt     *string `json:"expires_at"`
+	Expired       bool    `json:"expired"`
 }
 
 // createList makes an empty list from JSON, or with ?name= creates a list
@@ -128,6 +265,9 @@ func (s *Server) createList(r *request) *apiError {
 		Name              *string `json:"name"`
 		Dedupe            *bool   `json:"dedupe"`
 		LowStockThreshold *uint64 `json:"low_stock_threshold"`
+		FallbackCode      *string `json:"fallback_code"` // null: none
+		ExpiresAt         *string `json:"expires_at"`    // null: never
+		ExpiryWarningDays *uint32 `json:"expiry_warning_days"`
 	}
 	if e := s.decodeJSON(ctx, &in); e != nil {
 		return e
@@ -145,6 +285,25 @@ func (s *Server) createList(r *request) *apiError {
 	if in.LowStockThreshold != nil {
 		c.Threshold = *in.LowStockThreshold
 	}
+	if in.FallbackCode != nil {
+		if e := validCode("fallback_code", *in.FallbackCode); e != nil {
+			return e
+		}
+		c.FallbackCode = *in.FallbackCode
+	}
+	if in.ExpiresAt != nil {
+		at, e := parseExpiry(*in.ExpiresAt)
+		if e != nil {
+			return e
+		}
+		c.HasExpiry, c.ExpiresAt = true, at
+	}
+	if in.ExpiryWarningDays != nil {
+		if e := validWarnDays(*in.ExpiryWarningDays); e != nil {
+			return e
+		}
+		c.SetWarnDays, c.WarnDays = true, *in.ExpiryWarningDays
+	}
 	if _, e := s.apply(c); e != nil {
 		return e
 	}
@@ -152,7 +311,7 @@ func (s *Server) createList(r *request) *apiError {
 	if !ok {
 		return unavailable("the list was created but is not readable yet; read it again")
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, toListJSON(v))
+	writeJSON(ctx, fasthttp.StatusCreated, toListJSON(v, s.now().UnixNano()))
 	return nil
 }
 
@@ -179,7 +338,7 @@ func (s *Server) createAndImport(r *request) *apiError {
 	if !ok {
 		return unavailable("the list was created but is not readable yet; read it again")
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, map[string]any{"list": toListJSON(v), "import": toImportJSON(res)})
+	writeJSON(ctx, fasthttp.StatusCreated, map[string]any{"list": toListJSON(v, s.now().UnixNano()), "import": toImportJSON(res)})
 	return nil
 }
 
@@ -328,8 +487,11 @@ func (s *Server) updateList(r *request) *apiError {
 		return e
 	}
 	var in struct {
-		Name              *string `json:"name"`
-		LowStockThreshold *uint64 `json:"low_stock_threshold"`
+		Name              *string          `json:"name"`
+		LowStockThreshold *uint64          `json:"low_stock_threshold"`
+		FallbackCode      nullable[string] `json:"fallback_code"` // null clears it
+		ExpiresAt         nullable[string] `json:"expires_at"`    // null: never
+		ExpiryWarningDays nullable[uint32] `json:"expiry_warning_days"`
 	}
 	if e := s.decodeJSON(r.ctx, &in); e != nil {
 		return e
@@ -344,6 +506,34 @@ func (s *Server) updateList(r *request) *apiError {
 	if in.LowStockThreshold != nil {
 		c.SetThreshold, c.Threshold = true, *in.LowStockThreshold
 	}
+	if f := in.FallbackCode; f.set {
+		c.SetFallback = true
+		if !f.null {
+			if e := validCode("fallback_code", f.v); e != nil {
+				return e
+			}
+			c.FallbackCode = f.v
+		}
+	}
+	if x := in.ExpiresAt; x.set {
+		c.SetExpiry = true
+		if !x.null {
+			at, e := parseExpiry(x.v)
+			if e != nil {
+				return e
+			}
+			c.HasExpiry, c.ExpiresAt = true, at
+		}
+	}
+	if d := in.ExpiryWarningDays; d.set {
+		if d.null {
+			return badRequest("expiry_warning_days must be a number (0 turns the warning off)")
+		}
+		if e := validWarnDays(d.v); e != nil {
+			return e
+		}
+		c.SetWarnDays, c.WarnDays = true, d.v
+	}
 	if _, e := s.apply(c); e != nil {
 		return e
 	}
@@ -351,7 +541,7 @@ func (s *Server) updateList(r *request) *apiError {
 	if !ok {
 		return errNotFound // deleted in the meantime
 	}
-	writeJSON(r.ctx, fasthttp.StatusOK, toListJSON(v))
+	writeJSON(r.ctx, fasthttp.StatusOK, toListJSON(v, s.now().UnixNano()))
 	return nil
 }
 

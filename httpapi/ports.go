@@ -19,6 +19,7 @@ type Writer interface {
 	OpenSend(c *raftfsm.OpenSend) (raftfsm.OpenResult, error)
 	CloseSend(c *raftfsm.CloseSend) (*raftfsm.Send, error)
 	Allocate(a propose.Allocation) (propose.Allocated, error)
+	Release(r propose.ReleaseRequest) (raftfsm.ReleaseResult, error)
 	Import(imp propose.Import, body propose.ImportBody) (raftfsm.ImportResult, error)
 	AddVoter(node raftfsm.NodeInfo) error
 	RemoveMember(id string) error
@@ -54,10 +55,14 @@ type Reader interface {
 	Send(tenant, id string) (*raftfsm.Send, bool)
 	EachAssignment(tenant, send string, fn func(a *raftfsm.Assignment) error) error
 	RecipientHistory(tenant string, recipient []byte) ([]raftfsm.Assignment, error)
+	Forecast(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
 
 	// For the node's metrics.
 	CodesAllocated() uint64
 	CodesImported() uint64
+	FallbacksGiven() uint64
+	CodesReleased() uint64
+	ExpiredLists(now int64) int
 	ListsSummary(limit int) (oldest []raftfsm.ListAvailability, lists int, available uint64)
 	StoreMetrics() *pebble.Metrics
 }

@@ -37,6 +37,8 @@ var routeTable = [...]routeDef{
 	// GET .../codes/withdraw is the lookup of a code named "withdraw".
 	{"POST", "/v1/lists/{id}/codes/withdraw", route{name: "lists.withdraw", roles: adminOnly, handler: (*Server).withdraw}},
 	{"GET", "/v1/lists/{id}/codes/{code}", route{name: "lists.code", roles: adminOnly, handler: (*Server).getCode}},
+	// Senders plan sends: the forecast tells them counts, never codes.
+	{"GET", "/v1/lists/{id}/forecast", route{name: "lists.forecast", roles: adminOrSender, handler: (*Server).forecast}},
 
 	{"PUT", "/v1/messages/{id}", route{name: "messages.put", roles: adminOrSender, handler: (*Server).putMessage}},
 	{"GET", "/v1/messages/{id}", route{name: "messages.get", roles: adminOrSender, handler: (*Server).getMessage}},
@@ -47,6 +49,7 @@ var routeTable = [...]routeDef{
 	{"GET", "/v1/sends/{send_id}", route{name: "sends.get", roles: adminOrSender, handler: (*Server).getSend}},
 	{"POST", "/v1/sends/{send_id}/codes", route{name: "sends.allocate", roles: adminOrSender, handler: (*Server).allocate}},
 	{"POST", "/v1/sends/{send_id}/close", route{name: "sends.close", roles: adminOrSender, handler: (*Server).closeSend}},
+	{"POST", "/v1/sends/{send_id}/release", route{name: "sends.release", roles: adminOrSender, handler: (*Server).release}},
 	{"GET", "/v1/sends/{send_id}/assignments", route{name: "sends.assignments", roles: adminOrSender, handler: (*Server).sendAssignments}},
 	{"GET", "/v1/recipients/{recipient}/assignments", route{name: "recipients.history", roles: adminOnly, handler: (*Server).recipientHistory}},
 

@@ -24,13 +24,14 @@ const (
 )
 
 type sendJSON struct {
-	SendID    string `json:"send_id"`
-	MessageID string `json:"message_id"`
-	ListID    string `json:"list_id"`
-	Status    string `json:"status"`
-	Reserved  uint64 `json:"reserved"`
-	Assigned  uint64 `json:"assigned"`
-	CreatedAt string `json:"created_at"`
+	SendID     string `json:"send_id"`
+	MessageID  string `json:"message_id"`
+	ListID     string `json:"list_id"`
+	Status     string `json:"status"`
+	Reserved   uint64 `json:"reserved"`
+	Assigned   uint64 `json:"assigned"`
+	OnShortage string `json:"on_shortage"`
+	CreatedAt  string `json:"created_at"`
 }
 
 func toSendJSON(sd *raftfsm.Send) sendJSON {
@@ -39,7 +40,16 @@ func toSendJSON(sd *raftfsm.Send) sendJSON {
 		status = "closed"
 	}
 	return sendJSON{SendID: sd.ID, MessageID: sd.Message, ListID: formatListID(sd.List), Status: status,
-		Reserved: sd.Reserved, Assigned: sd.Assigned, CreatedAt: rfc3339(sd.CreatedAt)}
+		Reserved: sd.Reserved, Assigned: sd.Assigned, OnShortage: sd.OnShortage.String(), CreatedAt: rfc3339(sd.CreatedAt)}
+}
+
+// parseShortage reads an on_shortage value of a request.
+func parseShortage(v string) (raftfsm.Shortage, *apiError) {
+	p, ok := raftfsm.ParseShortage(v)
+	if !ok {
+		return 0, badRequest(fmt.Sprintf("on_shortage must be reject or fallback, not %q", v))
+	}
+	return p, nil
 }
 
 func (s *Server) openSend(r *request) *apiError {
@@ -50,6 +60,7 @@ func (s *Server) openSend(r *request) *apiError {
 	var in struct {
 		MessageID          *string `json:"message_id"`
 		ExpectedRecipients *uint64 `json:"expected_recipients"`
+		OnShortage         *string `json:"on_shortage"`
 	}
 	if e := s.decodeJSON(r.ctx, &in); e != nil {
 		return e
@@ -61,6 +72,13 @@ func (s *Server) openSend(r *request) *apiError {
 	if in.ExpectedRecipients != nil {
 		c.HasExpected, c.Expected = true, *in.ExpectedRecipients
 	}
+	if in.OnShortage != nil {
+		p, e := parseShortage(*in.OnShortage)
+		if e != nil {
+			return e
+		}
+		c.SetOnShortage, c.OnShortage = true, p
+	}
 	res, err := s.prop.OpenSend(c)
 	if err != nil {
 		return fromApply(err)
@@ -69,7 +87,8 @@ func (s *Server) openSend(r *request) *apiError {
 	if res.Created {
 		status = fasthttp.StatusCreated
 	}
-	writeJSON(r.ctx, status, map[string]any{"send_id": res.Send.ID, "list_id": formatListID(res.Send.List), "reserved": res.Send.Reserved})
+	writeJSON(r.ctx, status, map[string]any{"send_id": res.Send.ID, "list_id": formatListID(res.Send.List), "reserved": res.Send.Reserved,
+		"on_shortage": res.Send.OnShortage.String()})
 	return nil
 }
 
@@ -91,15 +110,37 @@ func (s *Server) closeSend(r *request) *apiError {
 	return nil
 }
 
-// readAllocation parses an allocation body: JSON {"message_id"?, "recipients"}
-// or text/plain, one recipient per line, with ?message_id=.
-func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recips [][]byte, e *apiError) {
+// recipientsBody is a parsed allocation or release body.
+type recipientsBody struct {
+	message    string
+	onShortage *string // nil: not given
+	recips     [][]byte
+}
+
+// readAllocation parses an allocation body: JSON {"message_id"?,
+// "on_shortage"?, "recipients"} or text/plain, one recipient per line,
+// with ?message_id= and ?on_shortage=.
+func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (recipientsBody, *apiError) {
+	return s.readRecipients(ctx, recipjson.MessageID|recipjson.OnShortage)
+}
+
+// readRecipients parses a body of recipients, JSON or text/plain, with the
+// optional fields of optional (none for a release).
+func (s *Server) readRecipients(ctx *fasthttp.RequestCtx, optional recipjson.Fields) (out recipientsBody, e *apiError) {
 	body, e := readBody(ctx, min(int64(maxAllocBody), s.cfg.MaxBody))
 	if e != nil {
-		return "", nil, e
+		return out, e
 	}
+	var recips [][]byte
 	if isMediaType(ctx.Request.Header.ContentType(), "text/plain") {
-		message = string(ctx.QueryArgs().Peek("message_id"))
+		args := ctx.QueryArgs()
+		if optional&recipjson.MessageID != 0 {
+			out.message = string(args.Peek("message_id"))
+		}
+		if optional&recipjson.OnShortage != 0 && args.Has("on_shortage") {
+			v := string(args.Peek("on_shortage"))
+			out.onShortage = &v
+		}
 		body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")) // a leading BOM is no recipient
 		// Lines are slices of the body, which lives as long as the request.
 		for rest := body; len(rest) > 0; {
@@ -114,38 +155,43 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (message string, recip
 				continue
 			}
 			if len(recips) == maxRecipients {
-				return "", nil, tooManyRecipients()
+				return out, tooManyRecipients()
 			}
 			recips = append(recips, line[:len(line):len(line)])
 		}
 	} else {
-		msg, rs, err := recipjson.Parse(body, maxRecipients)
+		req, err := recipjson.ParseRequest(body, maxRecipients, optional)
 		if errors.Is(err, recipjson.ErrTooManyRecipients) {
-			return "", nil, tooManyRecipients()
+			return out, tooManyRecipients()
 		}
 		if err != nil {
-			return "", nil, newError(fasthttp.StatusBadRequest, "invalid_json",
-				`the body must be {"message_id"?: string, "recipients": [string, ...]}: `+err.Error())
+			shape := `{"recipients": [string, ...]}`
+			if optional != 0 {
+				shape = `{"message_id"?: string, "on_shortage"?: string, "recipients": [string, ...]}`
+			}
+			return out, newError(fasthttp.StatusBadRequest, "invalid_json", "the body must be "+shape+": "+err.Error())
 		}
-		if msg != nil {
-			message = *msg
+		if req.MessageID != nil {
+			out.message = *req.MessageID
 		}
-		recips = rs
+		out.onShortage = req.OnShortage
+		recips = req.Recipients
 	}
 	if len(recips) == 0 {
-		return "", nil, badRequest("recipients must not be empty")
+		return out, badRequest("recipients must not be empty")
 	}
 	for i, rc := range recips {
 		if !validRecipient(rc) {
-			return "", nil, validID(fmt.Sprintf("recipients[%d]", i), string(rc))
+			return out, validID(fmt.Sprintf("recipients[%d]", i), string(rc))
 		}
 	}
-	if message != "" {
-		if e := validID("message_id", message); e != nil {
-			return "", nil, e
+	if out.message != "" {
+		if e := validID("message_id", out.message); e != nil {
+			return out, e
 		}
 	}
-	return message, recips, nil
+	out.recips = recips
+	return out, nil
 }
 
 // validRecipient is validID's check without allocating: 1 to maxIDLen
@@ -182,21 +228,48 @@ func (s *Server) allocate(r *request) *apiError {
 	if e := validID("send id", send); e != nil {
 		return e
 	}
-	message, recips, e := s.readAllocation(r.ctx)
+	in, e := s.readAllocation(r.ctx)
 	if e != nil {
 		return e
 	}
+	var policy raftfsm.Shortage
+	if in.onShortage != nil {
+		if policy, e = parseShortage(*in.onShortage); e != nil {
+			return e
+		}
+	}
 	tenant, at := r.token.Tenant, s.now().UnixNano()
-	if message == "" {
+	if in.message == "" {
 		if _, ok := s.state.Send(tenant, send); !ok {
 			return badRequest("message_id is required: the send does not exist yet")
 		}
 	}
-	res, err := s.prop.Allocate(propose.Allocation{Tenant: tenant, Send: send, Message: message, Recipients: recips, At: at})
+	res, err := s.prop.Allocate(propose.Allocation{Tenant: tenant, Send: send, Message: in.message, Recipients: in.recips, At: at,
+		OnShortage: policy})
 	if err != nil {
 		return fromApply(err)
 	}
-	s.writeAssignments(r.ctx, recips, res.Codes, res.Available)
+	s.writeAssignments(r.ctx, in.recips, res.Codes, res.Fallback, res.Available)
+	return nil
+}
+
+// release gives the codes of recipients of a send back to its list (SPEC
+// §4); on open and closed sends alike.
+func (s *Server) release(r *request) *apiError {
+	send := r.seg[2]
+	if e := validID("send id", send); e != nil {
+		return e
+	}
+	in, e := s.readRecipients(r.ctx, 0)
+	if e != nil {
+		return e
+	}
+	res, err := s.prop.Release(propose.ReleaseRequest{Tenant: r.token.Tenant, Send: send, Recipients: in.recips, At: s.now().UnixNano()})
+	if err != nil {
+		return fromApply(err)
+	}
+	writeJSON(r.ctx, fasthttp.StatusOK, map[string]uint64{
+		"released": res.Released, "not_assigned": res.NotAssigned, "already_released": res.AlreadyReleased})
 	return nil
 }
 
@@ -239,7 +312,10 @@ func wantsCSV(ctx *fasthttp.RequestCtx) bool {
 	return csvQ > 0 && (csvQ > jsonQ || (csvQ == jsonQ && csvFirst))
 }
 
-func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]byte, available uint64) {
+// writeAssignments answers an allocation; fallback[i] marks codes[i] as
+// the list's fallback code (fallback is nil when none is). The CSV keeps
+// its two columns: a fallback row just carries the fallback code.
+func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]byte, fallback []bool, available uint64) {
 	var b []byte
 	if wantsCSV(ctx) {
 		b = make([]byte, 0, len(recips)*40)
@@ -265,6 +341,9 @@ func (s *Server) writeAssignments(ctx *fasthttp.RequestCtx, recips, codes [][]by
 			b = appendJSONString(b, rc)
 			b = append(b, `,"code":`...)
 			b = appendJSONString(b, codes[i])
+			if fallback != nil && fallback[i] {
+				b = append(b, `,"fallback":true`...)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, `],"available":`...)
@@ -376,7 +455,9 @@ func (s *Server) sendAssignments(r *request) *apiError {
 	return nil
 }
 
-// appendAssignmentJSON writes one assignment; history adds the send and message.
+// appendAssignmentJSON writes one assignment; history adds the send and
+// message. A fallback one carries "fallback": true, a released one its
+// "released_at"; both fields are absent otherwise.
 func appendAssignmentJSON(b []byte, a *raftfsm.Assignment, history bool) []byte {
 	if history {
 		b = append(b, `{"code":`...)
@@ -395,7 +476,16 @@ func appendAssignmentJSON(b []byte, a *raftfsm.Assignment, history bool) []byte 
 	}
 	b = append(b, `,"assigned_at":"`...)
 	b = append(b, rfc3339(a.At)...)
-	return append(b, `"}`...)
+	b = append(b, '"')
+	if a.Fallback {
+		b = append(b, `,"fallback":true`...)
+	}
+	if a.ReleasedAt != 0 {
+		b = append(b, `,"released_at":"`...)
+		b = append(b, rfc3339(a.ReleasedAt)...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 func (s *Server) recipientHistory(r *request) *apiError {

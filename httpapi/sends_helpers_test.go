@@ -35,22 +35,24 @@ var messageFields = []string{"id", "name", "campaign", "campaign_type", "channel
 
 // sendObj is GET /v1/sends/{id}.
 type sendObj struct {
-	SendID    string `json:"send_id"`
-	MessageID string `json:"message_id"`
-	ListID    string `json:"list_id"`
-	Status    string `json:"status"`
-	Reserved  uint64 `json:"reserved"`
-	Assigned  uint64 `json:"assigned"`
-	CreatedAt string `json:"created_at"`
+	SendID     string `json:"send_id"`
+	MessageID  string `json:"message_id"`
+	ListID     string `json:"list_id"`
+	Status     string `json:"status"`
+	Reserved   uint64 `json:"reserved"`
+	Assigned   uint64 `json:"assigned"`
+	OnShortage string `json:"on_shortage"`
+	CreatedAt  string `json:"created_at"`
 }
 
-var sendFields = []string{"send_id", "message_id", "list_id", "status", "reserved", "assigned", "created_at"}
+var sendFields = []string{"send_id", "message_id", "list_id", "status", "reserved", "assigned", "on_shortage", "created_at"}
 
 // openResult is the answer of PUT /v1/sends/{id}.
 type openResult struct {
-	SendID   string `json:"send_id"`
-	ListID   string `json:"list_id"`
-	Reserved uint64 `json:"reserved"`
+	SendID     string `json:"send_id"`
+	ListID     string `json:"list_id"`
+	Reserved   uint64 `json:"reserved"`
+	OnShortage string `json:"on_shortage"`
 }
 
 // pair is one {"recipient","code"} of an allocation.
@@ -152,7 +154,7 @@ func (n *testNode) openSend(t testing.TB, token, send string, body any, want int
 	r := n.do(t, "PUT", "/v1/sends/"+send, token, body)
 	var out openResult
 	decode(t, r, want, &out)
-	fieldsOf(t, r.body, "send_id", "list_id", "reserved")
+	fieldsOf(t, r.body, "send_id", "list_id", "reserved", "on_shortage")
 	return out
 }
 

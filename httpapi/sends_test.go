@@ -30,14 +30,14 @@ func TestOpenSend(t *testing.T) {
 	t.Run("201Then200AndTheHoldGrowsAndShrinks", func(t *testing.T) {
 		f := n.newFixture(t, n.admin, 10)
 		o := n.openSend(t, n.admin, "s-open", map[string]any{"message_id": f.msg}, http.StatusCreated)
-		if want := (openResult{SendID: "s-open", ListID: f.list}); o != want {
+		if want := (openResult{SendID: "s-open", ListID: f.list, OnShortage: "reject"}); o != want {
 			t.Fatalf("open answered %+v, want %+v", o, want)
 		}
-		if o := n.openSend(t, n.admin, "s-open", map[string]any{"message_id": f.msg}, http.StatusOK); o != (openResult{SendID: "s-open", ListID: f.list}) {
+		if o := n.openSend(t, n.admin, "s-open", map[string]any{"message_id": f.msg}, http.StatusOK); o != (openResult{SendID: "s-open", ListID: f.list, OnShortage: "reject"}) {
 			t.Fatalf("second open answered %+v", o)
 		}
 		s := n.getSend(t, n.admin, "s-open")
-		if want := (sendObj{SendID: "s-open", MessageID: f.msg, ListID: f.list, Status: "open", CreatedAt: s.CreatedAt}); s != want {
+		if want := (sendObj{SendID: "s-open", MessageID: f.msg, ListID: f.list, Status: "open", OnShortage: "reject", CreatedAt: s.CreatedAt}); s != want {
 			t.Fatalf("GET send %+v, want %+v", s, want)
 		}
 		n.wantCounts(t, n.admin, f.list, 10, 0, 0)
@@ -218,7 +218,7 @@ func TestAllocate(t *testing.T) {
 		}
 		n.wantCounts(t, n.admin, f.list, 3, 0, 3)
 		s := n.getSend(t, n.admin, "s-fifo")
-		if want := (sendObj{SendID: "s-fifo", MessageID: f.msg, ListID: f.list, Status: "open", Assigned: 3, CreatedAt: s.CreatedAt}); s != want {
+		if want := (sendObj{SendID: "s-fifo", MessageID: f.msg, ListID: f.list, Status: "open", Assigned: 3, OnShortage: "reject", CreatedAt: s.CreatedAt}); s != want {
 			t.Fatalf("implicitly opened send %+v, want %+v", s, want)
 		}
 
@@ -666,7 +666,7 @@ func TestCloseSend(t *testing.T) {
 	decode(t, r, http.StatusOK, &s)
 	fieldsOf(t, r.body, sendFields...)
 	created := sendCreatedAt(t, n, "s-close")
-	want := sendObj{SendID: "s-close", MessageID: f.msg, ListID: f.list, Status: "closed", Reserved: 0, Assigned: 2, CreatedAt: created}
+	want := sendObj{SendID: "s-close", MessageID: f.msg, ListID: f.list, Status: "closed", Reserved: 0, Assigned: 2, OnShortage: "reject", CreatedAt: created}
 	if s != want {
 		t.Fatalf("close answered %+v, want %+v", s, want)
 	}

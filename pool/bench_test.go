@@ -118,6 +118,65 @@ func BenchmarkLookupDuplicates(b *testing.B) {
 	}
 }
 
+// BenchmarkReadd copies handed-out positions of a 1M-code dedupe list back
+// to its end (a release each): "spread" copies positions all over the list,
+// "samecode" one code over and over (one long chain). It reports the bytes
+// each copy adds to MemoryBytes.
+func BenchmarkReadd(b *testing.B) {
+	const n = 1 << 20
+	codes := codes12(n)
+	for _, tc := range []struct {
+		name string
+		pos  func(i int) uint32
+	}{
+		{"spread", func(i int) uint32 { return uint32(i*7919) & (n - 1) }},
+		{"samecode", func(int) uint32 { return 0 }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := newList(true)
+			for i := range n {
+				l.Add(codes[12*i : 12*i+12])
+			}
+			l.Take(n, func(uint32, []byte) {})
+			mem := l.MemoryBytes()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := l.Readd(tc.pos(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(l.MemoryBytes()-mem)/float64(b.N), "B/copy")
+		})
+	}
+}
+
+// BenchmarkLookupReadd looks up codes of a 1M-code dedupe list that were
+// all handed out, copied back by Readd and handed out again: Lookup finds
+// no Available occurrence and answers the last one.
+func BenchmarkLookupReadd(b *testing.B) {
+	const n = 1 << 20
+	codes := codes12(n)
+	l := newList(true)
+	for i := range n {
+		l.Add(codes[12*i : 12*i+12])
+	}
+	l.Take(n, func(uint32, []byte) {})
+	for p := range uint32(n) {
+		l.Readd(p)
+	}
+	l.Take(n, func(uint32, []byte) {})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		j := (i * 7919) & (n - 1)
+		if p, st, _ := l.Lookup(codes[12*j : 12*j+12]); st != Assigned || p != uint32(n+j) {
+			b.Fatalf("Lookup = %d,%v", p, st)
+		}
+	}
+}
+
 // BenchmarkTake hands out b.N codes, 64 per call (ns/op is per code).
 func BenchmarkTake(b *testing.B) {
 	codes := codes12(b.N + 64)

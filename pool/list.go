@@ -270,6 +270,9 @@ func (l *List) Lookup(code []byte) (pos uint32, state State, ok bool) {
 	if l.linkR(head) == 0 {
 		return head, st, true
 	}
+	if p, ok := l.firstAvailable(head); ok {
+		return p, Available, true
+	}
 	for {
 		// The last occurrence t and its state s, then the first Available
 		// occurrence. If there is none and t is still the last afterwards,

@@ -51,7 +51,8 @@ var commands = []command{
 	{group: "lists", name: "withdraw", args: "LIST FILE|-", summary: "withdraw the unused codes of a CSV from a list", minArgs: 2, maxArgs: 2, setup: listsWithdraw},
 	{group: "lists", name: "show", args: "LIST", summary: "show a list's counts and the messages it is assigned to", minArgs: 1, maxArgs: 1, run: listsShow},
 	{group: "lists", name: "ls", summary: "list the tenant's lists with their counts", maxArgs: 0, run: listsLs},
-	{group: "lists", name: "update", args: "LIST", summary: "rename a list or set its low-stock threshold", minArgs: 1, maxArgs: 1, setup: listsUpdate},
+	{group: "lists", name: "update", args: "LIST", summary: "rename a list, set its low-stock threshold, fallback code or expiry", minArgs: 1, maxArgs: 1, setup: listsUpdate},
+	{group: "lists", name: "forecast", args: "LIST", summary: "will the list last for a send of N recipients, and when does it run out", minArgs: 1, maxArgs: 1, setup: listsForecast},
 	{group: "lists", name: "delete", args: "LIST", summary: "delete a list", minArgs: 1, maxArgs: 1, run: listsDelete},
 
 	{group: "messages", name: "put", args: "MESSAGE", summary: "create or replace a message", minArgs: 1, maxArgs: 1, setup: messagesPut},
@@ -61,6 +62,7 @@ var commands = []command{
 
 	{group: "sends", name: "open", args: "SEND", summary: "open a send of a message, optionally holding codes for it", minArgs: 1, maxArgs: 1, setup: sendsOpen},
 	{group: "sends", name: "allocate", args: "SEND [RECIPIENT...]", summary: "hand out one code per recipient (arguments, or --file one per line)", minArgs: 1, maxArgs: -1, setup: sendsAllocate},
+	{group: "sends", name: "release", args: "SEND FILE|-", summary: "give the codes of undelivered recipients (one per line) back to the list", minArgs: 2, maxArgs: 2, setup: sendsRelease},
 	{group: "sends", name: "close", args: "SEND", summary: "close a send; its unused hold goes back to the list", minArgs: 1, maxArgs: 1, run: sendsClose},
 	{group: "sends", name: "show", args: "SEND", summary: "show a send", minArgs: 1, maxArgs: 1, run: sendsShow},
 	{group: "sends", name: "export", args: "SEND", summary: "export a send's assignments (recipient,code CSV, or JSON)", minArgs: 1, maxArgs: 1, setup: sendsExport},
@@ -109,14 +111,112 @@ func (o *optUint) ptr() *uint64 {
 	return &o.v
 }
 
+// maxWarningDays is the server's bound of expiry_warning_days.
+const maxWarningDays = 3650
+
+// warnDays answers --expiry-warning-days as the client wants it.
+func (o *optUint) warnDays() (*uint32, error) {
+	if !o.set {
+		return nil, nil
+	}
+	if o.v > maxWarningDays {
+		return nil, usagef("--expiry-warning-days must be 0 to %d", maxWarningDays)
+	}
+	d := uint32(o.v)
+	return &d, nil
+}
+
+// optString is a string flag that knows whether it was given (an empty
+// value is a value).
+type optString struct {
+	v   string
+	set bool
+}
+
+func (o *optString) String() string {
+	if o == nil {
+		return ""
+	}
+	return o.v
+}
+
+func (o *optString) Set(s string) error {
+	o.v, o.set = s, true
+	return nil
+}
+
+func (o *optString) ptr() *string {
+	if !o.set {
+		return nil
+	}
+	return &o.v
+}
+
+// optTime is a time flag: RFC 3339, or a date (midnight UTC).
+type optTime struct {
+	v   time.Time
+	set bool
+}
+
+func (o *optTime) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return o.v.Format(time.RFC3339)
+}
+
+func (o *optTime) Set(s string) error {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		if t, err = time.Parse(time.DateOnly, s); err != nil {
+			return errors.New("want an RFC 3339 time (2026-12-31T23:59:59Z) or a date (2026-12-31)")
+		}
+	}
+	o.v, o.set = t, true
+	return nil
+}
+
+func (o *optTime) ptr() *time.Time {
+	if !o.set {
+		return nil
+	}
+	return &o.v
+}
+
+// shortageFlag binds --on-shortage; the policy is checked by the server
+// too, but a typo is a usage error here.
+func shortageFlag(fs *flag.FlagSet, what string) *string {
+	return fs.String("on-shortage", "", "`policy` "+what+": reject (409 when codes run short) or fallback (the list's fallback code)")
+}
+
+func shortageOpts(policy string) ([]client.SendOption, error) {
+	switch policy {
+	case "":
+		return nil, nil
+	case client.ShortageReject, client.ShortageFallback:
+		return []client.SendOption{client.OnShortage(policy)}, nil
+	}
+	return nil, usagef("--on-shortage must be reject or fallback")
+}
+
 // Lists.
 
 func listsCreate(fs *flag.FlagSet) runFunc {
 	noDedupe := fs.Bool("no-dedupe", false, "keep repeated codes (a list of one generic code, say)")
-	var low optUint
+	var low, warn optUint
+	var fallback optString
+	var expires optTime
 	fs.Var(&low, "low-stock", "low-stock `threshold` (0: off)")
+	fs.Var(&fallback, "fallback-code", "the `code` sends with --on-shortage fallback hand out when the list runs dry")
+	fs.Var(&expires, "expires-at", "`time` (RFC 3339, or a date: midnight UTC) from which the list hands out no code")
+	fs.Var(&warn, "expiry-warning-days", "`days` before the expiry that the expiry_soon alert goes out (default 7, 0: none)")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
-		nl := client.NewList{Name: a[0], LowStockThreshold: low.ptr()}
+		days, err := warn.warnDays()
+		if err != nil {
+			return err
+		}
+		nl := client.NewList{Name: a[0], LowStockThreshold: low.ptr(), FallbackCode: fallback.ptr(),
+			ExpiresAt: expires.ptr(), ExpiryWarningDays: days}
 		if *noDedupe {
 			f := false
 			nl.Dedupe = &f
@@ -198,11 +298,25 @@ func listsShow(ctx context.Context, x *cmdCtx, a []string) error {
 		return err
 	}
 	return x.emit(l, func(w io.Writer) {
+		fallback := "none"
+		if l.FallbackCode != nil {
+			fallback = *l.FallbackCode
+		}
+		expiry := "never"
+		if l.ExpiresAt != nil {
+			expiry = fmt.Sprintf("%s (warning %d days before)", stamp(*l.ExpiresAt), l.ExpiryWarningDays)
+			if l.Expired {
+				expiry = stamp(*l.ExpiresAt) + " (expired)"
+			}
+		}
 		fields(w,
 			"id", l.ID, "name", l.Name, "dedupe", yesNo(l.Dedupe),
 			"added", num(l.Added), "available", num(l.Available), "reserved", num(l.Reserved),
 			"used", num(l.Used), "withdrawn", num(l.Withdrawn), "used or deleted", num(l.UsedOrDeleted),
+			"released", num(l.Released),
 			"low stock", fmt.Sprintf("%s (threshold %d)", yesNo(l.LowStock), l.LowStockThreshold),
+			"fallback code", fallback, "fallback used", num(l.FallbackUsed),
+			"expires", expiry,
 			"created", stamp(l.CreatedAt))
 		if len(l.AssignedMessages) == 0 {
 			fmt.Fprintln(w, "\nassigned to no message")
@@ -229,21 +343,75 @@ func listsLs(ctx context.Context, x *cmdCtx, _ []string) error {
 
 func listsUpdate(fs *flag.FlagSet) runFunc {
 	name := fs.String("name", "", "new `name`")
-	var low optUint
+	var low, warn optUint
+	var fallback optString
+	var expires optTime
 	fs.Var(&low, "low-stock", "low-stock `threshold` (0: off)")
+	fs.Var(&fallback, "fallback-code", "the `code` sends with --on-shortage fallback hand out when the list runs dry")
+	clearFallback := fs.Bool("clear-fallback", false, "remove the fallback code")
+	fs.Var(&expires, "expires-at", "`time` (RFC 3339, or a date: midnight UTC) from which the list hands out no code")
+	noExpiry := fs.Bool("no-expiry", false, "remove the expiry: the list never expires")
+	fs.Var(&warn, "expiry-warning-days", "`days` before the expiry that the expiry_soon alert goes out (0: none)")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
-		u := client.ListUpdate{LowStockThreshold: low.ptr()}
+		if fallback.set && *clearFallback {
+			return usagef("--fallback-code and --clear-fallback contradict each other")
+		}
+		if expires.set && *noExpiry {
+			return usagef("--expires-at and --no-expiry contradict each other")
+		}
+		days, err := warn.warnDays()
+		if err != nil {
+			return err
+		}
+		u := client.ListUpdate{LowStockThreshold: low.ptr(), FallbackCode: fallback.ptr(), ClearFallback: *clearFallback,
+			ExpiresAt: expires.ptr(), NoExpiry: *noExpiry, ExpiryWarningDays: days}
 		if *name != "" {
 			u.Name = name
 		}
-		if u.Name == nil && u.LowStockThreshold == nil {
-			return usagef("lists update needs --name or --low-stock")
+		if u == (client.ListUpdate{}) {
+			return usagef("lists update needs --name, --low-stock, --fallback-code, --clear-fallback, --expires-at, --no-expiry or --expiry-warning-days")
 		}
 		l, err := x.c.UpdateList(ctx, a[0], u)
 		if err != nil {
 			return err
 		}
 		return x.emit(l, func(w io.Writer) { listTable(w, []client.List{*l}) })
+	}
+}
+
+func listsForecast(fs *flag.FlagSet) runFunc {
+	var recipients optUint
+	fs.Var(&recipients, "recipients", "`count` of recipients of the planned send (required)")
+	send := fs.String("send", "", "a `send` of the list whose hold counts towards the recipients")
+	return func(ctx context.Context, x *cmdCtx, a []string) error {
+		if !recipients.set {
+			return usagef("lists forecast needs --recipients")
+		}
+		f, err := x.c.Forecast(ctx, a[0], recipients.v, *send)
+		if err != nil {
+			return err
+		}
+		return x.emit(f, func(w io.Writer) {
+			enough := "yes"
+			switch {
+			case f.Expired:
+				enough = "no: the list has expired"
+			case !f.Enough:
+				enough = fmt.Sprintf("no: %d codes short", f.Shortfall)
+			}
+			runsOut := "not at the current rate (no use in the last 7 days)"
+			if f.RunsOutAt != nil {
+				runsOut = stamp(*f.RunsOutAt)
+			}
+			expires := "never"
+			if f.ExpiresAt != nil {
+				expires = stamp(*f.ExpiresAt)
+			}
+			fields(w, "recipients", num(f.Recipients), "needed", num(f.Needed), "available", num(f.Available),
+				"reserved", num(f.Reserved), "enough", enough,
+				"used last 7 days", fmt.Sprintf("%d (%.1f a day)", f.UsedLast7Days, f.UsedPerDay),
+				"runs out", runsOut, "expires", expires)
+		})
 	}
 }
 
@@ -314,11 +482,16 @@ func sendsOpen(fs *flag.FlagSet) runFunc {
 	message := fs.String("message", "", "the `message` the send delivers (required)")
 	var expect optUint
 	fs.Var(&expect, "expect", "expected `recipients`: hold that many codes for the send")
+	shortage := shortageFlag(fs, "of the send (default reject for a new send; an open send keeps its own)")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
 		if *message == "" {
 			return usagef("sends open needs --message")
 		}
-		s, created, err := x.c.OpenSend(ctx, a[0], *message, expect.ptr())
+		opts, err := shortageOpts(*shortage)
+		if err != nil {
+			return err
+		}
+		s, created, err := x.c.OpenSend(ctx, a[0], *message, expect.ptr(), opts...)
 		if err != nil {
 			return err
 		}
@@ -327,7 +500,7 @@ func sendsOpen(fs *flag.FlagSet) runFunc {
 			verb = "opened send %s"
 		}
 		return x.emit(s, func(w io.Writer) {
-			fmt.Fprintf(w, verb+" on list %s, %d codes held\n", s.SendID, s.ListID, s.Reserved)
+			fmt.Fprintf(w, verb+" on list %s, %d codes held, on shortage: %s\n", s.SendID, s.ListID, s.Reserved, s.OnShortage)
 		})
 	}
 }
@@ -337,9 +510,14 @@ func sendsAllocate(fs *flag.FlagSet) runFunc {
 	file := fs.String("file", "", "read recipients from `file`, one per line (- for stdin)")
 	chunk := fs.Int("chunk", 10_000, "recipients per request (at most 100,000)")
 	out := fs.String("out", "", "write recipient,code CSV to `file` and print only a summary")
+	shortage := shortageFlag(fs, "of a send this command opens")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
 		if *chunk < 1 || *chunk > maxChunk {
 			return usagef("--chunk must be 1 to %d", maxChunk)
+		}
+		opts, err := shortageOpts(*shortage)
+		if err != nil {
+			return err
 		}
 		send, inline := a[0], a[1:]
 		if (*file == "") == (len(inline) == 0) {
@@ -366,7 +544,7 @@ func sendsAllocate(fs *flag.FlagSet) runFunc {
 			defer func() { sink.Flush(); bw.Flush() }()
 		}
 		all := client.Allocation{Assignments: []client.Assignment{}}
-		var total int
+		var total, fallbacks int
 		for {
 			rs, err := next()
 			if err != nil {
@@ -375,7 +553,7 @@ func sendsAllocate(fs *flag.FlagSet) runFunc {
 			if len(rs) == 0 {
 				break
 			}
-			res, err := x.c.Allocate(ctx, send, *message, rs)
+			res, err := x.c.Allocate(ctx, send, *message, rs, opts...)
 			if err != nil {
 				if total > 0 {
 					return fmt.Errorf("%w (after %d recipients had their codes; run it again: they keep them)", err, total)
@@ -383,6 +561,11 @@ func sendsAllocate(fs *flag.FlagSet) runFunc {
 				return err
 			}
 			total += len(res.Assignments)
+			for _, as := range res.Assignments {
+				if as.Fallback {
+					fallbacks++
+				}
+			}
 			all.Available = res.Available
 			if sink != nil {
 				for _, as := range res.Assignments {
@@ -395,17 +578,29 @@ func sendsAllocate(fs *flag.FlagSet) runFunc {
 				all.Assignments = append(all.Assignments, res.Assignments...)
 			}
 		}
+		// A fallback row of the CSV carries the list's fallback code, as
+		// the server's CSV does; the summary counts them.
+		fallbackNote := ""
+		if fallbacks > 0 {
+			fallbackNote = fmt.Sprintf(", %d of them the fallback code", fallbacks)
+		}
 		if sink != nil {
-			summary := map[string]any{"send_id": send, "recipients": total, "available": all.Available, "out": *out}
+			summary := map[string]any{"send_id": send, "recipients": total, "fallbacks": fallbacks, "available": all.Available, "out": *out}
 			return x.emit(summary, func(w io.Writer) {
-				fmt.Fprintf(w, "allocated codes to %d recipients of send %s (written to %s); the list has %d available\n", total, send, *out, all.Available)
+				fmt.Fprintf(w, "allocated codes to %d recipients of send %s%s (written to %s); the list has %d available\n",
+					total, send, fallbackNote, *out, all.Available)
 			})
 		}
 		return x.emit(all, func(w io.Writer) {
-			table(w, []string{"RECIPIENT", "CODE"}, len(all.Assignments), func(i int) []string {
-				return []string{all.Assignments[i].Recipient, all.Assignments[i].Code}
+			table(w, []string{"RECIPIENT", "CODE", "FALLBACK"}, len(all.Assignments), func(i int) []string {
+				as := all.Assignments[i]
+				fb := ""
+				if as.Fallback {
+					fb = "yes"
+				}
+				return []string{as.Recipient, as.Code, fb}
 			})
-			fmt.Fprintf(w, "\n%d recipients; the list has %d available\n", total, all.Available)
+			fmt.Fprintf(w, "\n%d recipients%s; the list has %d available\n", total, fallbackNote, all.Available)
 		})
 	}
 }
@@ -437,6 +632,50 @@ func lineChunks(r io.Reader, n int) func() ([]string, error) {
 			return nil, fmt.Errorf("cannot read the recipients: %w", err)
 		}
 		return c, nil
+	}
+}
+
+func sendsRelease(fs *flag.FlagSet) runFunc {
+	chunk := fs.Int("chunk", 10_000, "recipients per request (at most 100,000)")
+	return func(ctx context.Context, x *cmdCtx, a []string) error {
+		if *chunk < 1 || *chunk > maxChunk {
+			return usagef("--chunk must be 1 to %d", maxChunk)
+		}
+		send := a[0]
+		r, closeIn, err := x.open(a[1])
+		if err != nil {
+			return err
+		}
+		defer closeIn()
+		next := lineChunks(r, *chunk)
+		var sum client.ReleaseResult
+		var total int
+		for {
+			rs, err := next()
+			if err != nil {
+				return err
+			}
+			if len(rs) == 0 {
+				break
+			}
+			res, err := x.c.Release(ctx, send, rs)
+			if err != nil {
+				if total > 0 {
+					return fmt.Errorf("%w (after %d recipients were done; run it again: those count as already released)", err, total)
+				}
+				return err
+			}
+			total += len(rs)
+			sum.Released += res.Released
+			sum.NotAssigned += res.NotAssigned
+			sum.AlreadyReleased += res.AlreadyReleased
+		}
+		if total == 0 {
+			return usagef("sends release needs at least one recipient in %s", a[1])
+		}
+		return x.emit(sum, func(w io.Writer) {
+			fmt.Fprintf(w, "released %d, not assigned %d, already released %d\n", sum.Released, sum.NotAssigned, sum.AlreadyReleased)
+		})
 	}
 }
 
@@ -525,9 +764,16 @@ func historyRecipient(ctx context.Context, x *cmdCtx, a []string) error {
 			fmt.Fprintf(w, "%s got no code\n", a[0])
 			return
 		}
-		table(w, []string{"CODE", "LIST", "MESSAGE", "SEND", "ASSIGNED AT"}, len(h), func(i int) []string {
+		table(w, []string{"CODE", "LIST", "MESSAGE", "SEND", "ASSIGNED AT", "NOTE"}, len(h), func(i int) []string {
 			e := h[i]
-			return []string{e.Code, e.ListID, e.MessageID, e.SendID, stamp(e.AssignedAt)}
+			var note []string
+			if e.Fallback {
+				note = append(note, "fallback code")
+			}
+			if e.ReleasedAt != nil {
+				note = append(note, "released "+stamp(*e.ReleasedAt))
+			}
+			return []string{e.Code, e.ListID, e.MessageID, e.SendID, stamp(e.AssignedAt), strings.Join(note, ", ")}
 		})
 	})
 }

@@ -266,3 +266,86 @@ func TestCouponctlEndToEnd(t *testing.T) {
 	}
 	e.mustRun(exitServer, "lists", "ls", "--addr", loopbackAddr(t), "--retries", "1")
 }
+
+// TestCouponctlLifecycleEndToEnd: fallback, release, forecast and expiry
+// through couponctl and a real coupond process.
+func TestCouponctlLifecycleEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs coupond")
+	}
+	e := startE2E(t)
+	work := t.TempDir()
+
+	var l struct {
+		ID           string  `json:"id"`
+		FallbackCode *string `json:"fallback_code"`
+		ExpiresAt    *string `json:"expires_at"`
+		Expired      bool    `json:"expired"`
+		Available    uint64  `json:"available"`
+		Used         uint64  `json:"used"`
+		Released     uint64  `json:"released"`
+		FallbackUsed uint64  `json:"fallback_used"`
+	}
+	e.mustJSON(&l, "lists", "create", "summer", "--fallback-code", "SUMMER-ALL")
+	if l.FallbackCode == nil || *l.FallbackCode != "SUMMER-ALL" {
+		t.Fatalf("create: %+v", l)
+	}
+	codesPath := filepath.Join(work, "codes.csv")
+	writeLines(t, codesPath, 3, "SUMMER-%d")
+	e.mustRun(exitOK, "lists", "top-up", l.ID, codesPath)
+	e.mustRun(exitOK, "messages", "put", "promo")
+	e.mustRun(exitOK, "messages", "assign", "promo", l.ID)
+
+	// Five recipients, three codes: the last two get the fallback code.
+	out, _ := e.mustRun(exitOK, "sends", "allocate", "s1", "a", "b", "c", "d", "e", "--message", "promo", "--on-shortage", "fallback")
+	if !strings.Contains(out, "2 of them the fallback code") || strings.Count(out, "SUMMER-ALL") != 2 {
+		t.Fatalf("allocate under fallback:\n%s", out)
+	}
+	if out, _ := e.mustRun(exitOK, "sends", "show", "s1"); !strings.Contains(out, "fallback") {
+		t.Fatalf("sends show lacks the policy:\n%s", out)
+	}
+	e.mustRun(exitConflict, "sends", "allocate", "s2", "x", "--message", "promo") // reject: insufficient_codes
+
+	// Bounces: a got a code, d the fallback, z nothing.
+	bounces := filepath.Join(work, "bounces.txt")
+	if err := os.WriteFile(bounces, []byte("a\nd\nz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var rel map[string]uint64
+	e.mustJSON(&rel, "sends", "release", "s1", bounces)
+	if rel["released"] != 2 || rel["not_assigned"] != 1 || rel["already_released"] != 0 {
+		t.Fatalf("release: %v", rel)
+	}
+	if out, _ := e.mustRun(exitOK, "sends", "release", "s1", bounces); !strings.Contains(out, "released 0, not assigned 1, already released 2") {
+		t.Fatalf("release again: %s", out)
+	}
+	e.mustJSON(&l, "lists", "show", l.ID)
+	if l.Available != 1 || l.Used != 2 || l.Released != 1 || l.FallbackUsed != 1 {
+		t.Fatalf("after the release: %+v", l)
+	}
+	if out, _ := e.mustRun(exitOK, "history", "recipient", "a"); !strings.Contains(out, "released ") {
+		t.Fatalf("history of a released recipient:\n%s", out)
+	}
+
+	var f map[string]any
+	e.mustJSON(&f, "lists", "forecast", l.ID, "--recipients", "4")
+	if f["needed"] != 4.0 || f["shortfall"] != 3.0 || f["used_last_7_days"] != 3.0 || f["enough"] != false || f["runs_out_at"] == nil {
+		t.Fatalf("forecast: %v", f)
+	}
+	e.mustRun(exitNotFound, "lists", "forecast", l.ID, "--recipients", "4", "--send", "nope")
+
+	// Expiry in the past: no new code; the fallback gone too (a send under
+	// fallback without a fallback code answers like reject).
+	e.mustJSON(&l, "lists", "update", l.ID, "--expires-at", "2020-01-01", "--clear-fallback")
+	if !l.Expired || l.FallbackCode != nil || l.ExpiresAt == nil || *l.ExpiresAt != "2020-01-01T00:00:00Z" {
+		t.Fatalf("update: %+v", l)
+	}
+	if _, stderr := e.mustRun(exitConflict, "sends", "allocate", "s1", "new"); !strings.Contains(stderr, "list_expired") {
+		t.Fatalf("allocation on an expired list: %s", stderr)
+	}
+	e.mustRun(exitOK, "sends", "allocate", "s1", "b") // b keeps its code
+	e.mustJSON(&l, "lists", "update", l.ID, "--no-expiry")
+	if l.Expired || l.ExpiresAt != nil {
+		t.Fatalf("update --no-expiry: %+v", l)
+	}
+}

@@ -68,7 +68,7 @@ func messageFields(w io.Writer, m *client.Message) {
 
 func sendFields(w io.Writer, s *client.Send) {
 	fields(w, "send", s.SendID, "message", s.MessageID, "list", s.ListID, "status", s.Status,
-		"reserved", num(s.Reserved), "assigned", num(s.Assigned), "created", stamp(s.CreatedAt))
+		"reserved", num(s.Reserved), "assigned", num(s.Assigned), "on shortage", s.OnShortage, "created", stamp(s.CreatedAt))
 }
 
 func num(v uint64) string { return strconv.FormatUint(v, 10) }

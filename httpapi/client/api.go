@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,6 +29,15 @@ type List struct {
 	Withdrawn         uint64    `json:"withdrawn"`
 	UsedOrDeleted     uint64    `json:"used_or_deleted"`
 	CreatedAt         time.Time `json:"created_at"`
+	// FallbackCode is what recipients of a send with on_shortage
+	// "fallback" get when the list runs dry; nil when the list has none.
+	FallbackCode *string `json:"fallback_code"`
+	// ExpiresAt is when the list stops handing out codes; nil for never.
+	ExpiresAt         *time.Time `json:"expires_at"`
+	ExpiryWarningDays uint32     `json:"expiry_warning_days"`
+	Expired           bool       `json:"expired"`
+	Released          uint64     `json:"released"`      // codes given back by releases, ever
+	FallbackUsed      uint64     `json:"fallback_used"` // live fallback assignments
 }
 
 // ListDetail is one list with the messages it is assigned to.
@@ -45,17 +56,62 @@ type AssignedMessage struct {
 }
 
 // NewList describes a list to create; nil fields take the server's
-// defaults (de-duplication on, no low-stock threshold).
+// defaults (de-duplication on, no low-stock threshold, no fallback code,
+// no expiry, expiry warning 7 days ahead).
 type NewList struct {
-	Name              string  `json:"name"`
-	Dedupe            *bool   `json:"dedupe,omitempty"`
-	LowStockThreshold *uint64 `json:"low_stock_threshold,omitempty"`
+	Name              string     `json:"name"`
+	Dedupe            *bool      `json:"dedupe,omitempty"`
+	LowStockThreshold *uint64    `json:"low_stock_threshold,omitempty"`
+	FallbackCode      *string    `json:"fallback_code,omitempty"`
+	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
+	ExpiryWarningDays *uint32    `json:"expiry_warning_days,omitempty"`
 }
 
-// ListUpdate changes the fields that are not nil.
+// ListUpdate changes the fields that are not nil; ClearFallback and
+// NoExpiry remove the fallback code and the expiry (they win over
+// FallbackCode and ExpiresAt).
 type ListUpdate struct {
-	Name              *string `json:"name,omitempty"`
-	LowStockThreshold *uint64 `json:"low_stock_threshold,omitempty"`
+	Name              *string
+	LowStockThreshold *uint64
+	FallbackCode      *string
+	ClearFallback     bool
+	ExpiresAt         *time.Time
+	NoExpiry          bool
+	ExpiryWarningDays *uint32
+}
+
+// MarshalJSON writes the PATCH body: only the fields to change, and null
+// for a field to clear (the server tells "absent" from null).
+func (u ListUpdate) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	if u.Name != nil {
+		m["name"] = *u.Name
+	}
+	if u.LowStockThreshold != nil {
+		m["low_stock_threshold"] = *u.LowStockThreshold
+	}
+	switch {
+	case u.ClearFallback:
+		m["fallback_code"] = nil
+	case u.FallbackCode != nil:
+		m["fallback_code"] = *u.FallbackCode
+	}
+	switch {
+	case u.NoExpiry:
+		m["expires_at"] = nil
+	case u.ExpiresAt != nil:
+		m["expires_at"] = u.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	if u.ExpiryWarningDays != nil {
+		m["expiry_warning_days"] = *u.ExpiryWarningDays
+	}
+	return json.Marshal(m)
+}
+
+// empty reports an update that changes nothing.
+func (u ListUpdate) empty() bool {
+	return u.Name == nil && u.LowStockThreshold == nil && u.FallbackCode == nil && !u.ClearFallback &&
+		u.ExpiresAt == nil && !u.NoExpiry && u.ExpiryWarningDays == nil
 }
 
 // ImportResult is the outcome of an import or top-up.
@@ -133,28 +189,86 @@ type MessageInput struct {
 	Status       string `json:"status,omitempty"` // draft or sent
 }
 
+// The shortage policies of a send (SPEC §4): what an allocation does when
+// the send cannot draw a new code for every recipient.
+const (
+	// ShortageReject refuses the whole request (409 insufficient_codes).
+	ShortageReject = "reject"
+	// ShortageFallback gives the codes there are, then the list's fallback
+	// code (like reject when the list has none).
+	ShortageFallback = "fallback"
+)
+
+// SendOption sets an optional field of OpenSend or Allocate.
+type SendOption func(*sendOptions)
+
+type sendOptions struct {
+	onShortage string
+}
+
+// OnShortage sets the send's shortage policy, ShortageReject or
+// ShortageFallback. OpenSend sets it on a new or open send; Allocate only
+// on a send that the allocation opens (an existing send keeps its own).
+func OnShortage(policy string) SendOption {
+	return func(o *sendOptions) { o.onShortage = policy }
+}
+
+func sendOpts(opts []SendOption) sendOptions {
+	var o sendOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // OpenedSend is the answer of OpenSend.
 type OpenedSend struct {
-	SendID   string `json:"send_id"`
-	ListID   string `json:"list_id"`
-	Reserved uint64 `json:"reserved"`
+	SendID     string `json:"send_id"`
+	ListID     string `json:"list_id"`
+	Reserved   uint64 `json:"reserved"`
+	OnShortage string `json:"on_shortage"`
 }
 
 // Send is a send's state.
 type Send struct {
-	SendID    string    `json:"send_id"`
-	MessageID string    `json:"message_id"`
-	ListID    string    `json:"list_id"`
-	Status    string    `json:"status"` // open or closed
-	Reserved  uint64    `json:"reserved"`
-	Assigned  uint64    `json:"assigned"`
-	CreatedAt time.Time `json:"created_at"`
+	SendID     string    `json:"send_id"`
+	MessageID  string    `json:"message_id"`
+	ListID     string    `json:"list_id"`
+	Status     string    `json:"status"` // open or closed
+	Reserved   uint64    `json:"reserved"`
+	Assigned   uint64    `json:"assigned"` // live assignments, fallback ones included
+	OnShortage string    `json:"on_shortage"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
-// Assignment is one recipient's code in a send.
+// Assignment is one recipient's code in a send. Fallback marks the list's
+// fallback code, which is not one of its codes.
 type Assignment struct {
 	Recipient string `json:"recipient"`
 	Code      string `json:"code"`
+	Fallback  bool   `json:"fallback,omitempty"`
+}
+
+// ReleaseResult is the outcome of Release.
+type ReleaseResult struct {
+	Released        uint64 `json:"released"`
+	NotAssigned     uint64 `json:"not_assigned"`
+	AlreadyReleased uint64 `json:"already_released"`
+}
+
+// Forecast tells whether a list lasts for a send (SPEC §4).
+type Forecast struct {
+	Recipients    uint64     `json:"recipients"`
+	Needed        uint64     `json:"needed"` // recipients less the send's hold
+	Available     uint64     `json:"available"`
+	Reserved      uint64     `json:"reserved"`
+	Shortfall     uint64     `json:"shortfall"`
+	Enough        bool       `json:"enough"`
+	UsedLast7Days uint64     `json:"used_last_7_days"`
+	UsedPerDay    float64    `json:"used_per_day"`
+	RunsOutAt     *time.Time `json:"runs_out_at"` // nil with no use in the last 7 days
+	ExpiresAt     *time.Time `json:"expires_at"`
+	Expired       bool       `json:"expired"`
 }
 
 // Allocation is the answer of Allocate: one code per requested recipient,
@@ -171,6 +285,9 @@ type HistoryEntry struct {
 	MessageID  string    `json:"message_id"`
 	SendID     string    `json:"send_id"`
 	AssignedAt time.Time `json:"assigned_at"`
+	Fallback   bool      `json:"fallback,omitempty"`
+	// ReleasedAt is when the assignment was released; nil while it is live.
+	ReleasedAt *time.Time `json:"released_at,omitempty"`
 }
 
 // Tenant is one customer of the platform.
@@ -217,7 +334,8 @@ type Format int
 const (
 	// CSV is "recipient,code" lines, RFC 4180 quoting, no header.
 	CSV Format = iota
-	// JSON is {"assignments": [{"recipient","code","assigned_at"}]}.
+	// JSON is {"assignments": [{"recipient","code","assigned_at"}]}, with
+	// "fallback": true and "released_at" where they apply.
 	JSON
 )
 
@@ -277,8 +395,12 @@ func (c *Client) Withdraw(ctx context.Context, listID string, up Upload) (*Withd
 	return &out, nil
 }
 
-// UpdateList renames a list or sets its low-stock threshold.
+// UpdateList changes a list's name, low-stock threshold, fallback code or
+// expiry; an update that changes nothing is refused before any call.
 func (c *Client) UpdateList(ctx context.Context, id string, u ListUpdate) (*List, error) {
+	if u.empty() {
+		return nil, errors.New("the list update changes nothing")
+	}
 	// Setting fields to given values: a repeat changes nothing more.
 	return callJSON[List](ctx, c, "PATCH", route("v1", "lists", id), u, retryAlways)
 }
@@ -322,24 +444,61 @@ func (c *Client) UnassignList(ctx context.Context, messageID string) error {
 
 // OpenSend opens a send of a message; expected, when not nil, holds that
 // many codes less those assigned already. created tells whether the send is new.
-func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expected *uint64) (s *OpenedSend, created bool, err error) {
+// OnShortage sets its shortage policy (a new send's is reject).
+func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expected *uint64, opts ...SendOption) (s *OpenedSend, created bool, err error) {
+	o := sendOpts(opts)
 	in := struct {
 		MessageID          string  `json:"message_id"`
 		ExpectedRecipients *uint64 `json:"expected_recipients,omitempty"`
-	}{messageID, expected}
+		OnShortage         string  `json:"on_shortage,omitempty"`
+	}{messageID, expected, o.onShortage}
 	return upsertJSON[OpenedSend](ctx, c, "PUT", route("v1", "sends", sendID), in, retryAlways)
 }
 
 // Allocate hands out one code per recipient of a send (at most 100,000
 // per call). It is idempotent per send and recipient, so it is retried
 // with the same send id: a repeat gets the same codes. messageID may be
-// empty once the send exists.
-func (c *Client) Allocate(ctx context.Context, sendID, messageID string, recipients []string) (*Allocation, error) {
+// empty once the send exists. OnShortage sets the policy of a send that
+// this call opens.
+func (c *Client) Allocate(ctx context.Context, sendID, messageID string, recipients []string, opts ...SendOption) (*Allocation, error) {
+	o := sendOpts(opts)
 	in := struct {
 		MessageID  string   `json:"message_id,omitempty"`
+		OnShortage string   `json:"on_shortage,omitempty"`
 		Recipients []string `json:"recipients"`
-	}{messageID, recipients}
+	}{messageID, o.onShortage, recipients}
 	return callJSON[Allocation](ctx, c, "POST", route("v1", "sends", sendID, "codes"), in, retryAlways)
+}
+
+// Release gives the codes of recipients of a send back to its list (at
+// most 100,000 per call): bounces, say. It is retried like allocation: a
+// repeat finds the recipients released already (AlreadyReleased), so
+// Released + AlreadyReleased of the last try count every recipient the
+// first try released. (A recipient allocated again between two tries
+// would lose that new code too: release a recipient only once it is no
+// longer being sent to.)
+func (c *Client) Release(ctx context.Context, sendID string, recipients []string) (*ReleaseResult, error) {
+	in := struct {
+		Recipients []string `json:"recipients"`
+	}{recipients}
+	return callJSON[ReleaseResult](ctx, c, "POST", route("v1", "sends", sendID, "release"), in, retryAlways)
+}
+
+// Forecast tells whether a list has enough codes for a send of recipients,
+// and when it runs out at the rate of the last 7 days. With sendID (may be
+// empty) the codes that send holds count towards the recipients.
+func (c *Client) Forecast(ctx context.Context, listID string, recipients uint64, sendID string) (*Forecast, error) {
+	q := url.Values{"recipients": {strconv.FormatUint(recipients, 10)}}
+	if sendID != "" {
+		q.Set("send_id", sendID)
+	}
+	cl, _ := jsonCall("GET", route("v1", "lists", listID, "forecast"), nil, retryAlways)
+	cl.query = q
+	var out Forecast
+	if _, err := c.doJSON(ctx, cl, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // CloseSend ends a send; its unused hold goes back to the list. Closing a

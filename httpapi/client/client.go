@@ -8,8 +8,9 @@
 // broken connection or a 503 (waiting the Retry-After the server asked
 // for) only when repeating it cannot change the outcome: reads, PUTs,
 // DELETEs, closing a send, allocation (idempotent per send and recipient),
-// withdrawal (a code already withdrawn counts as withdrawn) and adding a
-// node that is already a member. An import is repeated only when it
+// release (a recipient released already counts as such), withdrawal (a
+// code already withdrawn counts as withdrawn) and adding a node that is
+// already a member. An import is repeated only when it
 // carries an Idempotency-Key and its body can be read again (an
 // io.Seeker). Any call is repeated when the server certainly did nothing:
 // the connection could not be opened, or a 503 no_leader or not_ready.

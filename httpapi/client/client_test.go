@@ -663,3 +663,106 @@ func TestNewRefusesBadAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestLifecycle drives SPEC §4 through the client against a real node:
+// fallback codes, release, forecast and expiry.
+func TestLifecycle(t *testing.T) {
+	n := startNode(t)
+	ctx := context.Background()
+	c := n.admin
+	fb := "GENERIC-10"
+	l := must[*client.List](t, "create")(c.CreateList(ctx, client.NewList{Name: "l", FallbackCode: &fb}))
+	if l.FallbackCode == nil || *l.FallbackCode != fb || l.ExpiresAt != nil || l.ExpiryWarningDays != 7 || l.Expired {
+		t.Fatalf("created %+v", l)
+	}
+	must[*client.ImportResult](t, "top up")(c.TopUp(ctx, l.ID, client.Upload{Body: strings.NewReader(codes("C", 3))}))
+	in := client.MessageInput{Name: "Welcome", CampaignType: "standard", Channel: "email"}
+	if _, _, err := c.PutMessage(ctx, "welcome", in); err != nil {
+		t.Fatal(err)
+	}
+	must[*client.Message](t, "assign")(c.AssignList(ctx, "welcome", l.ID))
+
+	// A send opened by its allocation under fallback: 3 codes, then the fallback.
+	a := must[*client.Allocation](t, "allocate")(c.Allocate(ctx, "s1", "welcome", []string{"a", "b", "c", "d", "e"},
+		client.OnShortage(client.ShortageFallback)))
+	var fallbacks []string
+	for _, as := range a.Assignments {
+		if as.Fallback {
+			if as.Code != fb {
+				t.Fatalf("a fallback assignment with code %q", as.Code)
+			}
+			fallbacks = append(fallbacks, as.Recipient)
+		}
+	}
+	if fmt.Sprint(fallbacks) != "[d e]" || a.Available != 0 {
+		t.Fatalf("allocation %+v, want d and e on the fallback code", a)
+	}
+	if s := must[*client.Send](t, "send")(c.GetSend(ctx, "s1")); s.OnShortage != client.ShortageFallback || s.Assigned != 5 {
+		t.Fatalf("send %+v", s)
+	}
+	if g := must[*client.ListDetail](t, "list")(c.GetList(ctx, l.ID)); g.FallbackUsed != 2 || g.Used != 3 {
+		t.Fatalf("list %+v, want 2 fallbacks and 3 used", g.List)
+	}
+	// A reject send gets 409 when it runs short.
+	if _, _, err := c.OpenSend(ctx, "s2", "welcome", nil, client.OnShortage(client.ShortageReject)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Allocate(ctx, "s2", "", []string{"z"})
+	wantStatus(t, err, 409, "insufficient_codes")
+
+	// Release a's code and d's fallback: a's code is available again.
+	rel := must[*client.ReleaseResult](t, "release")(c.Release(ctx, "s1", []string{"a", "d", "nobody"}))
+	if *rel != (client.ReleaseResult{Released: 2, NotAssigned: 1}) {
+		t.Fatalf("release %+v", rel)
+	}
+	again := must[*client.ReleaseResult](t, "release again")(c.Release(ctx, "s1", []string{"a"}))
+	if *again != (client.ReleaseResult{AlreadyReleased: 1}) {
+		t.Fatalf("release again %+v", again)
+	}
+	g := must[*client.ListDetail](t, "list")(c.GetList(ctx, l.ID))
+	if g.Released != 1 || g.Available != 1 || g.Used != 2 || g.FallbackUsed != 1 {
+		t.Fatalf("after the release %+v", g.List)
+	}
+	if ci := must[*client.CodeInfo](t, "lookup")(c.LookupCode(ctx, l.ID, a.Assignments[0].Code)); ci.State != "available" {
+		t.Fatalf("a released code reads %+v", ci)
+	}
+	h := must[[]client.HistoryEntry](t, "history")(c.RecipientHistory(ctx, "a"))
+	if len(h) != 1 || h[0].ReleasedAt == nil || h[0].Fallback {
+		t.Fatalf("history of a %+v, want one released assignment", h)
+	}
+	if h := must[[]client.HistoryEntry](t, "history")(c.RecipientHistory(ctx, "e")); len(h) != 1 || !h[0].Fallback || h[0].ReleasedAt != nil {
+		t.Fatalf("history of e %+v, want one live fallback", h)
+	}
+
+	// The forecast of a send of 10 on a list that drew 3 codes today.
+	f := must[*client.Forecast](t, "forecast")(c.Forecast(ctx, l.ID, 10, ""))
+	if f.Needed != 10 || f.Available != 1 || f.Shortfall != 9 || f.Enough || f.UsedLast7Days != 3 ||
+		f.UsedPerDay != 3.0/7 || f.RunsOutAt == nil || f.ExpiresAt != nil {
+		t.Fatalf("forecast %+v", f)
+	}
+	if _, err := c.Forecast(ctx, l.ID, 10, "no-such-send"); !client.IsNotFound(err) {
+		t.Fatalf("forecast with an unknown send: %v", err)
+	}
+
+	// Expiry: past expires_at nothing new is handed out; codes given stay.
+	past := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	u := must[*client.List](t, "expire")(c.UpdateList(ctx, l.ID, client.ListUpdate{ExpiresAt: &past, ClearFallback: true}))
+	if !u.Expired || u.ExpiresAt == nil || !u.ExpiresAt.Equal(past) || u.FallbackCode != nil {
+		t.Fatalf("expired list %+v", u)
+	}
+	_, err = c.Allocate(ctx, "s1", "", []string{"new"})
+	wantStatus(t, err, 409, "list_expired")
+	if a2 := must[*client.Allocation](t, "allocate again")(c.Allocate(ctx, "s1", "", []string{"b"})); a2.Assignments[0].Code != a.Assignments[1].Code {
+		t.Fatalf("b's code after the expiry: %+v", a2)
+	}
+	if f := must[*client.Forecast](t, "forecast")(c.Forecast(ctx, l.ID, 1, "")); !f.Expired || f.Enough {
+		t.Fatalf("forecast of an expired list %+v", f)
+	}
+	u = must[*client.List](t, "no expiry")(c.UpdateList(ctx, l.ID, client.ListUpdate{NoExpiry: true}))
+	if u.Expired || u.ExpiresAt != nil {
+		t.Fatalf("list without expiry %+v", u)
+	}
+	if _, err := c.UpdateList(ctx, l.ID, client.ListUpdate{}); err == nil {
+		t.Fatal("an empty update was sent")
+	}
+}

@@ -1,6 +1,7 @@
 // Package recipjson parses the JSON body of an allocation,
-// {"message_id"?: string, "recipients": [string, ...]}, without a heap
-// object per recipient. It imports only the standard library, so its fuzz
+// {"message_id"?: string, "on_shortage"?: string, "recipients": [string, ...]},
+// or of a release, {"recipients": [...]}, without a heap object per
+// recipient. It imports only the standard library, so its fuzz
 // run builds in seconds.
 package recipjson
 
@@ -16,45 +17,81 @@ import (
 // body. It refuses unknown fields, duplicate fields, other types, and
 // trailing data, as the API's JSON rules say. max bounds the recipients.
 func Parse(body []byte, max int) (message *string, recips [][]byte, err error) {
+	r, err := ParseRequest(body, max, MessageID)
+	return r.MessageID, r.Recipients, err
+}
+
+// Fields names the optional string fields a call takes beside
+// "recipients"; any other field is refused.
+type Fields uint8
+
+const (
+	MessageID  Fields = 1 << iota // "message_id" (allocation)
+	OnShortage                    // "on_shortage" (allocation)
+)
+
+// Request is a parsed body. A string field that is absent or null is nil.
+type Request struct {
+	MessageID  *string
+	OnShortage *string
+	Recipients [][]byte // nil when absent
+}
+
+// ParseRequest reads {"recipients": [string...]} with the optional fields
+// of optional, as Parse does: allocation takes MessageID|OnShortage, a
+// release none.
+func ParseRequest(body []byte, max int, optional Fields) (out Request, err error) {
 	p := jsonScanner{b: body}
 	if !p.consume('{') {
-		return nil, nil, p.fail("the body must be a JSON object")
+		return Request{}, p.fail("the body must be a JSON object")
 	}
-	seenMsg, seenRecips := false, false
+	var seen Fields
+	seenRecips := false
+	// optString reads an optional string field once.
+	optString := func(f Fields, name string, dst **string) error {
+		if optional&f == 0 {
+			return p.fail("unknown field " + strconv.Quote(name))
+		}
+		if seen&f != 0 {
+			return p.fail(name + " given twice")
+		}
+		seen |= f
+		if p.literal("null") {
+			return nil
+		}
+		s, err := p.str()
+		if err != nil {
+			return err
+		}
+		v := string(s)
+		*dst = &v
+		return nil
+	}
 	if !p.consume('}') {
 		for {
 			key, err := p.str()
 			if err != nil {
-				return nil, nil, err
+				return Request{}, err
 			}
 			if !p.consume(':') {
-				return nil, nil, p.fail("expected ':'")
+				return Request{}, p.fail("expected ':'")
 			}
 			switch string(key) {
 			case "message_id":
-				if seenMsg {
-					return nil, nil, p.fail("message_id given twice")
-				}
-				seenMsg = true
-				if p.literal("null") {
-					break
-				}
-				s, err := p.str()
-				if err != nil {
-					return nil, nil, err
-				}
-				m := string(s)
-				message = &m
+				err = optString(MessageID, "message_id", &out.MessageID)
+			case "on_shortage":
+				err = optString(OnShortage, "on_shortage", &out.OnShortage)
 			case "recipients":
 				if seenRecips {
-					return nil, nil, p.fail("recipients given twice")
+					return Request{}, p.fail("recipients given twice")
 				}
 				seenRecips = true
-				if recips, err = p.strArray(max); err != nil {
-					return nil, nil, err
-				}
+				out.Recipients, err = p.strArray(max)
 			default:
-				return nil, nil, p.fail("unknown field " + strconv.Quote(string(key)))
+				err = p.fail("unknown field " + strconv.Quote(string(key)))
+			}
+			if err != nil {
+				return Request{}, err
 			}
 			if p.consume(',') {
 				continue
@@ -62,14 +99,14 @@ func Parse(body []byte, max int) (message *string, recips [][]byte, err error) {
 			if p.consume('}') {
 				break
 			}
-			return nil, nil, p.fail("expected ',' or '}'")
+			return Request{}, p.fail("expected ',' or '}'")
 		}
 	}
 	p.ws()
 	if p.i != len(p.b) {
-		return nil, nil, p.fail("unexpected data after the JSON object")
+		return Request{}, p.fail("unexpected data after the JSON object")
 	}
-	return message, recips, nil
+	return out, nil
 }
 
 // ErrTooManyRecipients: the body holds more recipients than max.

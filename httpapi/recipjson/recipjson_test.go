@@ -49,6 +49,34 @@ func TestParseAllocationJSON(t *testing.T) {
 	f(``, nil, nil, true)
 }
 
+func TestParseRequestFields(t *testing.T) {
+	fb := `{"on_shortage":"fallback","message_id":"m","recipients":["a"]}`
+	r, err := ParseRequest([]byte(fb), 3, MessageID|OnShortage)
+	if err != nil || r.OnShortage == nil || *r.OnShortage != "fallback" || r.MessageID == nil || *r.MessageID != "m" || len(r.Recipients) != 1 {
+		t.Fatalf("%s: %+v, %v", fb, r, err)
+	}
+	r, err = ParseRequest([]byte(`{"on_shortage":null,"recipients":["a"]}`), 3, MessageID|OnShortage)
+	if err != nil || r.OnShortage != nil {
+		t.Fatalf("null on_shortage: %+v, %v", r, err)
+	}
+	for _, c := range []struct {
+		body     string
+		optional Fields
+	}{
+		{fb, MessageID}, // allocation without the policy: unknown field
+		{`{"message_id":"m","recipients":["a"]}`, 0}, // a release takes recipients only
+		{`{"on_shortage":"reject","on_shortage":"fallback","recipients":["a"]}`, OnShortage},
+		{`{"on_shortage":1,"recipients":["a"]}`, OnShortage},
+	} {
+		if _, err := ParseRequest([]byte(c.body), 3, c.optional); err == nil {
+			t.Fatalf("%s with fields %b: accepted", c.body, c.optional)
+		}
+	}
+	if r, err := ParseRequest([]byte(`{"recipients":["x","y"]}`), 3, 0); err != nil || len(r.Recipients) != 2 {
+		t.Fatalf("a release body: %+v, %v", r, err)
+	}
+}
+
 // FuzzParseAllocationJSON checks the parser against encoding/json on every
 // body both accept.
 func FuzzParse(f *testing.F) {
