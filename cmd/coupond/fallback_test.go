@@ -297,13 +297,19 @@ func fbAllocate(p *proc, admin string, recips []string, body []byte, fail func(s
 	return out
 }
 
+// fbAllocateOK allocates each recipient in a request of its own (the
+// order check of fbAllocate holds for new recipients only).
 func fbAllocateOK(t *testing.T, p *proc, admin string, recips ...string) []fbAnswer {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"recipients": recips})
-	var msg string
-	out := fbAllocate(p, admin, recips, body, func(f string, a ...any) { msg = fmt.Sprintf(f, a...) })
-	if out == nil {
-		t.Fatal(msg)
+	var out []fbAnswer
+	for _, rc := range recips {
+		body, _ := json.Marshal(map[string]any{"recipients": []string{rc}})
+		var msg string
+		got := fbAllocate(p, admin, []string{rc}, body, func(f string, a ...any) { msg = fmt.Sprintf(f, a...) })
+		if got == nil {
+			t.Fatal(msg)
+		}
+		out = append(out, got...)
 	}
 	return out
 }
