@@ -113,6 +113,7 @@ func TestKill9MidChunkedRelease(t *testing.T) {
 		}
 	}
 	relListCounts(t, "after the send", p.lifecycleList(admin, listID), relAssigned, relCodes-relAssigned, 0)
+	sent := time.Since(start)
 
 	// The first release, as JSON.
 	var first, big []string
@@ -185,7 +186,9 @@ func TestKill9MidChunkedRelease(t *testing.T) {
 
 	// After the restart: a prefix of the big request is released (all of
 	// it if it answered 200), nothing else changed.
+	killed := time.Since(start)
 	p.restart()
+	restarted := time.Since(start)
 	l := p.lifecycleList(admin, listID)
 	cut := int(l.Released) - relFirst
 	if cut < 0 || cut > relBig || l.Released < seen || answered.err == nil && cut != relBig {
@@ -244,6 +247,7 @@ func TestKill9MidChunkedRelease(t *testing.T) {
 	for i := range fresh {
 		fresh[i] = fmt.Sprintf("new-%06d@example.com", i)
 	}
+	retried := time.Since(start)
 	got := relAllocate(t, p, admin, fresh)
 	for i := range waiting {
 		if got[i] != code("R", relAssigned+i) {
@@ -322,5 +326,6 @@ func TestKill9MidChunkedRelease(t *testing.T) {
 		logs = logs[strings.Index(logs, "WARNING: DATA RACE"):]
 		t.Errorf("the race detector reported a data race in coupond:\n%s", logs[:min(len(logs), 6000)])
 	}
-	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("send done at %s, kill at %s, restarted at %s, release retried at %s, total %s", sent.Round(time.Millisecond),
+		killed.Round(time.Millisecond), restarted.Round(time.Millisecond), retried.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
