@@ -43,8 +43,9 @@ func (g rcptGen) String(i int64) string { return string(g.Append(nil, i)) }
 // each recipient sits in it, so that the reply can be checked against the
 // request without keeping the recipients anywhere else.
 type allocBody struct {
-	buf  []byte
-	offs []int32 // recipient k is buf[offs[2k]:offs[2k+1]]
+	buf        []byte
+	offs       []int32 // recipient k is buf[offs[2k]:offs[2k+1]]
+	onShortage string  // "": the field is left out (the server's default policy)
 }
 
 // N is the number of recipients in the body.
@@ -53,11 +54,17 @@ func (b *allocBody) N() int { return len(b.offs) / 2 }
 // Recipient k of the body (a sub-slice of the body: do not keep it).
 func (b *allocBody) Recipient(k int) []byte { return b.buf[b.offs[2*k]:b.offs[2*k+1]] }
 
-// build writes {"message_id":M,"recipients":[r_from, ..., r_to-1]}.
-// Recipients made by rcptGen never need escaping; messageID is escaped.
+// build writes {"message_id":M,"recipients":[r_from, ..., r_to-1]}, with
+// "on_shortage" after the message when the body has one (it is the policy
+// of a send the request opens; SPEC §4). Recipients made by rcptGen never
+// need escaping; messageID is escaped.
 func (b *allocBody) build(messageID string, g rcptGen, from, to int64) {
 	b.buf = append(b.buf[:0], `{"message_id":`...)
 	b.buf = appendJSONString(b.buf, messageID)
+	if b.onShortage != "" {
+		b.buf = append(b.buf, `,"on_shortage":`...)
+		b.buf = appendJSONString(b.buf, b.onShortage)
+	}
 	b.buf = append(b.buf, `,"recipients":[`...)
 	b.offs = b.offs[:0]
 	for i := from; i < to; i++ {
@@ -90,12 +97,13 @@ func appendJSONString(dst []byte, s string) []byte {
 var errBadReply = errors.New("malformed allocation reply")
 
 // parseAllocReply scans the 200 answer of POST /v1/sends/{id}/codes,
-// {"assignments":[{"recipient":R,"code":C},...],"available":N}, calling fn
-// for every assignment in order. The slices given to fn point into data (or
+// {"assignments":[{"recipient":R,"code":C,"fallback"?:B},...],"available":N},
+// calling fn for every assignment in order (fallback is false when the
+// assignment has no "fallback" key: SPEC §4 flags only fallback ones). The slices given to fn point into data (or
 // into a scratch buffer when the string had escapes): fn must copy what it
 // keeps. Keys may come in any order and unknown keys are skipped. It returns
 // the "available" count and the number of assignments.
-func parseAllocReply(data []byte, fn func(k int, rcpt, code []byte) error) (available int64, n int, err error) {
+func parseAllocReply(data []byte, fn func(k int, rcpt, code []byte, fallback bool) error) (available int64, n int, err error) {
 	s := scanner{data: data}
 	defer func() {
 		if err != nil && errors.Is(err, errBadReply) {
@@ -109,7 +117,7 @@ func parseAllocReply(data []byte, fn func(k int, rcpt, code []byte) error) (avai
 			haveAssign = true
 			return s.array(func() error {
 				var rcpt, code []byte
-				var haveR, haveC bool
+				var haveR, haveC, fallback bool
 				err := s.object(func(k []byte) error {
 					var err error
 					switch string(k) {
@@ -119,6 +127,8 @@ func parseAllocReply(data []byte, fn func(k int, rcpt, code []byte) error) (avai
 					case "code":
 						code, err = s.str(&s.scratchC)
 						haveC = true
+					case "fallback":
+						fallback, err = s.boolean()
 					default:
 						err = s.skip()
 					}
@@ -130,7 +140,7 @@ func parseAllocReply(data []byte, fn func(k int, rcpt, code []byte) error) (avai
 				if !haveR || !haveC {
 					return fmt.Errorf("%w: assignment %d lacks recipient or code", errBadReply, n)
 				}
-				if err := fn(n, rcpt, code); err != nil {
+				if err := fn(n, rcpt, code, fallback); err != nil {
 					return err
 				}
 				n++
@@ -321,6 +331,18 @@ func (s *scanner) int() (int64, error) {
 		return 0, fmt.Errorf("%w: bad integer %q", errBadReply, s.data[start:s.pos])
 	}
 	return v, nil
+}
+
+// boolean reads true or false.
+func (s *scanner) boolean() (bool, error) {
+	s.ws()
+	for _, lit := range []string{"true", "false"} {
+		if bytes.HasPrefix(s.data[s.pos:], []byte(lit)) {
+			s.pos += len(lit)
+			return lit == "true", nil
+		}
+	}
+	return false, fmt.Errorf("%w: want true or false", errBadReply)
 }
 
 // skip consumes any JSON value.

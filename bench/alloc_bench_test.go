@@ -35,7 +35,7 @@ func BenchmarkChunkClientSide(b *testing.B) {
 	for b.Loop() {
 		a.body.build("bench-x", rg, 0, n)
 		a.log.idx = a.log.idx[:0]
-		_, k, err := parseAllocReply(reply, func(k int, r, c []byte) error {
+		_, k, err := parseAllocReply(reply, func(k int, r, c []byte, _ bool) error {
 			if string(r) != string(a.body.Recipient(k)) {
 				b.Fatal("mismatch")
 			}

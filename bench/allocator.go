@@ -18,12 +18,13 @@ type allocator struct {
 	log  codeLog
 	lat  Latencies
 
-	requests int64 // successful (200) allocation requests
-	assigned int64 // assignments in them
+	requests  int64 // successful (200) allocation requests
+	assigned  int64 // assignments in them
+	fallbacks int64 // of those, the ones answered with the list's fallback code
 }
 
 func newAllocator(run *sendRun, c *Client) *allocator {
-	return &allocator{run: run, p: newPoster(c)}
+	return &allocator{run: run, p: newPoster(c), body: allocBody{onShortage: run.onShortage}}
 }
 
 // replyError is a 200 answer that does not match its request: a failed
@@ -51,10 +52,12 @@ func isDry(err error) bool {
 
 // allocate asks codes for recipients [from, to) of rg in send sendID. For
 // every assignment, in order, it checks the recipient and calls onCode (nil:
-// record the code in the log). It returns the "available" of the reply.
-// A 200 whose assignments do not match the request is a *replyError, any
-// other status a *refusal; the latency of a 200 is recorded.
-func (a *allocator) allocate(ctx context.Context, sendID string, rg rcptGen, from, to int64, onCode func(k int, code []byte) error) (int64, error) {
+// record the code in the log, or count a fallback). It returns the
+// "available" of the reply. A 200 whose assignments do not match the
+// request is a *replyError (a fallback assignment whose code is not the
+// run's fallback code is one), any other status a *refusal; the latency of
+// a 200 is recorded.
+func (a *allocator) allocate(ctx context.Context, sendID string, rg rcptGen, from, to int64, onCode func(k int, code []byte, fallback bool) error) (int64, error) {
 	a.body.build(a.run.messageID, rg, from, to)
 	path := sendCodesPath(sendID)
 	t0 := time.Now()
@@ -69,17 +72,29 @@ func (a *allocator) allocate(ctx context.Context, sendID string, rg rcptGen, fro
 	a.lat.Add(d)
 	want := a.body.N()
 	var mismatch string
-	avail, n, err := parseAllocReply(reply, func(k int, rcpt, code []byte) error {
+	var fallbacks int64
+	avail, n, err := parseAllocReply(reply, func(k int, rcpt, code []byte, fallback bool) error {
 		if k >= want {
 			return &replyError{fmt.Sprintf("send %s: more than %d assignments for %d recipients", sendID, want, want)}
 		}
 		if !bytes.Equal(rcpt, a.body.Recipient(k)) && mismatch == "" {
 			mismatch = fmt.Sprintf("send %s: assignment %d is for %q, the request's recipient %d is %q", sendID, k, rcpt, k, a.body.Recipient(k))
 		}
-		if onCode != nil {
-			return onCode(k, code)
+		if fallback {
+			if a.run.fallbackCode == "" {
+				return &replyError{fmt.Sprintf("send %s: %q got the fallback %q, but the run set no fallback code", sendID, rcpt, code)}
+			}
+			if string(code) != a.run.fallbackCode {
+				return &replyError{fmt.Sprintf("send %s: %q got the fallback %q, the list's fallback code is %q", sendID, rcpt, code, a.run.fallbackCode)}
+			}
+			fallbacks++
 		}
-		a.log.add(a.run.g, code)
+		if onCode != nil {
+			return onCode(k, code, fallback)
+		}
+		if !fallback {
+			a.log.add(a.run.g, code)
+		}
 		return nil
 	})
 	if err != nil {
@@ -96,6 +111,7 @@ func (a *allocator) allocate(ctx context.Context, sendID string, rg rcptGen, fro
 	}
 	a.requests++
 	a.assigned += int64(n)
+	a.fallbacks += fallbacks
 	return avail, nil
 }
 
@@ -105,11 +121,11 @@ func (a *allocator) allocate(ctx context.Context, sendID string, rg rcptGen, fro
 func (a *allocator) retry(ctx context.Context, sendID string, rg rcptGen, from, to int64, want []uint32) error {
 	var bad []string
 	nbad := 0
-	_, err := a.allocate(ctx, sendID, rg, from, to, func(k int, code []byte) error {
+	_, err := a.allocate(ctx, sendID, rg, from, to, func(k int, code []byte, fallback bool) error {
 		if k >= len(want) {
 			return nil
 		}
-		if i, ok := a.run.g.Index(code); !ok || i != uint64(want[k]) {
+		if i, ok := a.run.g.Index(code); fallback || !ok || i != uint64(want[k]) {
 			nbad++
 			if len(bad) < 3 {
 				bad = append(bad, fmt.Sprintf("%s got %q, first time %q", rg.String(from+int64(k)), code, a.run.g.Code(uint64(want[k]))))
@@ -123,6 +139,27 @@ func (a *allocator) retry(ctx context.Context, sendID string, rg rcptGen, from, 
 	if nbad > 0 {
 		return &replyError{fmt.Sprintf("retry of send %s: %d of %d recipients got another code (not idempotent), e.g. %s",
 			sendID, nbad, to-from, strings.Join(bad, "; "))}
+	}
+	return nil
+}
+
+// retryFallback re-sends recipients [from, to) of a send that were all
+// answered with the fallback code and checks they get it again: a fallback
+// assignment is as permanent as any other (SPEC §4).
+func (a *allocator) retryFallback(ctx context.Context, sendID string, rg rcptGen, from, to int64) error {
+	var bad []string
+	_, err := a.allocate(ctx, sendID, rg, from, to, func(k int, code []byte, fallback bool) error {
+		if !fallback && len(bad) < 3 {
+			bad = append(bad, fmt.Sprintf("%s got %q", rg.String(from+int64(k)), code))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("retry of send %s: %w", sendID, err)
+	}
+	if len(bad) > 0 {
+		return &replyError{fmt.Sprintf("retry of send %s: recipients answered with the fallback got a code instead (not idempotent), e.g. %s",
+			sendID, strings.Join(bad, "; "))}
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ type Config struct {
 	NetHTTP    bool          // send scenarios: allocate through net/http, not the raw client
 	ShortRcpt  bool          // big sends: recipients r0000000 (8 bytes, as peer scenario (a)), not e-mail addresses
 	History    int           // big-send: recipient-history lookups timed after the send (0: none)
+	OnShortage string        // big-send, small-sends: the sends' on_shortage ("": not sent, the server's default)
 
 	Timing Timings // waits of the cluster and failover scenarios; zero fields take their defaults
 
@@ -229,6 +230,15 @@ func (c *Config) Validate() error {
 	if c.Reserve && c.Scenario != "big-send" {
 		return &UsageError{"--reserve is for the big-send scenario only"}
 	}
+	switch c.OnShortage {
+	case "":
+	case ShortageReject, ShortageFallback:
+		if c.Scenario != "big-send" && c.Scenario != "small-sends" {
+			return &UsageError{"--on-shortage is for the big-send and small-sends scenarios only"}
+		}
+	default:
+		return &UsageError{fmt.Sprintf("--on-shortage %q: want %s or %s", c.OnShortage, ShortageReject, ShortageFallback)}
+	}
 	if c.Scenario == "big-send" {
 		if int64(c.Parallel) > c.Recipients {
 			return &UsageError{"--parallel must be <= --recipients"}
@@ -259,6 +269,12 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// The shortage policies of a send (SPEC §4, --on-shortage).
+const (
+	ShortageReject   = "reject"   // a request that needs more codes than the send can draw fails whole
+	ShortageFallback = "fallback" // its last recipients get the list's fallback code instead
+)
 
 // MaxRecipientsPerRequest is the server's limit (SPEC §2).
 const MaxRecipientsPerRequest = 100_000

@@ -35,6 +35,26 @@ func listProblems(l List, added, used int64) []string {
 	return p
 }
 
+// fallbackProblems checks the list's fallback_used against the fallback
+// assignments the run was answered (SPEC §4: counted there, not in used).
+func fallbackProblems(l List, run *sendRun, fallbacks int64) []string {
+	if l.FallbackUsed != fallbacks {
+		return []string{fmt.Sprintf("GET list: fallback_used = %d, want %d (fallback assignments answered)", l.FallbackUsed, fallbacks)}
+	}
+	if run.fallbackCode != "" && (l.FallbackCode == nil || *l.FallbackCode != run.fallbackCode) {
+		return []string{fmt.Sprintf("GET list: fallback_code %v, want %q", l.FallbackCode, run.fallbackCode)}
+	}
+	return nil
+}
+
+// shortageFields are the result fields of a run given --on-shortage.
+func shortageFields(run *sendRun, fallbacks int64) []Field {
+	if run.onShortage == "" {
+		return nil
+	}
+	return []Field{{Key: "on_shortage", Value: run.onShortage}, {Key: "fallbacks", Value: fallbacks}}
+}
+
 // countsProblems checks the identities between the counts of a list.
 func countsProblems(l List) []string {
 	var p []string
@@ -168,7 +188,7 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	}
 	if cfg.Reserve {
 		for _, s := range sends {
-			r, err := c.OpenSend(ctx, s.id, run.messageID, s.n)
+			r, err := c.OpenSend(ctx, s.id, run.messageID, s.n, run.onShortage)
 			if err != nil {
 				return nil, fmt.Errorf("reserving %d codes for send %s: %w", s.n, s.id, err)
 			}
@@ -244,19 +264,26 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 
 	// Verification.
 	lat := &Latencies{}
-	var requests, assigned int64
+	var requests, assigned, fallbacks int64
 	logs := make([]*codeLog, 0, par)
 	for _, s := range sends {
 		lat.Merge(&s.a.lat)
 		requests += s.a.requests
 		assigned += s.a.assigned
+		fallbacks += s.a.fallbacks
 		logs = append(logs, &s.a.log)
 	}
 	if len(problems) == 0 && assigned != total {
 		problems = append(problems, fmt.Sprintf("%d assignments, want %d", assigned, total))
 	}
+	// The list holds a code for every recipient: a fallback is a code the
+	// server did not hand out though it could.
+	if fallbacks > 0 {
+		problems = append(problems, fmt.Sprintf("%d recipients got the fallback code, though the list had a code for each", fallbacks))
+	}
+	drawn := assigned - fallbacks
 	led := checkLedger(run.g, codes, logs)
-	problems = append(problems, led.problems(assigned)...)
+	problems = append(problems, led.problems(drawn)...)
 	retryOK := "skipped"
 	if len(problems) == 0 {
 		rp := retryProblems(ctx, c, run, func() []string {
@@ -280,7 +307,8 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("GET list at the end: %v", err))
 	} else {
-		problems = append(problems, listProblems(l, codes, assigned)...)
+		problems = append(problems, listProblems(l, codes, drawn)...)
+		problems = append(problems, fallbackProblems(l, run, fallbacks)...)
 	}
 	rep := env.checkReplicas(ctx)
 	problems = append(problems, rep.problems...)
@@ -299,6 +327,9 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 	if cfg.Reserve {
 		sum.WriteString(" | reserved first")
 	}
+	if run.onShortage != "" {
+		fmt.Fprintf(&sum, " | on_shortage=%s", run.onShortage)
+	}
 	fmt.Fprintf(&sum, " | verify: %s retry=%s list{added=%d used=%d available=%d}%s => %s | %s",
 		led, retryOK, l.Added, l.Used, l.Available, rep.word(), okWord(len(problems) == 0), cpu)
 	res.Extra = append(res.Extra,
@@ -306,6 +337,7 @@ func RunBigSend(ctx context.Context, env *Env) (*Result, error) {
 		Field{Key: "chunk", Value: chunk},
 		Field{Key: "parallel", Value: par},
 		Field{Key: "reserve", Value: cfg.Reserve})
+	res.Extra = append(res.Extra, shortageFields(run, fallbacks)...)
 	if hist != nil {
 		fmt.Fprintf(&sum, " | history lookup with %d assignments stored: %s", assigned, latSummary(hist))
 		res.Extra = append(res.Extra, latFields("history_", hist)...)

@@ -191,6 +191,9 @@ type List struct {
 	Withdrawn         int64  `json:"withdrawn"`
 	UsedOrDeleted     int64  `json:"used_or_deleted"`
 	CreatedAt         string `json:"created_at"`
+	// SPEC §4; left out by the test fake when unset.
+	FallbackCode *string `json:"fallback_code,omitempty"`
+	FallbackUsed int64   `json:"fallback_used,omitempty"`
 }
 
 // ImportResult is the answer part of an import or top-up.

@@ -10,7 +10,9 @@ import (
 
 // fakeSendState is the fake's model of messages and sends (SPEC §2):
 // idempotent per (send, recipient), FIFO codes from the message's list,
-// all-or-nothing 409 insufficient_codes, reservations as counts.
+// all-or-nothing 409 insufficient_codes, reservations as counts; and the
+// fallback policy of SPEC §4 (a list's fallback code, a send's
+// on_shortage).
 type fakeSendState struct {
 	codes    map[string][]string            // list id -> codes in import order
 	codeSet  map[string]map[string]struct{} // list id -> its codes
@@ -27,6 +29,8 @@ type fakeSendState struct {
 	forgetIdem bool  // a retry gets new codes
 	swapOrder  bool  // the assignments of a request come back reversed
 	noSends    bool  // no messages or sends at all (404), like a server without them
+	fbEarly    bool  // fallback policy: hands out the fallback while codes are left
+	fbUnflag   bool  // a retried fallback assignment comes back without "fallback": true
 	delay      time.Duration
 }
 
@@ -36,8 +40,10 @@ type fakeMessage struct {
 
 type fakeSend struct {
 	message, list string
+	onShortage    string
 	reserved      int64
 	assigned      map[string]string
+	fallback      map[string]bool // recipients answered with the fallback code
 	created       time.Time
 }
 
@@ -76,6 +82,8 @@ func (f *fakeAPI) serveSends(w http.ResponseWriter, r *http.Request) bool {
 		f.allocate(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "lists" && parts[2] == "codes" && r.Method == http.MethodPost:
 		f.topUp(w, r, parts[1])
+	case len(parts) == 2 && parts[0] == "lists" && r.Method == http.MethodPatch:
+		f.patchList(w, r, parts[1])
 	default:
 		return false
 	}
@@ -157,20 +165,60 @@ func (f *fakeAPI) sendLocked(w http.ResponseWriter, id, message string, create b
 		writeErr(w, http.StatusUnprocessableEntity, "no_coupon_list", "message has no list")
 		return nil, false
 	}
-	s := &fakeSend{message: message, list: m.list, assigned: map[string]string{}, created: time.Now()}
+	s := &fakeSend{message: message, list: m.list, assigned: map[string]string{}, fallback: map[string]bool{}, created: time.Now()}
 	if create {
 		f.sends[id] = s
 	}
 	return s, true
 }
 
+// validShortage checks an on_shortage of a request ("" when absent).
+func (f *fakeAPI) validShortage(w http.ResponseWriter, v string) bool {
+	switch v {
+	case "", "reject", "fallback":
+		return true
+	}
+	f.problem("on_shortage %q", v)
+	writeErr(w, http.StatusBadRequest, "bad_request", "on_shortage: reject or fallback")
+	return false
+}
+
+func (f *fakeAPI) patchList(w http.ResponseWriter, r *http.Request, id string) {
+	var b struct {
+		FallbackCode *string `json:"fallback_code"`
+	}
+	if err := decodeStrict(r, &b); err != nil {
+		f.problem("PATCH list: %v", err)
+		writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.lists[id]
+	if !ok {
+		writeErr(w, http.StatusNotFound, "not_found", "no such list")
+		return
+	}
+	if b.FallbackCode != nil && *b.FallbackCode != "" {
+		if _, dup := f.codeSet[id][*b.FallbackCode]; dup {
+			f.problem("PATCH list: the fallback code %q is a code of the list", *b.FallbackCode)
+		}
+	}
+	l.FallbackCode = b.FallbackCode
+	writeJSON(w, http.StatusOK, l)
+}
+
 func (f *fakeAPI) openSend(w http.ResponseWriter, r *http.Request, id string) {
 	var b struct {
-		MessageID string `json:"message_id"`
-		Expected  *int64 `json:"expected_recipients"`
+		MessageID  string `json:"message_id"`
+		Expected   *int64 `json:"expected_recipients"`
+		OnShortage string `json:"on_shortage"`
 	}
 	if err := decodeStrict(r, &b); err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if !f.validShortage(w, b.OnShortage) {
 		return
 	}
 	f.mu.Lock()
@@ -191,6 +239,9 @@ func (f *fakeAPI) openSend(w http.ResponseWriter, r *http.Request, id string) {
 			l.Reserved += delta
 			s.reserved = hold
 		}
+	}
+	if b.OnShortage != "" {
+		s.onShortage = b.OnShortage
 	}
 	f.sends[id] = s
 	st := http.StatusOK
@@ -217,6 +268,7 @@ func (f *fakeAPI) getSend(w http.ResponseWriter, id string) {
 func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 	var b struct {
 		MessageID  string   `json:"message_id"`
+		OnShortage string   `json:"on_shortage"`
 		Recipients []string `json:"recipients"`
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
@@ -225,6 +277,9 @@ func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 	if err := decodeStrict(r, &b); err != nil {
 		f.problem("allocation body: %v", err)
 		writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if !f.validShortage(w, b.OnShortage) {
 		return
 	}
 	if len(b.Recipients) == 0 || len(b.Recipients) > MaxRecipientsPerRequest {
@@ -242,6 +297,9 @@ func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 	if !ok {
 		return
 	}
+	if !existed {
+		s.onShortage = b.OnShortage // the policy of the send it opens
+	}
 	l := f.lists[s.list]
 	needed := int64(0)
 	fresh := map[string]bool{}
@@ -251,7 +309,14 @@ func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 			needed++
 		}
 	}
-	if needed > s.reserved+l.Available {
+	fallback := s.onShortage == "fallback" && l.FallbackCode != nil && *l.FallbackCode != ""
+	// drawable is how many new recipients get a code; the rest get the
+	// fallback.
+	drawable := min(needed, s.reserved+l.Available)
+	if f.fbEarly && fallback {
+		drawable = min(drawable, needed/2)
+	}
+	if needed > s.reserved+l.Available && !fallback {
 		writeJSON(w, http.StatusConflict, map[string]any{"error": map[string]any{
 			"code": "insufficient_codes", "message": "not enough codes", "needed": needed, "available": s.reserved + l.Available}})
 		return
@@ -262,12 +327,19 @@ func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 	type asg struct {
 		Recipient string `json:"recipient"`
 		Code      string `json:"code"`
+		Fallback  bool   `json:"fallback,omitempty"`
 	}
 	out := make([]asg, 0, len(b.Recipients))
 	codes := f.codes[s.list]
 	for _, rc := range b.Recipients {
 		code, ok := s.assigned[rc]
-		if !ok || f.forgetIdem && !fresh[rc] {
+		if !ok && fresh[rc] && drawable == 0 {
+			code = *l.FallbackCode
+			s.assigned[rc], s.fallback[rc] = code, true
+			l.FallbackUsed++
+			delete(fresh, rc)
+		} else if !ok || f.forgetIdem && !fresh[rc] && !s.fallback[rc] {
+			drawable--
 			i := f.next[s.list]
 			if i >= len(codes) {
 				writeErr(w, http.StatusInternalServerError, "internal", "fake ran out of codes")
@@ -294,7 +366,7 @@ func (f *fakeAPI) allocate(w http.ResponseWriter, r *http.Request, id string) {
 			l.UsedOrDeleted = l.Used + l.Withdrawn
 			delete(fresh, rc)
 		}
-		out = append(out, asg{rc, code})
+		out = append(out, asg{rc, code, s.fallback[rc] && !(f.fbUnflag && ok)})
 	}
 	if f.swapOrder && len(out) > 1 {
 		out[0], out[1] = out[1], out[0]

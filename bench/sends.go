@@ -84,10 +84,14 @@ func (c *Client) AssignList(ctx context.Context, messageID, listID string) error
 	return err
 }
 
-// OpenSend opens a send with a reservation of expected codes (200 or 201).
-func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expected int64) (OpenSendReply, error) {
+// OpenSend opens a send with a reservation of expected codes (200 or 201),
+// and with the shortage policy onShortage unless it is "".
+func (c *Client) OpenSend(ctx context.Context, sendID, messageID string, expected int64, onShortage string) (OpenSendReply, error) {
 	var out OpenSendReply
 	body := map[string]any{"message_id": messageID, "expected_recipients": expected}
+	if onShortage != "" {
+		body["on_shortage"] = onShortage
+	}
 	_, err := c.sendJSON(ctx, http.MethodPut, "/v1/sends/"+url.PathEscape(sendID), body, &out, http.StatusOK, http.StatusCreated)
 	return out, err
 }
@@ -115,15 +119,30 @@ func (c *Client) TopUp(ctx context.Context, listID string, g *CodeGen, start, co
 	return out, time.Since(t0), err
 }
 
+// SetFallbackCode sets the fallback code of a list (PATCH, SPEC §4) and
+// answers the list.
+func (c *Client) SetFallbackCode(ctx context.Context, listID, code string) (List, error) {
+	var out List
+	_, err := c.sendJSON(ctx, http.MethodPatch, "/v1/lists/"+url.PathEscape(listID), map[string]any{"fallback_code": code}, &out, http.StatusOK)
+	return out, err
+}
+
 // sendRun is what every send scenario sets up before it is timed: a fresh
 // list holding the generated codes [0, imported), and a message using it.
 type sendRun struct {
-	runID     string // unique per run: names the list, the message and the sends
-	g         *CodeGen
-	listID    string
-	messageID string
-	imported  int64 // codes imported so far (the next index to import)
+	runID        string // unique per run: names the list, the message and the sends
+	g            *CodeGen
+	listID       string
+	messageID    string
+	imported     int64  // codes imported so far (the next index to import)
+	onShortage   string // the policy asked of the sends ("": the server's default)
+	fallbackCode string // the list's fallback code ("": none)
 }
+
+// FallbackCode is the fallback code the send scenarios give their list with
+// --on-shortage fallback. It has a '-', so the harness never generates it
+// as one of the list's codes (CodeAlphabet).
+const FallbackCode = "BENCH-FALLBACK"
 
 // newRunID is a short id unique per run (base 36 of the time in ns).
 func newRunID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
@@ -166,6 +185,18 @@ func setupSends(ctx context.Context, env *Env, scenario string, codes int64) (*s
 	}
 	if err := c.AssignList(ctx, run.messageID, run.listID); err != nil {
 		return nil, fmt.Errorf("setup coupon list: %w", err)
+	}
+	run.onShortage = env.Cfg.OnShortage
+	if run.onShortage == ShortageFallback {
+		l, err := c.SetFallbackCode(ctx, run.listID, FallbackCode)
+		if err != nil {
+			return nil, fmt.Errorf("setup fallback code: %w", err)
+		}
+		if l.FallbackCode == nil || *l.FallbackCode != FallbackCode {
+			return nil, &CheckError{Scenario: scenario + " (setup)", Problems: []string{
+				fmt.Sprintf("PATCH list %s: fallback_code %v, want %q", run.listID, l.FallbackCode, FallbackCode)}}
+		}
+		run.fallbackCode = FallbackCode
 	}
 	env.logf("%s: setup: list %s (%d codes, imported in %.2fs), message %s", scenario, run.listID, codes, d.Seconds(), run.messageID)
 	if env.Cluster != nil {

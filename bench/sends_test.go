@@ -294,14 +294,17 @@ func TestSpawnBigSend(t *testing.T) {
 }
 
 func TestParseAllocReply(t *testing.T) {
-	type asg struct{ R, C string }
+	type asg struct {
+		R, C string
+		F    bool
+	}
 	parse := func(s string) ([]asg, int64, error) {
 		var got []asg
-		avail, n, err := parseAllocReply([]byte(s), func(k int, r, c []byte) error {
+		avail, n, err := parseAllocReply([]byte(s), func(k int, r, c []byte, fallback bool) error {
 			if k != len(got) {
 				return fmt.Errorf("k %d", k)
 			}
-			got = append(got, asg{string(r), string(c)})
+			got = append(got, asg{string(r), string(c), fallback})
 			return nil
 		})
 		if err == nil && n != len(got) {
@@ -315,12 +318,14 @@ func TestParseAllocReply(t *testing.T) {
 		avail int64
 	}{
 		{`{"assignments":[{"recipient":"a@x","code":"C1"},{"recipient":"b@x","code":"C2"}],"available":7}`,
-			[]asg{{"a@x", "C1"}, {"b@x", "C2"}}, 7},
+			[]asg{{"a@x", "C1", false}, {"b@x", "C2", false}}, 7},
 		{" { \"available\" : 0 ,\n \"assignments\" : [ { \"code\" : \"Z\" , \"recipient\" : \"r\" } ] }\n",
-			[]asg{{"r", "Z"}}, 0},
+			[]asg{{"r", "Z", false}}, 0},
 		{`{"assignments":[],"available":3,"extra":{"a":[1,2.5e3,"x\"y",true,null,{}]}}`, nil, 3},
 		{`{"assignments":[{"recipient":"a\/b\u00e9\"","code":"C\\1","assigned_at":"2026-01-01T00:00:00Z"}],"available":1}`,
-			[]asg{{"a/bé\"", "C\\1"}}, 1},
+			[]asg{{"a/bé\"", "C\\1", false}}, 1},
+		{`{"assignments":[{"recipient":"a","code":"C1","fallback":false},{"recipient":"b","code":"FB","fallback":true}],"available":0}`,
+			[]asg{{"a", "C1", false}, {"b", "FB", true}}, 0},
 	}
 	for _, c := range good {
 		got, avail, err := parse(c.in)
@@ -345,6 +350,8 @@ func TestParseAllocReply(t *testing.T) {
 		`{"assignments":[{"recipient":"a","code":"b"}],"available":"1"}`,
 		`{"assignments":[{"recipient":"a","code":"b"}],"available":1,"x":nul}`,
 		"{\"assignments\":[{\"recipient\":\"a\tb\",\"code\":\"b\"}],\"available\":1}",
+		`{"assignments":[{"recipient":"a","code":"b","fallback":1}],"available":1}`,
+		`{"assignments":[{"recipient":"a","code":"b","fallback":tru}],"available":1}`,
 	}
 	for _, in := range bad {
 		if _, _, err := parse(in); err == nil {

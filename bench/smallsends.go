@@ -24,6 +24,7 @@ type smallWorker struct {
 	sendPrefix string
 	perConn    bool
 	dryWaits   int64
+	fbFrom     int64 // the first request answered with the fallback code (-1: none)
 	err        error
 }
 
@@ -33,6 +34,7 @@ func newSmallWorker(run *sendRun, c *Client, tag string, w int, perConn bool) *s
 		rg:         rcptGen{prefix: fmt.Sprintf("u%02d.", w), width: 7, suffix: "@example.com"},
 		sendPrefix: fmt.Sprintf("bench-%s-%s%d", run.runID, tag, w),
 		perConn:    perConn,
+		fbFrom:     -1,
 	}
 }
 
@@ -47,12 +49,27 @@ func (s *smallWorker) sendID(i int64) string {
 // loop sends one request after the other until stop is set or the
 // deadline passes. When the list is dry (409 insufficient_codes) it either
 // waits and retries (waitOnDry) or records the time in dry and stops all.
+// Under the fallback policy a dry list answers with the fallback code: the
+// time is recorded in dry and the run goes on; from then on every answer
+// must be the fallback (nothing tops the list up).
 func (s *smallWorker) loop(ctx context.Context, stop *atomic.Bool, deadline time.Time, waitOnDry bool, dry *atomic.Int64) {
 	for !stop.Load() && ctx.Err() == nil && time.Now().Before(deadline) {
 		i := s.a.requests
+		fb := s.a.fallbacks
 		_, err := s.a.allocate(ctx, s.sendID(i), s.rg, i, i+1, nil)
 		if err == nil {
-			continue
+			switch {
+			case s.a.fallbacks > fb && s.fbFrom < 0:
+				s.fbFrom = i
+				dry.CompareAndSwap(0, time.Now().UnixNano())
+			case s.a.fallbacks == fb && s.fbFrom >= 0:
+				err = &replyError{fmt.Sprintf("send %s: a code was handed out after request %d got the fallback, on a list nothing tops up", s.sendID(i), s.fbFrom)}
+			default:
+				continue
+			}
+			if err == nil {
+				continue
+			}
 		}
 		if isDry(err) {
 			if waitOnDry {
@@ -71,15 +88,22 @@ func (s *smallWorker) loop(ctx context.Context, stop *atomic.Bool, deadline time
 }
 
 // retrySample retries up to k requests spread over the worker's run and
-// checks they get the same code again.
+// checks they get the same code again; the first request answered with
+// the fallback, if any, must get it again.
 func (s *smallWorker) retrySample(ctx context.Context, run *sendRun, c *Client, k int64) []string {
-	n := s.a.requests
-	if n == 0 || int64(len(s.a.log.idx)) != n {
-		return nil
-	}
-	step := max(1, n/k)
 	ra := newAllocator(run, c)
 	var p []string
+	n := s.a.requests
+	if s.fbFrom >= 0 {
+		if err := ra.retryFallback(ctx, s.sendID(s.fbFrom), s.rg, s.fbFrom, s.fbFrom+1); err != nil {
+			p = append(p, err.Error())
+		}
+		n = s.fbFrom // the requests before it drew codes, one each
+	}
+	if n == 0 || int64(len(s.a.log.idx)) != n {
+		return p
+	}
+	step := max(1, n/k)
 	for i := int64(0); i < n; i += step {
 		if err := ra.retry(ctx, s.sendID(i), s.rg, i, i+1, s.a.log.idx[i:i+1]); err != nil {
 			p = append(p, err.Error())
@@ -193,15 +217,17 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	}
 
 	lat := &Latencies{}
-	var requests int64
+	var requests, fallbacks int64
 	logs := make([]*codeLog, 0, len(ws))
 	for _, w := range ws {
 		lat.Merge(&w.a.lat)
 		requests += w.a.requests
+		fallbacks += w.a.fallbacks
 		logs = append(logs, &w.a.log)
 	}
+	drawn := requests - fallbacks // one recipient a request
 	led := checkLedger(run.g, codes, logs)
-	problems = append(problems, led.problems(requests)...)
+	problems = append(problems, led.problems(drawn)...)
 	retryOK := "skipped"
 	if len(problems) == 0 {
 		rp := retryProblems(ctx, c, run, func() []string { return retrySmall(ctx, run, c, ws, retrySampleSize) })
@@ -213,7 +239,8 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("GET list at the end: %v", err))
 	} else {
-		problems = append(problems, listProblems(l, codes, requests)...)
+		problems = append(problems, listProblems(l, codes, drawn)...)
+		problems = append(problems, fallbackProblems(l, run, fallbacks)...)
 	}
 	rep := env.checkReplicas(ctx)
 	problems = append(problems, rep.problems...)
@@ -222,7 +249,15 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 	var sum strings.Builder
 	fmt.Fprintf(&sum, "small-sends: %d connections x %.1fs: %d requests = %s req/s (= codes/s), a send per %s | latency %s",
 		cfg.Conc, elapsed.Seconds(), requests, humanRate(perSecond(requests, elapsed)), cfg.SendPer, latSummary(lat))
-	if at := dry.Load(); at != 0 {
+	if run.onShortage != "" {
+		fmt.Fprintf(&sum, " | on_shortage=%s", run.onShortage)
+	}
+	switch at := dry.Load(); {
+	case at != 0 && fallbacks > 0:
+		fmt.Fprintf(&sum, " | the list ran dry after %.1fs: %d requests after that got the fallback code", time.Unix(0, at).Sub(t0).Seconds(), fallbacks)
+		env.logf("small-sends: the list of %d codes ran dry after %.1fs: %d requests got the fallback code (raise --codes to time draws only)",
+			codes, time.Unix(0, at).Sub(t0).Seconds(), fallbacks)
+	case at != 0:
 		fmt.Fprintf(&sum, " | STOPPED EARLY: the list ran dry (409 insufficient_codes) after %.1fs; import more with --codes (now %d)",
 			time.Unix(0, at).Sub(t0).Seconds(), codes)
 		env.logf("small-sends: the list of %d codes ran dry after %.1fs: the run stopped early (raise --codes)", codes, time.Unix(0, at).Sub(t0).Seconds())
@@ -234,6 +269,7 @@ func RunSmallSends(ctx context.Context, env *Env) (*Result, error) {
 		Field{Key: "conc", Value: cfg.Conc},
 		Field{Key: "send_per", Value: cfg.SendPer},
 		Field{Key: "ran_dry", Value: dry.Load() != 0})
+	res.Extra = append(res.Extra, shortageFields(run, fallbacks)...)
 	res.Extra = append(res.Extra, cpu.fields()...)
 	mem.apply(res, &sum, requests)
 	rep.apply(res, &sum, cfg.Target)

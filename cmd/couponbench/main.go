@@ -64,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")
 	fs.BoolVar(&cfg.ShortRcpt, "short-recipients", false, "big sends (big-send, mixed): recipients r0000000 (8 bytes, as peer scenario (a)) instead of u00.0000000@example.com (23 bytes)")
 	fs.BoolVar(&cfg.Reserve, "reserve", false, "big-send: open each send with expected_recipients first (not timed)")
+	fs.StringVar(&cfg.OnShortage, "on-shortage", "", "big-send, small-sends: the sends' shortage policy, `reject` or fallback (then the list gets the fallback code "+bench.FallbackCode+"); unset: the server's default")
 	fs.IntVar(&cfg.History, "history-lookups", 0, "big-send: then time this many GET /v1/recipients/{r}/assignments of random recipients")
 	fs.IntVar(&cfg.Conc, "conc", cfg.Conc, "small-sends, mixed: connections making one-recipient requests (failover: 8 unless given)")
 	fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "failover: `N` times the leader is killed (kill -9), timed, and restarted")
