@@ -92,7 +92,9 @@ func TestKill9MidChunkedRelease(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	start := time.Now()
-	p := newProc(t)
+	// The subject is the disk across a kill, with 25 MB of recipients: the
+	// plain binary (fallback_test.go runs the release path under -race).
+	p := newProcOf(t, fastBinary(t))
 	p.Start()
 	admin := p.Token("admin.token")
 	listID := p.createList(admin, "release", codesCSV("R", 0, relCodes))
