@@ -1988,7 +1988,7 @@ func (r *orcRun) checkHistory(tenant, rc string) {
 
 func newOrcRun(t *testing.T, seed int64) *orcRun {
 	return &orcRun{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), tf: newTestFSM(t), o: newOracle(),
-		at: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC).UnixNano(),
+		at:           time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC).UnixNano(),
 		touchedCodes: map[uint64]map[string]bool{}, touchedRecips: map[string]map[string]bool{}, touchedSends: map[string]bool{}, outcomes: map[string]int{}}
 }
 
