@@ -1,0 +1,295 @@
+package raftfsm
+
+import (
+	"encoding/hex"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// Focused tests of issue 17 (SPEC §4) for what the model test reaches
+// poorly: encodings, big requests, far dates and the usage ring's edges.
+
+// TestOldVersionBytesUnchanged: a command or record without the new
+// fields is written byte for byte as before issue 17 (bytes taken from the
+// release before it), so logs, snapshots and digests of older nodes stay
+// the same; each still decodes to the same value.
+func TestOldVersionBytesUnchanged(t *testing.T) {
+	rs := RecipientBlock(nil).AppendRecipient([]byte("r1")).AppendRecipient([]byte("r2"))
+	for _, c := range []struct {
+		name string
+		cmd  Command
+		want string
+	}{
+		{"CreateList", &CreateList{Tenant: "acme", ID: 7, Name: "spring", Dedupe: true, Threshold: 5, At: 1700000000000000000},
+			"04010461636d650706737072696e6701058080d0e2c6bfce972f"},
+		{"UpdateList", &UpdateList{Tenant: "acme", ID: 7, SetName: true, Name: "x", SetThreshold: true, Threshold: 3},
+			"05010461636d65070101780103"},
+		{"ImportCommit v1", &ImportCommit{Tenant: "acme", Upload: UploadID{1, 2}, Chunks: 2, List: 7, At: 9,
+			Create: &CreateList{Tenant: "acme", ID: 7, Name: "n", Dedupe: true, At: 9}},
+			"08010461636d6501020000000000000000000000000000020712010461636d6507016e010012"},
+		{"ImportCommit v2", &ImportCommit{Tenant: "acme", Upload: UploadID{1, 2}, Chunks: 2, List: 7, At: 9, Request: [32]byte{5},
+			Create: &CreateList{Tenant: "acme", ID: 7, Name: "n", At: 9}},
+			"08020461636d6501020000000000000000000000000000020712010461636d6507016e0000120500000000000000000000000000000000000000000000000000000000000000"},
+		{"OpenSend", &OpenSend{Tenant: "acme", Send: "s", Message: "m", HasExpected: true, Expected: 40, At: 11},
+			"0d010461636d650173016d012816"},
+		{"Allocate", &Allocate{Tenant: "acme", Send: "s", Message: "m", Recipients: rs, At: 12},
+			"0e010461636d650173016d1806027231027232"},
+		{"Reserve", &Reserve{Tenant: "acme", Send: "s", Message: "m", Need: 9, At: 13},
+			"0f010461636d650173016d091a"},
+	} {
+		got := Encode(c.cmd)
+		if hex.EncodeToString(got) != c.want {
+			t.Errorf("%s: encoded %x, want %s (the bytes before issue 17)", c.name, got, c.want)
+			continue
+		}
+		back, err := Decode(got)
+		if err != nil || !reflect.DeepEqual(back, c.cmd) {
+			t.Errorf("%s: decoded %+v %v, want %+v", c.name, back, err, c.cmd)
+		}
+	}
+
+	// Records: the plain ones keep their bytes, and read back the same.
+	l := &ListMeta{ID: 7, Tenant: "acme", Name: "spring", Dedupe: true, Threshold: 5, CreatedAt: 77, Batches: 3, Cursor: 12,
+		Reserved: 4, WarnDays: DefaultWarnDays}
+	checkRecord(t, "ListMeta", l.marshal(), "01070461636d6506737072696e6701059a01030c04", func(v []byte) (any, error) { return unmarshalList(v) }, l)
+	s := &Send{Tenant: "acme", ID: "s", Num: 3, Message: "m", List: 7, Closed: true, Reserved: 2, Assigned: 5, CreatedAt: 88}
+	checkRecord(t, "Send", s.marshal(), "010461636d65017303016d07010205b001", func(v []byte) (any, error) { return unmarshalSend(v) }, s)
+	a := &Alert{ID: 4, Tenant: "acme", List: 7, ListName: "spring", Threshold: 5, Available: 2, At: 99}
+	checkRecord(t, "Alert", a.marshal(), "01040461636d650706737072696e670502c601", func(v []byte) (any, error) { return unmarshalAlert(v) }, a)
+	b := &assignBatch{Send: 3, List: 7, At: 55, FirstSeq: 10, Runs: []posRun{{2, 2}},
+		Recips: [][]byte{[]byte("r1"), []byte("r2")}, Codes: [][]byte{[]byte("C1"), []byte("C2")}}
+	checkRecord(t, "assignBatch", b.marshal(nil), "0103076e0a02010202027231024331027232024332",
+		func(v []byte) (any, error) { return unmarshalBatch(v) }, b)
+}
+
+func checkRecord(t *testing.T, name string, got []byte, want string, decode func([]byte) (any, error), value any) {
+	t.Helper()
+	if want != "" && hex.EncodeToString(got) != want {
+		t.Errorf("%s: stored as %x, want %s", name, got, want)
+		return
+	}
+	back, err := decode(got)
+	if err != nil || !reflect.DeepEqual(back, value) {
+		t.Errorf("%s: read back %+v %v, want %+v", name, back, err, value)
+	}
+}
+
+// TestNewVersionsRoundTrip: the commands and records with the new fields
+// take their new version and read back to the same value; bodies a newer
+// version would write differently are refused (one encoding per value).
+func TestNewVersionsRoundTrip(t *testing.T) {
+	rs := RecipientBlock(nil).AppendRecipient([]byte("r1"))
+	life := CreateList{Tenant: "acme", ID: 7, Name: "n", Dedupe: true, At: 9, FallbackCode: "WELCOME5", HasExpiry: true,
+		ExpiresAt: 1800000000000000000, SetWarnDays: true, WarnDays: 0}
+	for _, c := range []struct {
+		name    string
+		cmd     Command
+		version byte
+	}{
+		{"CreateList with a fallback code", &CreateList{Tenant: "a", ID: 1, Name: "n", FallbackCode: "FB"}, 2},
+		{"CreateList with an expiry", &CreateList{Tenant: "a", ID: 1, Name: "n", HasExpiry: true, ExpiresAt: -5}, 2},
+		{"CreateList with warning days", &CreateList{Tenant: "a", ID: 1, Name: "n", SetWarnDays: true, WarnDays: 7}, 2},
+		{"UpdateList clearing the fallback code", &UpdateList{Tenant: "a", ID: 1, SetFallback: true}, 2},
+		{"UpdateList clearing the expiry", &UpdateList{Tenant: "a", ID: 1, SetExpiry: true}, 2},
+		{"UpdateList of everything", &UpdateList{Tenant: "a", ID: 1, SetName: true, Name: "x", SetThreshold: true, Threshold: 2,
+			SetFallback: true, FallbackCode: "FB", SetExpiry: true, HasExpiry: true, ExpiresAt: 1 << 62, SetWarnDays: true,
+			WarnDays: math.MaxUint32}, 2},
+		{"ImportCommit v3 without a request", &ImportCommit{Tenant: "acme", Upload: UploadID{3}, Chunks: 1, List: 7, At: 9,
+			Create: &life}, 3},
+		{"ImportCommit v3 with a request", &ImportCommit{Tenant: "acme", Upload: UploadID{3}, Chunks: 1, List: 7, At: 9,
+			Create: &life, Request: [32]byte{1, 2, 3}}, 3},
+		{"OpenSend setting reject", &OpenSend{Tenant: "a", Send: "s", SetOnShortage: true, OnShortage: ShortageReject}, 2},
+		{"OpenSend setting fallback", &OpenSend{Tenant: "a", Send: "s", SetOnShortage: true, OnShortage: ShortageFallback}, 2},
+		{"Allocate under fallback", &Allocate{Tenant: "a", Send: "s", Recipients: rs, OnShortage: ShortageFallback}, 2},
+		{"Reserve under fallback", &Reserve{Tenant: "a", Send: "s", Need: 3, OnShortage: ShortageFallback}, 2},
+		{"Release", &Release{Tenant: "a", Send: "s", Recipients: rs, At: 77}, 1},
+		{"Tick", &Tick{At: -1}, 1},
+	} {
+		got := Encode(c.cmd)
+		if got[1] != c.version {
+			t.Errorf("%s: version %d, want %d", c.name, got[1], c.version)
+		}
+		back, err := Decode(got)
+		if err != nil || !reflect.DeepEqual(back, c.cmd) {
+			t.Errorf("%s: decoded %+v %v, want %+v", c.name, back, err, c.cmd)
+			continue
+		}
+		if again := Encode(back); string(again) != string(got) {
+			t.Errorf("%s: re-encoded %x, want %x", c.name, again, got)
+		}
+	}
+
+	// Bodies of a new version that hold only what the old version says,
+	// or what no version may.
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"CreateList v2 without a lifecycle", append(cmdVersion(Encode(&CreateList{Tenant: "a", ID: 1, Name: "n"}), 2), 0, 0, 0, 0, 0)},
+		{"UpdateList v2 setting nothing", append(cmdVersion(Encode(&UpdateList{Tenant: "a", ID: 1}), 2), 0, 0, 0, 0, 0, 0, 0)},
+		{"Allocate v2 under reject", append(cmdVersion(Encode(&Allocate{Tenant: "a", Send: "s", Recipients: rs}), 2), 0)},
+		{"Reserve v2 under reject", append(cmdVersion(Encode(&Reserve{Tenant: "a", Send: "s", Need: 1}), 2), 0)},
+		{"OpenSend v2 with an unknown policy", append(cmdVersion(Encode(&OpenSend{Tenant: "a", Send: "s"}), 2), 2)},
+		{"ImportCommit v3 without its list", append(cmdVersion(Encode(&ImportCommit{Tenant: "a", Upload: UploadID{1}, List: 1,
+			Request: [32]byte{1}}), 3), 1, 'F', 0, 0, 0, 0)},
+		{"Tick with trailing bytes", append(Encode(&Tick{At: 5}), 0)},
+	} {
+		if cmd, err := Decode(c.data); err == nil {
+			t.Errorf("%s: decoded %+v from %x, want an error", c.name, cmd, c.data)
+		} else if !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: %v, want errCorrupt", c.name, err)
+		}
+	}
+
+	// Records of the new versions.
+	l := &ListMeta{ID: 7, Tenant: "acme", Name: "spring", Batches: 4, Cursor: 2, FallbackCode: "FB", HasExpiry: true,
+		ExpiresAt: 123, WarnDays: 0, Warned: true, Released: 3, FallbackUsed: 9,
+		Usage: UsageRing{Day: 20000, Counts: [usageDays]uint64{1: 5, 31: 1 << 40}}}
+	if v := l.marshal(); v[0] != listMetaVersion {
+		t.Errorf("ListMeta with lifecycle stored as version %d", v[0])
+	}
+	checkRecord(t, "ListMeta v2", l.marshal(), "", func(v []byte) (any, error) { return unmarshalList(v) }, l)
+	used := &ListMeta{ID: 7, Tenant: "acme", WarnDays: DefaultWarnDays, Usage: UsageRing{Day: 3, Counts: [usageDays]uint64{3: 1}}}
+	checkRecord(t, "ListMeta with usage only", used.marshal(), "", func(v []byte) (any, error) { return unmarshalList(v) }, used)
+	s := &Send{Tenant: "acme", ID: "s", Num: 3, Message: "m", List: 7, OnShortage: ShortageFallback}
+	checkRecord(t, "Send v2", s.marshal(), "", func(v []byte) (any, error) { return unmarshalSend(v) }, s)
+	a := &Alert{ID: 4, Tenant: "acme", List: 7, ListName: "spring", Available: 2, At: 99, Type: AlertExpirySoon, ExpiresAt: 1234}
+	checkRecord(t, "Alert v2", a.marshal(), "", func(v []byte) (any, error) { return unmarshalAlert(v) }, a)
+	fb := &assignBatch{Send: 3, List: 7, At: 55, FirstSeq: 10, Runs: []posRun{}, Fallback: true,
+		Recips: [][]byte{[]byte("r1"), []byte("r2")}, Codes: [][]byte{[]byte("FB"), []byte("FB")}}
+	checkRecord(t, "fallback batch", fb.marshal(nil), "", func(v []byte) (any, error) { return unmarshalBatch(v) }, fb)
+	if fb.positionOf(1) != 0 {
+		t.Errorf("a fallback batch has positions")
+	}
+	// A version 2 record must be what version 2 is for.
+	sendV2 := append(recVersion((&Send{Tenant: "a", ID: "s"}).marshal(), 2), 0)
+	if _, err := unmarshalSend(sendV2); !errors.Is(err, errCorrupt) {
+		t.Errorf("a send of version 2 under reject: %v, want errCorrupt", err)
+	}
+	alertV2 := append(recVersion((&Alert{ID: 1}).marshal(), 2), 0, 0)
+	if _, err := unmarshalAlert(alertV2); !errors.Is(err, errCorrupt) {
+		t.Errorf("a low_stock alert of version 2: %v, want errCorrupt", err)
+	}
+	runs := recVersion((&assignBatch{Send: 1, Runs: []posRun{{0, 1}}, Recips: [][]byte{{'r'}}, Codes: [][]byte{{'c'}}}).marshal(nil), 2)
+	if _, err := unmarshalBatch(runs); !errors.Is(err, errCorrupt) {
+		t.Errorf("a fallback batch with positions: %v, want errCorrupt", err)
+	}
+}
+
+// cmdVersion sets an encoded command's version byte.
+func cmdVersion(b []byte, v byte) []byte {
+	b = append([]byte(nil), b...)
+	b[1] = v
+	return b
+}
+
+// recVersion sets a stored record's version byte.
+func recVersion(b []byte, v byte) []byte {
+	b = append([]byte(nil), b...)
+	b[0] = v
+	return b
+}
+
+// TestImportCommitV3CreatesListWithLifecycle: a create-and-import whose
+// list has a fallback code, an expiry and warning days makes the list with
+// them, also across a restart; a retry answers the same.
+func TestImportCommitV3CreatesListWithLifecycle(t *testing.T) {
+	tf := newTestFSM(t)
+	tf.mustApply(&CreateTenant{ID: "acme", Name: "Acme", At: 1})
+	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano()
+	create := &CreateList{Tenant: "acme", ID: 9, Name: "winter", Dedupe: true, At: 5, FallbackCode: "WELCOME5",
+		HasExpiry: true, ExpiresAt: expires, SetWarnDays: true, WarnDays: 0}
+	tf.mustApply(&ImportChunk{Tenant: "acme", Upload: UploadID{4}, Chunk: 0, Codes: block("A", "B", "A"), NewList: true})
+	commit := &ImportCommit{Tenant: "acme", Upload: UploadID{4}, Chunks: 1, List: 9, At: 5, Create: create}
+	if Encode(commit)[1] != 3 {
+		t.Fatalf("commit written as version %d, want 3", Encode(commit)[1])
+	}
+	res := tf.mustApply(commit).(ImportResult)
+	if res != (ImportResult{List: 9, Imported: 2, Duplicates: 1, Size: 2}) {
+		t.Fatalf("import: %+v", res)
+	}
+	check := func(when string) {
+		t.Helper()
+		v, ok := tf.f.List("acme", 9)
+		if !ok {
+			t.Fatalf("%s: no list", when)
+		}
+		if v.FallbackCode != "WELCOME5" || !v.HasExpiry || v.ExpiresAt != expires || v.WarnDays != 0 || v.Warned ||
+			v.Added != 2 || v.Available != 2 || !v.Dedupe || v.Name != "winter" {
+			t.Fatalf("%s: list %+v", when, v)
+		}
+	}
+	check("after the commit")
+	if again := tf.mustApply(commit).(ImportResult); again != res {
+		t.Fatalf("retried commit answered %+v, want %+v", again, res)
+	}
+	tf = tf.reopen()
+	check("after a restart")
+
+	// Without warning days the list takes the default, 7.
+	tf.mustApply(&ImportChunk{Tenant: "acme", Upload: UploadID{5}, Chunk: 0, Codes: block("C"), NewList: true})
+	tf.mustApply(&ImportCommit{Tenant: "acme", Upload: UploadID{5}, Chunks: 1, List: 10, At: 6,
+		Create: &CreateList{Tenant: "acme", ID: 10, Name: "w", Dedupe: true, At: 6, HasExpiry: true, ExpiresAt: expires}})
+	if v, _ := tf.f.List("acme", 10); v.WarnDays != DefaultWarnDays || !v.HasExpiry {
+		t.Fatalf("list without warning days: %+v", v)
+	}
+}
+
+// TestUsageRing: the ring counts codes per UTC day over 32 days. A new day
+// clears the slots of the days skipped (however many); a clock that steps
+// back counts toward its own day while the ring still holds it, and is
+// dropped beyond.
+func TestUsageRing(t *testing.T) {
+	day := DayOf(time.Date(2025, 6, 10, 23, 59, 59, 0, time.UTC).UnixNano())
+	if next := DayOf(time.Date(2025, 6, 11, 0, 0, 0, 0, time.UTC).UnixNano()); next != day+1 {
+		t.Fatalf("midnight UTC starts day %d, want %d", next, day+1)
+	}
+	if DayOf(-1) != -1 || DayOf(0) != 0 || DayOf(-nsPerDay) != -1 || DayOf(-nsPerDay-1) != -2 {
+		t.Fatalf("days before 1970: %d %d %d %d", DayOf(-1), DayOf(0), DayOf(-nsPerDay), DayOf(-nsPerDay-1))
+	}
+	var r UsageRing
+	for d := int64(0); d < 10; d++ {
+		r.add(day+d, uint64(d+1)) // 1, 2, ..., 10
+	}
+	// The 7 days ending on day+9: 4+5+...+10.
+	if got := r.Last7(day + 9); got != 49 {
+		t.Fatalf("Last7 = %d, want 49", got)
+	}
+	if got := r.Last7(day + 3); got != 1+2+3+4 {
+		t.Fatalf("Last7 of an earlier day = %d, want 10", got)
+	}
+	if got := r.Last7(day + 12); got != 7+8+9+10 {
+		t.Fatalf("Last7 three days on = %d, want 34", got)
+	}
+	// The clock steps back two days: counted on that day.
+	r.add(day+7, 100)
+	if got := r.Last7(day + 9); got != 149 {
+		t.Fatalf("after a step back: Last7 = %d, want 149", got)
+	}
+	// 31 days back is still in the ring; 32 is not.
+	r.add(day+9-31, 1000)
+	r.add(day+9-32, 5000)
+	if got := r.Sum(day-100, day+9); got != 55+100+1000 {
+		t.Fatalf("the ring holds %d, want %d", got, 55+100+1000)
+	}
+	// A day 20 ahead: the ring now spans day-2..day+29, so the count 31
+	// days back is out and the days between are empty.
+	r.add(day+29, 7)
+	if got := r.Sum(day-100, day+29); got != 7+55+100 {
+		t.Fatalf("after 20 days the ring holds %d, want %d", got, 7+55+100)
+	}
+	if got := r.Last7(day + 29); got != 7 {
+		t.Fatalf("Last7 after a gap = %d, want 7", got)
+	}
+	// A jump past the whole ring leaves only the new day.
+	r.add(day+29+500, 3)
+	if got := r.Sum(math.MinInt64/2, math.MaxInt64/2); got != 3 {
+		t.Fatalf("after a long gap the ring holds %d, want 3", got)
+	}
+	if r.Last7(day+29) != 0 {
+		t.Fatalf("days older than the ring still counted")
+	}
+}
