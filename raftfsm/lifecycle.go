@@ -16,8 +16,13 @@ var ErrListExpired = errors.New("the list has expired")
 // time now: armed, inside the warning window, not expired yet, and codes
 // still to hand out.
 func (l *ListMeta) expiryWarningDue(now int64) bool {
-	return l.HasExpiry && !l.Warned && l.WarnDays > 0 && now < l.ExpiresAt &&
-		now >= l.ExpiresAt-int64(l.WarnDays)*nsPerDay && l.available() > 0
+	if !l.HasExpiry || l.Warned || l.WarnDays == 0 || now >= l.ExpiresAt || l.available() == 0 {
+		return false
+	}
+	// Within WarnDays days of the expiry, counted in uint64: a lead of
+	// centuries is more nanoseconds than an int64 holds.
+	left := uint64(l.ExpiresAt) - uint64(now) // > 0
+	return (left-1)/nsPerDay < uint64(l.WarnDays)
 }
 
 // tick records the expiry warnings due at the command's time, in list id
