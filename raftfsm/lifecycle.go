@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"errors"
+	"math"
 	"slices"
 )
 
@@ -114,7 +115,15 @@ func (f *FSM) Forecast(tenant string, list uint64, recipients uint64, send strin
 	fc.UsedLast7Days = v.Usage.Last7(DayOf(now))
 	fc.UsedPerDay = float64(fc.UsedLast7Days) / 7
 	if fc.UsedPerDay > 0 {
-		fc.RunsOutAt = now + int64(float64(fc.Available)/fc.UsedPerDay*nsPerDay)
+		// A big stock used slowly runs out past the last time a unix-ns
+		// int64 holds (year 2262): that time is the estimate then.
+		ahead := float64(fc.Available) / fc.UsedPerDay * nsPerDay
+		fc.RunsOutAt = math.MaxInt64
+		if ahead < math.MaxInt64 {
+			if at := now + int64(ahead); at >= now {
+				fc.RunsOutAt = at
+			}
+		}
 	}
 	return fc, nil
 }
