@@ -3,6 +3,7 @@ package raftfsm
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"testing"
@@ -291,5 +292,133 @@ func TestUsageRing(t *testing.T) {
 	}
 	if r.Last7(day+29) != 0 {
 		t.Fatalf("days older than the ring still counted")
+	}
+}
+
+// TestForecast: the fields of a forecast, from the list's counts, a send's
+// hold and the usage of the last 7 days.
+func TestForecast(t *testing.T) {
+	tf := orcFixture(t, 100)
+	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	f := tf.f
+	fc, err := f.Forecast("acme", 7, 30, "", start)
+	want := Forecast{Recipients: 30, Needed: 30, Available: 100, Enough: true}
+	if err != nil || fc != want {
+		t.Fatalf("unused list: %+v %v, want %+v", fc, err, want)
+	}
+	// 14 codes over two days, 10 days before a later "now": out of the window.
+	orcAlloc(tf, "old", start, recipients("o", 0, 7)...)
+	orcAlloc(tf, "old", start+nsPerDay, recipients("o", 7, 7)...)
+	// A send holding 20, then 21 codes over the last 7 days.
+	tf.mustApply(&OpenSend{Tenant: "acme", Send: "held", Message: "msg", HasExpected: true, Expected: 20, At: start + 2*nsPerDay})
+	for d := int64(0); d < 3; d++ {
+		orcAlloc(tf, "new", start+(10+d)*nsPerDay, recipients(fmt.Sprint("n", d), 0, 7)...)
+	}
+	now := start + 12*nsPerDay + nsPerDay/2
+	fc, err = f.Forecast("acme", 7, 30, "", now)
+	want = Forecast{Recipients: 30, Needed: 30, Available: 100 - 14 - 20 - 21, Reserved: 20, Enough: true,
+		UsedLast7Days: 21, UsedPerDay: 3, RunsOutAt: now + 15*nsPerDay}
+	if err != nil || fc != want {
+		t.Fatalf("forecast: %+v %v, want %+v", fc, err, want)
+	}
+	// With the send's hold: 30 - 20 needed.
+	fc, err = f.Forecast("acme", 7, 30, "held", now)
+	want.Needed = 10
+	if err != nil || fc != want {
+		t.Fatalf("forecast with a hold: %+v %v, want %+v", fc, err, want)
+	}
+	// A hold above the recipients needs nothing.
+	if fc, _ := f.Forecast("acme", 7, 5, "held", now); fc.Needed != 0 || fc.Shortfall != 0 || !fc.Enough {
+		t.Fatalf("forecast below the hold: %+v", fc)
+	}
+	// More than there is: a shortfall.
+	if fc, _ := f.Forecast("acme", 7, 100, "", now); fc.Shortfall != 100-45 || fc.Enough {
+		t.Fatalf("forecast beyond the stock: %+v", fc)
+	}
+	// A send of another list, an unknown send, another tenant, an unknown list.
+	tf.mustApply(&CreateList{Tenant: "acme", ID: 8, Name: "other", Dedupe: true, At: 3})
+	for name, err := range map[string]error{
+		"send of another list": second(f.Forecast("acme", 8, 1, "held", now)),
+		"unknown send":         second(f.Forecast("acme", 7, 1, "nope", now)),
+		"another tenant":       second(f.Forecast("other", 7, 1, "", now)),
+		"unknown list":         second(f.Forecast("acme", 99, 1, "", now)),
+	} {
+		if err != ErrNotFound {
+			t.Errorf("%s: %v, want ErrNotFound", name, err)
+		}
+	}
+	// Expiry: not enough once expired, however many codes.
+	expires := now + nsPerDay
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: expires})
+	if fc, _ := f.Forecast("acme", 7, 1, "", now); !fc.HasExpiry || fc.ExpiresAt != expires || fc.Expired || !fc.Enough {
+		t.Fatalf("before expiry: %+v", fc)
+	}
+	if fc, _ := f.Forecast("acme", 7, 1, "", expires); !fc.Expired || fc.Enough || fc.Shortfall != 0 {
+		t.Fatalf("at expiry: %+v", fc)
+	}
+	// A week without use: no rate, no estimate.
+	if fc, _ := f.Forecast("acme", 7, 1, "", now+7*nsPerDay); fc.UsedLast7Days != 0 || fc.UsedPerDay != 0 || fc.RunsOutAt != 0 {
+		t.Fatalf("a week later: %+v", fc)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+func recipients(prefix string, from, n int) []string {
+	var rs []string
+	for i := from; i < from+n; i++ {
+		rs = append(rs, fmt.Sprintf("%s%d@example.com", prefix, i))
+	}
+	return rs
+}
+
+// TestForecastFarAhead: a large stock used slowly runs out centuries from
+// now, beyond what a unix-ns time can hold; the estimate must not wrap
+// around to a time in the past.
+func TestForecastFarAhead(t *testing.T) {
+	tf := orcFixture(t, 20000)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	orcAlloc(tf, "s", now, "one@example.com") // 1 code in 7 days: 19,999 available last 139,993 days
+	fc, err := tf.f.Forecast("acme", 7, 1, "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.RunsOutAt <= now {
+		t.Fatalf("runs out at %d (%s), before now %d: the estimate wrapped", fc.RunsOutAt,
+			time.Unix(0, fc.RunsOutAt).UTC(), now)
+	}
+	if fc.RunsOutAt != math.MaxInt64 {
+		t.Fatalf("runs out at %s, want the latest time there is (%d)", time.Unix(0, fc.RunsOutAt).UTC(), int64(math.MaxInt64))
+	}
+}
+
+// TestExpiryWarningWithALongLead: warning days far beyond the expiry (a
+// lead of centuries) mean the warning is due at once, not never.
+func TestExpiryWarningWithALongLead(t *testing.T) {
+	tf := orcFixture(t, 10)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	expires := now + 30*nsPerDay
+	for _, days := range []uint32{106752, 200000, math.MaxUint32} {
+		tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: expires + int64(days),
+			SetWarnDays: true, WarnDays: days})
+		if !tf.f.TickDue(now) {
+			t.Fatalf("%d warning days, expiry in 30 days: no Tick due", days)
+		}
+		before := len(tf.f.PendingAlerts())
+		tf.mustApply(&Tick{At: now})
+		if got := len(tf.f.PendingAlerts()); got != before+1 {
+			t.Fatalf("%d warning days: the Tick recorded %d alerts, want 1", days, got-before)
+		}
+	}
+	// A lead that ends exactly now is due; one that ends a nanosecond
+	// later is not yet.
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: now + 2*nsPerDay,
+		SetWarnDays: true, WarnDays: 2})
+	if !tf.f.TickDue(now) {
+		t.Fatal("the window starting now: no Tick due")
+	}
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: now + 2*nsPerDay + 1})
+	if tf.f.TickDue(now) {
+		t.Fatal("the window starting in a nanosecond: a Tick due")
 	}
 }
