@@ -422,3 +422,141 @@ func TestExpiryWarningWithALongLead(t *testing.T) {
 		t.Fatal("the window starting in a nanosecond: a Tick due")
 	}
 }
+
+// TestBigFallbackAllocation: one request far beyond the stock, under
+// fallback, across many batches: the codes there are go to the first
+// recipients in request order, the fallback code to the rest; the answer,
+// a retry, the send's assignments and the counts agree, also after a
+// restart. Releases then return the drawn codes to the end of the list in
+// release order, and a resend hands them out in that order before falling
+// back again.
+func TestBigFallbackAllocation(t *testing.T) {
+	tf := orcFixture(t, 300)
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetFallback: true, FallbackCode: "WELCOME5"})
+	rs := recipients("r", 0, 700)
+	req := &Allocate{Tenant: "acme", Send: "big", Message: "msg", Recipients: orcBlock(rs), At: 100, OnShortage: ShortageFallback}
+	res := tf.mustApply(req).(*AllocResult)
+	wantCode := func(i int) string {
+		if i < 300 {
+			return fmt.Sprintf("K%05d", i)
+		}
+		return "WELCOME5"
+	}
+	checkAnswer := func(what string, res *AllocResult, fresh int) {
+		t.Helper()
+		if res.New != fresh || res.Available != 0 || len(res.Codes) != 700 || len(res.Fallback) != 700 {
+			t.Fatalf("%s: new %d available %d, %d codes, %d marks", what, res.New, res.Available, len(res.Codes), len(res.Fallback))
+		}
+		for i := range rs {
+			if string(res.Codes[i]) != wantCode(i) || res.Fallback[i] != (i >= 300) {
+				t.Fatalf("%s: recipient %d got %q (fallback %v), want %q", what, i, res.Codes[i], res.Fallback[i], wantCode(i))
+			}
+		}
+	}
+	checkAnswer("first answer", res, 700)
+	checkAnswer("retry", tf.mustApply(req).(*AllocResult), 0)
+
+	checkState := func(when string, used, avail, fallbacks, released uint64, assigned uint64) {
+		t.Helper()
+		v, _ := tf.f.List("acme", 7)
+		s, _ := tf.f.Send("acme", "big")
+		if v.Used != used || v.Available != avail || v.FallbackUsed != fallbacks || v.Released != released ||
+			v.Added != 300 || s.Assigned != assigned || s.OnShortage != ShortageFallback {
+			t.Fatalf("%s: list used %d available %d fallback_used %d released %d added %d; send assigned %d %s", when,
+				v.Used, v.Available, v.FallbackUsed, v.Released, v.Added, s.Assigned, s.OnShortage)
+		}
+	}
+	checkState("after the allocation", 300, 0, 400, 0, 700)
+	var n int
+	tf.f.EachAssignment("acme", "big", func(a *Assignment) error {
+		if a.Recipient != rs[n] || a.Code != wantCode(n) || a.Fallback != (n >= 300) || a.ReleasedAt != 0 {
+			t.Fatalf("assignment %d: %+v", n, a)
+		}
+		n++
+		return nil
+	})
+	if n != 700 {
+		t.Fatalf("%d assignments listed, want 700", n)
+	}
+	tf = tf.reopen()
+	checkState("after a restart", 300, 0, 400, 0, 700)
+	checkAnswer("retry after a restart", tf.mustApply(req).(*AllocResult), 0)
+
+	// Release 10 drawn codes in reverse order, 10 fallbacks and 3 strangers.
+	var rel []string
+	for i := 14; i >= 5; i-- {
+		rel = append(rel, rs[i])
+	}
+	rel = append(rel, rs[400:410]...)
+	rel = append(rel, "x@example.com", "y@example.com", rs[5], "z@example.com")
+	got := tf.mustApply(&Release{Tenant: "acme", Send: "big", Recipients: orcBlock(rel), At: 200}).(ReleaseResult)
+	if got != (ReleaseResult{Released: 20, NotAssigned: 3}) {
+		t.Fatalf("release: %+v", got)
+	}
+	checkState("after the release", 290, 10, 390, 10, 680)
+	again := tf.mustApply(&Release{Tenant: "acme", Send: "big", Recipients: orcBlock(rel), At: 201}).(ReleaseResult)
+	if again != (ReleaseResult{NotAssigned: 3, AlreadyReleased: 20}) {
+		t.Fatalf("the same release again: %+v", again)
+	}
+	if info, err := tf.f.CodeState("acme", 7, []byte("K00009")); err != nil || info.State.String() != "available" || info.Assignment != nil {
+		t.Fatalf("a released code: %+v %v, want available", info, err)
+	}
+
+	// The resend: the bounced fallback recipients first, then the others.
+	resend := append(append([]string(nil), rs[400:410]...), rs[5:15]...)
+	res = tf.mustApply(&Allocate{Tenant: "acme", Send: "big", Recipients: orcBlock(resend), At: 300}).(*AllocResult)
+	for i, r := range resend {
+		want := "WELCOME5"
+		if i < 10 {
+			want = fmt.Sprintf("K%05d", 14-i) // the copies, in release order
+		}
+		if string(res.Codes[i]) != want || res.Fallback[i] != (i >= 10) {
+			t.Fatalf("resend: %s got %q (fallback %v), want %q", r, res.Codes[i], res.Fallback[i], want)
+		}
+	}
+	checkState("after the resend", 300, 0, 400, 10, 700)
+	info, err := tf.f.CodeState("acme", 7, []byte("K00009"))
+	if err != nil || info.Assignment == nil || info.Assignment.Recipient != rs[405] || info.Assignment.Position != 305 {
+		t.Fatalf("a code handed out again: %+v %v, want its new assignment (%s at position 305)", info, err, rs[405])
+	}
+	h, _ := tf.f.RecipientHistory("acme", []byte(rs[9]))
+	if len(h) != 2 || h[0].Code != "K00009" || h[0].ReleasedAt != 200 || h[1].Code != "WELCOME5" || !h[1].Fallback || h[1].ReleasedAt != 0 {
+		t.Fatalf("history of a resent recipient: %+v", h)
+	}
+	before := tf.f.Digest()
+	tf = tf.reopen()
+	if tf.f.Digest() != before {
+		t.Fatal("a restart changed the digest")
+	}
+	checkState("after a second restart", 300, 0, 400, 10, 700)
+}
+
+// TestReleaseAfterTheListIsDeleted: a list whose released codes came back
+// as copies can be deleted (its copies go with it, and a restart loads the
+// rest); a later release of the send answers and returns nothing.
+func TestReleaseAfterTheListIsDeleted(t *testing.T) {
+	tf := orcFixture(t, 3)
+	orcAlloc(tf, "s", 100, "a@x", "b@x", "c@x")
+	if got := tf.mustApply(&Release{Tenant: "acme", Send: "s", Recipients: orcBlock([]string{"b@x"}), At: 110}).(ReleaseResult); got.Released != 1 {
+		t.Fatalf("release: %+v", got)
+	}
+	tf.mustApply(&AssignList{Tenant: "acme", Message: "msg"}) // unassigned: the list may go
+	tf.mustApply(&DeleteList{Tenant: "acme", ID: 7})
+	tf = tf.reopen()
+	got := tf.mustApply(&Release{Tenant: "acme", Send: "s", Recipients: orcBlock([]string{"a@x", "b@x"}), At: 120}).(ReleaseResult)
+	if got != (ReleaseResult{Released: 1, AlreadyReleased: 1}) {
+		t.Fatalf("release after the delete: %+v", got)
+	}
+	s, _ := tf.f.Send("acme", "s")
+	if s.Assigned != 1 {
+		t.Fatalf("send assigned %d, want 1", s.Assigned)
+	}
+	h, _ := tf.f.RecipientHistory("acme", []byte("a@x"))
+	if len(h) != 1 || h[0].Code != "K00000" || h[0].ReleasedAt != 120 {
+		t.Fatalf("history of a@x: %+v", h)
+	}
+	before := tf.f.Digest()
+	if tf = tf.reopen(); tf.f.Digest() != before {
+		t.Fatal("a restart changed the digest")
+	}
+}
