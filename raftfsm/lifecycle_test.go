@@ -478,6 +478,10 @@ func TestBigFallbackAllocation(t *testing.T) {
 	if n != 700 {
 		t.Fatalf("%d assignments listed, want 700", n)
 	}
+	// The process's counters (for metrics): the retry gave nothing.
+	if tf.f.FallbacksGiven() != 400 || tf.f.CodesAllocated() != 300 {
+		t.Fatalf("counters: %d fallbacks given, %d codes allocated", tf.f.FallbacksGiven(), tf.f.CodesAllocated())
+	}
 	tf = tf.reopen()
 	checkState("after a restart", 300, 0, 400, 0, 700)
 	checkAnswer("retry after a restart", tf.mustApply(req).(*AllocResult), 0)
@@ -494,6 +498,9 @@ func TestBigFallbackAllocation(t *testing.T) {
 		t.Fatalf("release: %+v", got)
 	}
 	checkState("after the release", 290, 10, 390, 10, 680)
+	if tf.f.CodesReleased() != 10 { // a released fallback returns no code
+		t.Fatalf("counter: %d codes released, want 10", tf.f.CodesReleased())
+	}
 	again := tf.mustApply(&Release{Tenant: "acme", Send: "big", Recipients: orcBlock(rel), At: 201}).(ReleaseResult)
 	if again != (ReleaseResult{NotAssigned: 3, AlreadyReleased: 20}) {
 		t.Fatalf("the same release again: %+v", again)
@@ -515,6 +522,9 @@ func TestBigFallbackAllocation(t *testing.T) {
 		}
 	}
 	checkState("after the resend", 300, 0, 400, 10, 700)
+	if tf.f.FallbacksGiven() != 10 || tf.f.CodesAllocated() != 10 {
+		t.Fatalf("counters since the restart: %d fallbacks given, %d codes allocated", tf.f.FallbacksGiven(), tf.f.CodesAllocated())
+	}
 	info, err := tf.f.CodeState("acme", 7, []byte("K00009"))
 	if err != nil || info.Assignment == nil || info.Assignment.Recipient != rs[405] || info.Assignment.Position != 305 {
 		t.Fatalf("a code handed out again: %+v %v, want its new assignment (%s at position 305)", info, err, rs[405])
@@ -558,5 +568,53 @@ func TestReleaseAfterTheListIsDeleted(t *testing.T) {
 	before := tf.f.Digest()
 	if tf = tf.reopen(); tf.f.Digest() != before {
 		t.Fatal("a restart changed the digest")
+	}
+}
+
+// TestExpirySoonInAFullOutbox: when the outbox is full, a new alert drops
+// the oldest pending alert of its own list and type: a list's expiry_soon
+// is not pushed out by its own low_stock crossings, and a re-armed
+// expiry_soon replaces the one still pending.
+func TestExpirySoonInAFullOutbox(t *testing.T) {
+	tf := newTestFSM(t)
+	alertSetup(tf)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: now + nsPerDay})
+	tf.mustApply(&Tick{At: now})
+	first := tf.f.PendingAlerts()
+	if len(first) != 1 || first[0].Type != AlertExpirySoon || first[0].ExpiresAt != now+nsPerDay || first[0].At != now ||
+		first[0].Available != 10 || first[0].ListName != "spring" {
+		t.Fatalf("after the Tick: %+v", first)
+	}
+	if tf.f.TickDue(now + 1) {
+		t.Fatal("a warned list still wants a Tick")
+	}
+	toggle := [][]byte{
+		Encode(&UpdateList{Tenant: "acme", ID: 7, SetThreshold: true, Threshold: 1}),
+		Encode(&UpdateList{Tenant: "acme", ID: 7, SetThreshold: true, Threshold: 1000}),
+	}
+	for sent := 1; sent <= MaxPendingAlerts; {
+		var cmds [][]byte
+		for ; sent <= MaxPendingAlerts && len(cmds) < 1000; sent++ {
+			cmds = append(cmds, toggle...)
+		}
+		tf.mustApply(&Batch{Commands: cmds})
+	}
+	// 4096 low_stock crossings after the expiry_soon: the oldest low_stock
+	// (id 2) went for the last one, the expiry_soon stays.
+	ids := pendingIDs(tf.f)
+	if len(ids) != MaxPendingAlerts || ids[0] != 1 || ids[1] != 3 || ids[len(ids)-1] != MaxPendingAlerts+1 {
+		t.Fatalf("full outbox: %d alerts, %v ... %v", len(ids), ids[:3], ids[len(ids)-1])
+	}
+	// A new expiry re-arms the warning; its alert replaces the pending one.
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetExpiry: true, HasExpiry: true, ExpiresAt: now + 2*nsPerDay})
+	tf.mustApply(&Tick{At: now + 10})
+	got := tf.f.PendingAlerts()
+	last := got[len(got)-1]
+	if len(got) != MaxPendingAlerts || got[0].ID != 3 || last.Type != AlertExpirySoon || last.ExpiresAt != now+2*nsPerDay {
+		t.Fatalf("after a re-armed warning: %d alerts, first %+v, last %+v", len(got), got[0], last)
+	}
+	if again := tf.reopen().f.PendingAlerts(); !reflect.DeepEqual(again, tf.f.PendingAlerts()) {
+		t.Fatal("the outbox differs after a restart")
 	}
 }
