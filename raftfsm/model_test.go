@@ -648,6 +648,15 @@ func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) 
 			if s.released[r] {
 				o.counts["resend of a released recipient"]++
 			}
+			continue
+		}
+		if l := o.sendList(s); l != nil {
+			if s.codes[r].fallback && l.avail() > 0 {
+				o.counts["fallback kept on a retry while codes are available"]++
+			}
+			if l.expired(c.At) {
+				o.counts["code answered again after expiry"]++
+			}
 		}
 	}
 	if len(fresh) > 0 {
@@ -749,6 +758,9 @@ func (o *oracle) release(c *Release, recips []string) (ReleaseResult, error) {
 				res.NotAssigned++
 			}
 			continue
+		}
+		if s.closed {
+			o.counts["released from a closed send"]++
 		}
 		a.releasedAt = c.At
 		delete(s.codes, r)
@@ -2151,7 +2163,8 @@ func TestModel(t *testing.T) {
 		"model: released a code", "model: released a fallback", "model: release: already released",
 		"model: release: not assigned", "model: resend of a released recipient", "model: handed out a released code again",
 		"model: withdrew a released code", "model: alert low_stock", "model: alert expiry_soon",
-		"model: expiry warning re-armed",
+		"model: expiry warning re-armed", "model: fallback kept on a retry while codes are available",
+		"model: code answered again after expiry", "model: released from a closed send",
 	} {
 		if total[want] == 0 {
 			t.Errorf("no seed met %q", want)
