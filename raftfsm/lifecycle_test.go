@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -616,5 +619,104 @@ func TestExpirySoonInAFullOutbox(t *testing.T) {
 	}
 	if again := tf.reopen().f.PendingAlerts(); !reflect.DeepEqual(again, tf.f.PendingAlerts()) {
 		t.Fatal("the outbox differs after a restart")
+	}
+}
+
+// TestReadersDuringReleases (run with -race): readers look codes up, list
+// a send's assignments and recipients' histories, and ask forecasts while
+// the writer allocates (partly under fallback), releases and resends. What
+// a reader may rely on: a code's lookup is of that code, with an
+// assignment of that code when assigned; a send never shows a recipient
+// with two live assignments; the counts a forecast reads are a list's.
+func TestReadersDuringReleases(t *testing.T) {
+	tf := orcFixture(t, 60) // fewer than the recipients: some get the fallback code
+	f := tf.f
+	tf.mustApply(&UpdateList{Tenant: "acme", ID: 7, SetFallback: true, FallbackCode: "WELCOME5"})
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan string, 20)
+	fail := func(format string, args ...any) {
+		select {
+		case errs <- fmt.Sprintf(format, args...):
+		default:
+		}
+	}
+	for k := 0; k < 3; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(k)))
+			for !stop.Load() {
+				switch rng.Intn(4) {
+				case 0:
+					code := fmt.Sprintf("K%05d", rng.Intn(60))
+					info, err := f.CodeState("acme", 7, []byte(code))
+					if err != nil || info.Code != code {
+						fail("CodeState(%s): %+v %v", code, info, err)
+					} else if info.Assignment != nil && info.Assignment.Code != code {
+						fail("CodeState(%s): the assignment of %q", code, info.Assignment.Code)
+					}
+				case 1:
+					live := map[string]bool{}
+					f.EachAssignment("acme", fmt.Sprintf("s%d", rng.Intn(3)), func(a *Assignment) error {
+						if a.ReleasedAt == 0 {
+							if live[a.Recipient] {
+								fail("send %s: %s has two live assignments", a.Send, a.Recipient)
+							}
+							live[a.Recipient] = true
+						}
+						if a.Fallback != (a.Code == "WELCOME5") {
+							fail("assignment %+v: fallback mark and code disagree", a)
+						}
+						return nil
+					})
+				case 2:
+					h, err := f.RecipientHistory("acme", []byte(fmt.Sprintf("r%d@x", rng.Intn(50))))
+					live := map[string]bool{}
+					for _, a := range h {
+						if a.ReleasedAt == 0 {
+							if live[a.Send] {
+								fail("history: %s has two live assignments in %s", a.Recipient, a.Send)
+							}
+							live[a.Send] = true
+						}
+					}
+					if err != nil {
+						fail("RecipientHistory: %v", err)
+					}
+				case 3:
+					fc, err := f.Forecast("acme", 7, 10, "", now)
+					if err != nil || fc.Available+fc.Reserved > 60 {
+						fail("Forecast: %+v %v", fc, err)
+					}
+					f.TickDue(now)
+				}
+			}
+		}(k)
+	}
+	rng := rand.New(rand.NewSource(99))
+	for op := 0; op < 400; op++ {
+		send := fmt.Sprintf("s%d", rng.Intn(3))
+		var rs []string
+		for k := rng.Intn(8) + 1; k > 0; k-- {
+			rs = append(rs, fmt.Sprintf("r%d@x", rng.Intn(50)))
+		}
+		at := now + int64(op)*1000
+		if rng.Intn(2) == 0 {
+			tf.mustApply(&Allocate{Tenant: "acme", Send: send, Message: "msg", Recipients: orcBlock(rs), At: at,
+				OnShortage: ShortageFallback})
+		} else if _, ok := f.Send("acme", send); ok {
+			tf.mustApply(&Release{Tenant: "acme", Send: send, Recipients: orcBlock(rs), At: at})
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if v, _ := f.List("acme", 7); v.Released == 0 || f.FallbacksGiven() == 0 || v.Added != v.Available+v.Reserved+v.Used+v.Withdrawn {
+		t.Fatalf("at the end: %+v", v)
 	}
 }
