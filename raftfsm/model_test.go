@@ -13,7 +13,8 @@ package raftfsm
 //
 // A failure prints the seed, the step and the last 40 commands applied
 // (all of them with MODEL_TRACE_ALL=1), so it can be replayed with
-// -run 'TestModel/seed=N'.
+// -run 'TestModel/seed=N'. MODEL_SEEDS=n and MODEL_STEPS=m run more seeds
+// and longer runs when hunting a rare failure.
 
 import (
 	"bytes"
@@ -23,6 +24,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -2093,14 +2095,20 @@ func (r *orcRun) replicaDigests() {
 }
 
 func TestModel(t *testing.T) {
-	steps := 500
+	steps, seeds := 500, 6
 	if testing.Short() {
 		steps = 150
+	}
+	if n, err := strconv.Atoi(os.Getenv("MODEL_STEPS")); err == nil && n > 0 {
+		steps = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("MODEL_SEEDS")); err == nil && n > 0 {
+		seeds = n
 	}
 	var mu sync.Mutex
 	total := map[string]int{}
 	t.Run("seeds", func(t *testing.T) {
-		for seed := int64(1); seed <= 6; seed++ {
+		for seed := int64(1); seed <= int64(seeds); seed++ {
 			t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 				t.Parallel()
 				r := newOrcRun(t, seed)
