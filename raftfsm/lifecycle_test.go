@@ -720,3 +720,20 @@ func TestReadersDuringReleases(t *testing.T) {
 		t.Fatalf("at the end: %+v", v)
 	}
 }
+
+// TestShortageAndAlertNames: the policy and alert type names of the API.
+func TestShortageAndAlertNames(t *testing.T) {
+	for _, name := range []string{"reject", "fallback"} {
+		if s, ok := ParseShortage(name); !ok || s.String() != name {
+			t.Errorf("ParseShortage(%q) = %v %v", name, s, ok)
+		}
+	}
+	for _, bad := range []string{"", "Reject", "FALLBACK", "none"} {
+		if _, ok := ParseShortage(bad); ok {
+			t.Errorf("ParseShortage(%q) accepted", bad)
+		}
+	}
+	if AlertLowStock.String() != "low_stock" || AlertExpirySoon.String() != "expiry_soon" {
+		t.Errorf("alert types: %s, %s", AlertLowStock, AlertExpirySoon)
+	}
+}
