@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"errors"
+	"math"
 	"slices"
 )
 
@@ -16,8 +17,13 @@ var ErrListExpired = errors.New("the list has expired")
 // time now: armed, inside the warning window, not expired yet, and codes
 // still to hand out.
 func (l *ListMeta) expiryWarningDue(now int64) bool {
-	return l.HasExpiry && !l.Warned && l.WarnDays > 0 && now < l.ExpiresAt &&
-		now >= l.ExpiresAt-int64(l.WarnDays)*nsPerDay && l.available() > 0
+	if !l.HasExpiry || l.Warned || l.WarnDays == 0 || now >= l.ExpiresAt || l.available() == 0 {
+		return false
+	}
+	// Within WarnDays days of the expiry, counted in uint64: a lead of
+	// centuries is more nanoseconds than an int64 holds.
+	left := uint64(l.ExpiresAt) - uint64(now) // > 0
+	return (left-1)/nsPerDay < uint64(l.WarnDays)
 }
 
 // tick records the expiry warnings due at the command's time, in list id
@@ -109,7 +115,15 @@ func (f *FSM) Forecast(tenant string, list uint64, recipients uint64, send strin
 	fc.UsedLast7Days = v.Usage.Last7(DayOf(now))
 	fc.UsedPerDay = float64(fc.UsedLast7Days) / 7
 	if fc.UsedPerDay > 0 {
-		fc.RunsOutAt = now + int64(float64(fc.Available)/fc.UsedPerDay*nsPerDay)
+		// A big stock used slowly runs out past the last time a unix-ns
+		// int64 holds (year 2262): that time is the estimate then.
+		ahead := float64(fc.Available) / fc.UsedPerDay * nsPerDay
+		fc.RunsOutAt = math.MaxInt64
+		if ahead < math.MaxInt64 {
+			if at := now + int64(ahead); at >= now {
+				fc.RunsOutAt = at
+			}
+		}
 	}
 	return fc, nil
 }

@@ -13,7 +13,8 @@ package raftfsm
 //
 // A failure prints the seed, the step and the last 40 commands applied
 // (all of them with MODEL_TRACE_ALL=1), so it can be replayed with
-// -run 'TestModel/seed=N'.
+// -run 'TestModel/seed=N'. MODEL_SEEDS=n and MODEL_STEPS=m run more seeds
+// and longer runs when hunting a rare failure.
 
 import (
 	"bytes"
@@ -21,10 +22,13 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coupond/coupond/pool"
 )
@@ -36,18 +40,22 @@ type orcAssign struct {
 	list          uint64
 	message, send string
 	at            int64
-	pos           uint32
+	pos           uint32 // meaningless for a fallback assignment
+	fallback      bool   // the list's fallback code, drawn from no position
+	releasedAt    int64  // 0 while live
 }
 
 type orcPos struct {
 	code  string
 	state pool.State
 	a     *orcAssign // when Assigned
+	copy  bool       // put back by a release
 }
 
 type orcList struct {
 	id        uint64
 	tenant    string
+	name      string
 	dedupe    bool
 	threshold uint64
 	deleted   bool
@@ -55,6 +63,67 @@ type orcList struct {
 	cursor    int // positions below it are consumed (assigned or withdrawn)
 	reserved  uint64
 	byCode    map[string][]int // positions of each code, in order
+
+	fallback     string // "" = none
+	hasExpiry    bool
+	expiresAt    int64
+	warnDays     uint32
+	warned       bool   // expiry_soon recorded for the current expiry
+	released     uint64 // positions that are copies put back by releases
+	fallbackUsed uint64 // live fallback assignments
+	// usage: codes drawn per UTC day, as far as a 32-day window ending on
+	// the newest day counted keeps them.
+	usage    map[int64]uint64
+	usageDay int64
+}
+
+const orcDay = int64(24 * 60 * 60 * 1e9)
+
+// orcDayOf is the UTC day of a unix-ns time.
+func orcDayOf(ns int64) int64 {
+	return time.Unix(0, ns).UTC().Truncate(24*time.Hour).Unix() / 86400
+}
+
+// addUsage counts n codes drawn at time at. Days older than the window
+// (the newest day counted, minus 31) are not kept.
+func (l *orcList) addUsage(at int64, n uint64) {
+	if n == 0 {
+		return
+	}
+	d := orcDayOf(at)
+	if d > l.usageDay {
+		l.usageDay = d
+	} else if d <= l.usageDay-32 {
+		return
+	}
+	l.usage[d] += n
+}
+
+// last7 is the codes drawn in the 7 UTC days ending with today.
+func (l *orcList) last7(today int64) uint64 {
+	n := uint64(0)
+	for d := today - 6; d <= today; d++ {
+		if d > l.usageDay-32 && d <= l.usageDay {
+			n += l.usage[d]
+		}
+	}
+	return n
+}
+
+func (l *orcList) expired(at int64) bool { return l.hasExpiry && at >= l.expiresAt }
+
+// added and used as the admin sees them: a copy is neither a new code nor
+// its original a use.
+func (l *orcList) added() uint64 { return uint64(len(l.pos)) - l.released }
+func (l *orcList) used() uint64  { return l.count(pool.Assigned) - l.released }
+
+func (l *orcList) lowStock() bool { return l.threshold > 0 && l.avail() < l.threshold }
+
+// warningDue: the expiry_soon alert is armed, its window has begun, the
+// list has not expired yet and still has codes to hand out.
+func (l *orcList) warningDue(at int64) bool {
+	return l.hasExpiry && !l.warned && l.warnDays > 0 && at < l.expiresAt &&
+		l.expiresAt-at <= int64(l.warnDays)*orcDay && l.avail() > 0
 }
 
 func (l *orcList) count(st pool.State) uint64 {
@@ -107,8 +176,10 @@ type orcSend struct {
 	closed             bool
 	reserved, assigned uint64
 	createdAt          int64
-	codes              map[string]*orcAssign // by recipient
-	order              []*orcAssign
+	onShortage         Shortage
+	codes              map[string]*orcAssign // live assignments by recipient
+	released           map[string]bool       // recipients with a released assignment
+	order              []*orcAssign          // every assignment, released ones too
 }
 
 type orcUpload struct {
@@ -126,11 +197,44 @@ type oracle struct {
 	sendKeys []string
 	hist     map[string][]*orcAssign // by scopedKey(tenant, recipient)
 	uploads  map[UploadID]*orcUpload // committed uploads
+	alerts   []Alert                 // the outbox, oldest first
+	alertSeq uint64
+
+	counts map[string]int // what the commands did, for the run's coverage
 }
 
 func newOracle() *oracle {
 	return &oracle{tenants: map[string]bool{}, lists: map[uint64]*orcList{}, msgs: map[string]*orcMsg{},
-		sends: map[string]*orcSend{}, hist: map[string][]*orcAssign{}, uploads: map[UploadID]*orcUpload{}}
+		sends: map[string]*orcSend{}, hist: map[string][]*orcAssign{}, uploads: map[UploadID]*orcUpload{},
+		counts: map[string]int{}}
+}
+
+func (o *oracle) record(al Alert) {
+	o.alertSeq++
+	al.ID = o.alertSeq
+	o.alerts = append(o.alerts, al)
+	o.counts["alert "+al.Type.String()]++
+}
+
+// watchLow notes which live lists are low on stock before a command; the
+// function it returns, called after the command, records a low_stock
+// alert (at the command's time at) for each that turned low.
+func (o *oracle) watchLow(at int64) func() {
+	before := map[uint64]bool{}
+	for _, id := range o.listIDs {
+		if l := o.lists[id]; !l.deleted {
+			before[id] = l.lowStock()
+		}
+	}
+	return func() {
+		for _, id := range o.listIDs {
+			l := o.lists[id]
+			if was, ok := before[id]; ok && !l.deleted && !was && l.lowStock() {
+				o.record(Alert{Tenant: l.tenant, List: l.id, ListName: l.name, Threshold: l.threshold,
+					Available: l.avail(), At: at, Type: AlertLowStock})
+			}
+		}
+	}
 }
 
 func orcEligibility(ctype, channel string, doi bool) string {
@@ -169,18 +273,49 @@ func (o *oracle) createList(c *CreateList) error {
 	if l := o.lists[c.ID]; l != nil && !l.deleted {
 		return ErrExists
 	}
-	o.lists[c.ID] = &orcList{id: c.ID, tenant: c.Tenant, dedupe: c.Dedupe, threshold: c.Threshold, byCode: map[string][]int{}}
+	l := &orcList{id: c.ID, tenant: c.Tenant, name: c.Name, dedupe: c.Dedupe, threshold: c.Threshold, byCode: map[string][]int{},
+		fallback: c.FallbackCode, hasExpiry: c.HasExpiry, warnDays: DefaultWarnDays, usage: map[int64]uint64{}}
+	if c.HasExpiry {
+		l.expiresAt = c.ExpiresAt
+	}
+	if c.SetWarnDays {
+		l.warnDays = c.WarnDays
+	}
+	o.lists[c.ID] = l
 	o.listIDs = append(o.listIDs, c.ID)
 	return nil
 }
 
-func (o *oracle) updateList(c *UpdateList) error {
+func (o *oracle) updateList(c *UpdateList, at int64) error {
+	defer o.watchLow(at)()
 	l := o.liveList(c.Tenant, c.ID)
 	if l == nil {
 		return ErrNotFound
 	}
+	if c.SetName {
+		l.name = c.Name
+	}
 	if c.SetThreshold {
 		l.threshold = c.Threshold
+	}
+	if c.SetFallback {
+		l.fallback = c.FallbackCode
+	}
+	has, exp, days := l.hasExpiry, l.expiresAt, l.warnDays
+	if c.SetExpiry {
+		l.hasExpiry, l.expiresAt = c.HasExpiry, 0
+		if c.HasExpiry {
+			l.expiresAt = c.ExpiresAt
+		}
+	}
+	if c.SetWarnDays {
+		l.warnDays = c.WarnDays
+	}
+	if has != l.hasExpiry || exp != l.expiresAt || days != l.warnDays {
+		if l.warned {
+			o.counts["expiry warning re-armed"]++
+		}
+		l.warned = false
 	}
 	return nil
 }
@@ -188,6 +323,7 @@ func (o *oracle) updateList(c *UpdateList) error {
 // importCommit: the staged chunks (all just staged by the same tenant) and
 // the commit of one upload.
 func (o *oracle) importCommit(tenant string, up UploadID, staged [][]string, c *ImportCommit) (ImportResult, error) {
+	defer o.watchLow(c.At)()
 	if u := o.uploads[up]; u != nil {
 		if u.tenant != tenant {
 			return ImportResult{}, ErrNotFound
@@ -221,7 +357,8 @@ func (o *oracle) importCommit(tenant string, up UploadID, staged [][]string, c *
 	return res, nil
 }
 
-func (o *oracle) withdraw(c *Withdraw, codes []string) (WithdrawResult, error) {
+func (o *oracle) withdraw(c *Withdraw, codes []string, at int64) (WithdrawResult, error) {
+	defer o.watchLow(at)()
 	l := o.liveList(c.Tenant, c.List)
 	if l == nil {
 		return WithdrawResult{}, ErrNotFound
@@ -247,6 +384,9 @@ func (o *oracle) withdraw(c *Withdraw, codes []string) (WithdrawResult, error) {
 	}
 	for p := range take {
 		l.pos[p].state = pool.Withdrawn
+		if l.pos[p].copy {
+			o.counts["withdrew a released code"]++
+		}
 	}
 	return res, nil
 }
@@ -342,7 +482,7 @@ func (o *oracle) sendFor(tenant, id, message string) (*orcSend, bool, error) {
 		return nil, false, ErrNoCouponList
 	}
 	return &orcSend{tenant: tenant, id: id, num: uint32(len(o.sendKeys) + 1), message: message, list: m.list,
-		codes: map[string]*orcAssign{}}, true, nil
+		codes: map[string]*orcAssign{}, released: map[string]bool{}}, true, nil
 }
 
 func (o *oracle) store(s *orcSend) {
@@ -358,11 +498,15 @@ func (o *oracle) sendList(s *orcSend) *orcList {
 	return nil
 }
 
-// hold grows a send's hold to need, or refuses with what the send could draw.
-func (o *oracle) hold(s *orcSend, need uint64) error {
+// hold grows a send's hold to need, or refuses with what the send could
+// draw; an expired list hands out nothing, not even from the hold.
+func (o *oracle) hold(s *orcSend, need uint64, at int64) error {
 	l := o.sendList(s)
 	if l == nil {
 		return &InsufficientError{Needed: need, Available: 0}
+	}
+	if need > 0 && l.expired(at) {
+		return ErrListExpired
 	}
 	if need <= s.reserved {
 		return nil
@@ -377,14 +521,30 @@ func (o *oracle) hold(s *orcSend, need uint64) error {
 	return nil
 }
 
-func (o *oracle) release(s *orcSend, n uint64) {
+// unhold gives n of a send's hold back to its list.
+func (o *oracle) unhold(s *orcSend, n uint64) {
 	s.reserved -= n
 	if l := o.sendList(s); l != nil {
 		l.reserved -= n
 	}
 }
 
+// fallsBack: the send gives the list's fallback code when it runs short.
+func fallsBack(policy Shortage, l *orcList) bool {
+	return policy == ShortageFallback && l != nil && l.fallback != ""
+}
+
+// drawable is what a send can draw at time at: its hold and what the list
+// has beyond every hold; nothing once the list expired.
+func drawable(s *orcSend, l *orcList, at int64) uint64 {
+	if l.expired(at) {
+		return 0
+	}
+	return s.reserved + l.avail()
+}
+
 func (o *oracle) openSend(c *OpenSend) (*orcSend, bool, error) {
+	defer o.watchLow(c.At)()
 	s, created, err := o.sendFor(c.Tenant, c.Send, c.Message)
 	if err != nil {
 		return nil, false, err
@@ -401,12 +561,15 @@ func (o *oracle) openSend(c *OpenSend) (*orcSend, bool, error) {
 			want = c.Expected - s.assigned
 		}
 		if want > s.reserved {
-			if err := o.hold(s, want); err != nil {
+			if err := o.hold(s, want, c.At); err != nil {
 				return nil, false, err
 			}
 		} else if want < s.reserved {
-			o.release(s, s.reserved-want)
+			o.unhold(s, s.reserved-want)
 		}
+	}
+	if c.SetOnShortage {
+		s.onShortage = c.OnShortage
 	}
 	if created {
 		o.store(s)
@@ -415,6 +578,7 @@ func (o *oracle) openSend(c *OpenSend) (*orcSend, bool, error) {
 }
 
 func (o *oracle) reserve(c *Reserve) error {
+	defer o.watchLow(c.At)()
 	s, created, err := o.sendFor(c.Tenant, c.Send, c.Message)
 	if err != nil {
 		return err
@@ -425,23 +589,34 @@ func (o *oracle) reserve(c *Reserve) error {
 	if s.closed {
 		return ErrSendClosed
 	}
-	if err := o.hold(s, c.Need); err != nil {
+	policy := s.onShortage
+	if created {
+		policy = c.OnShortage
+	}
+	need := c.Need
+	if l := o.sendList(s); fallsBack(policy, l) {
+		// The chunks give the fallback code to whom the hold cannot cover.
+		need = min(need, drawable(s, l, c.At))
+	}
+	if err := o.hold(s, need, c.At); err != nil {
 		return err
 	}
 	if created {
 		s.createdAt = c.At
+		s.onShortage = c.OnShortage
 		o.store(s)
 	}
 	return nil
 }
 
 func (o *oracle) closeSend(c *CloseSend) (*orcSend, error) {
+	defer o.watchLow(c.At)()
 	s := o.sends[scopedKey(c.Tenant, c.Send)]
 	if s == nil {
 		return nil, ErrNotFound
 	}
 	if !s.closed {
-		o.release(s, s.reserved)
+		o.unhold(s, s.reserved)
 		s.closed = true
 	}
 	return s, nil
@@ -449,14 +624,19 @@ func (o *oracle) closeSend(c *CloseSend) (*orcSend, error) {
 
 type orcAllocResult struct {
 	codes     []string
+	fallback  []bool
 	fresh     int
 	available uint64
 }
 
 func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) {
+	defer o.watchLow(c.At)()
 	s, created, err := o.sendFor(c.Tenant, c.Send, c.Message)
 	if err != nil {
 		return orcAllocResult{}, err
+	}
+	if created {
+		s.onShortage = c.OnShortage
 	}
 	var fresh []string
 	seen := map[string]bool{}
@@ -467,20 +647,47 @@ func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) 
 		seen[r] = true
 		if s.codes[r] == nil {
 			fresh = append(fresh, r)
+			if s.released[r] {
+				o.counts["resend of a released recipient"]++
+			}
+			continue
+		}
+		if l := o.sendList(s); l != nil {
+			if s.codes[r].fallback && l.avail() > 0 {
+				o.counts["fallback kept on a retry while codes are available"]++
+			}
+			if l.expired(c.At) {
+				o.counts["code answered again after expiry"]++
+			}
 		}
 	}
 	if len(fresh) > 0 {
 		if s.closed {
 			return orcAllocResult{}, ErrSendClosed
 		}
-		if err := o.hold(s, uint64(len(fresh))); err != nil {
+		l := o.sendList(s)
+		draw := len(fresh) // drawn from the list in request order; the rest get the fallback code
+		if fallsBack(s.onShortage, l) {
+			draw = min(draw, int(drawable(s, l, c.At)))
+		}
+		if err := o.hold(s, uint64(draw), c.At); err != nil {
 			return orcAllocResult{}, err
 		}
 		if created {
 			s.createdAt = c.At
 		}
-		l := o.sendList(s)
-		for _, r := range fresh {
+		for i, r := range fresh {
+			if i >= draw {
+				a := &orcAssign{recip: r, code: l.fallback, list: l.id, message: s.message, send: s.id, at: c.At, fallback: true}
+				s.codes[r] = a
+				s.order = append(s.order, a)
+				k := scopedKey(s.tenant, r)
+				o.hist[k] = append(o.hist[k], a)
+				continue
+			}
+			if l.pos[l.cursor].copy {
+				o.counts["handed out a released code again"]++
+			}
 			for l.pos[l.cursor].state == pool.Withdrawn {
 				l.cursor++
 			}
@@ -496,10 +703,20 @@ func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) 
 			k := scopedKey(s.tenant, r)
 			o.hist[k] = append(o.hist[k], a)
 		}
-		n := uint64(len(fresh))
-		s.reserved -= n
-		s.assigned += n
-		l.reserved -= n
+		s.reserved -= uint64(draw)
+		s.assigned += uint64(len(fresh))
+		l.reserved -= uint64(draw)
+		l.fallbackUsed += uint64(len(fresh) - draw)
+		l.addUsage(c.At, uint64(draw))
+		if draw < len(fresh) {
+			o.counts["fallback given"]++
+			if draw > 0 {
+				o.counts["fallback given after drawn codes"]++
+			}
+			if l.expired(c.At) {
+				o.counts["fallback given after expiry"]++
+			}
+		}
 	}
 	if created {
 		o.store(s)
@@ -507,14 +724,107 @@ func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) 
 	if m := o.msgs[scopedKey(s.tenant, s.message)]; m != nil {
 		m.status = "sent"
 	}
-	res := orcAllocResult{fresh: len(fresh)}
-	for _, r := range recips {
+	res := orcAllocResult{fresh: len(fresh), fallback: make([]bool, len(recips))}
+	for i, r := range recips {
 		res.codes = append(res.codes, s.codes[r].code)
+		res.fallback[i] = s.codes[r].fallback
 	}
 	if l := o.sendList(s); l != nil {
 		res.available = l.avail()
 	}
 	return res, nil
+}
+
+// release gives the codes of a send's recipients back: each live
+// assignment once; its code goes back to the end of the list as a copy, in
+// request order (a fallback assignment returns none).
+func (o *oracle) release(c *Release, recips []string) (ReleaseResult, error) {
+	defer o.watchLow(c.At)()
+	s := o.sends[scopedKey(c.Tenant, c.Send)]
+	if s == nil {
+		return ReleaseResult{}, ErrNotFound
+	}
+	l := o.sendList(s)
+	var res ReleaseResult
+	seen := map[string]bool{}
+	for _, r := range recips {
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		a := s.codes[r]
+		if a == nil {
+			if s.released[r] {
+				res.AlreadyReleased++
+			} else {
+				res.NotAssigned++
+			}
+			continue
+		}
+		if s.closed {
+			o.counts["released from a closed send"]++
+		}
+		a.releasedAt = c.At
+		delete(s.codes, r)
+		s.released[r] = true
+		s.assigned--
+		res.Released++
+		switch {
+		case l == nil:
+			o.counts["released into a deleted list"]++
+		case a.fallback:
+			l.fallbackUsed--
+			o.counts["released a fallback"]++
+		default:
+			code := l.pos[a.pos].code
+			l.byCode[code] = append(l.byCode[code], len(l.pos))
+			l.pos = append(l.pos, orcPos{code: code, state: pool.Available, copy: true})
+			l.released++
+			o.counts["released a code"]++
+		}
+	}
+	if res.AlreadyReleased > 0 {
+		o.counts["release: already released"]++
+	}
+	if res.NotAssigned > 0 {
+		o.counts["release: not assigned"]++
+	}
+	return res, nil
+}
+
+// tick records an expiry_soon alert for each list whose warning is due, in
+// list id order.
+func (o *oracle) tick(c *Tick) {
+	ids := slices.Clone(o.listIDs)
+	slices.Sort(ids)
+	for _, id := range ids {
+		l := o.lists[id]
+		if l.deleted || !l.warningDue(c.At) {
+			continue
+		}
+		l.warned = true
+		o.record(Alert{Tenant: l.tenant, List: l.id, ListName: l.name, Threshold: l.threshold, Available: l.avail(),
+			At: c.At, Type: AlertExpirySoon, ExpiresAt: l.expiresAt})
+	}
+}
+
+func (o *oracle) tickDue(at int64) bool {
+	for _, l := range o.lists {
+		if !l.deleted && l.warningDue(at) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *oracle) ack(ids []uint64) int {
+	acked := map[uint64]bool{}
+	for _, id := range ids {
+		acked[id] = true
+	}
+	before := len(o.alerts)
+	o.alerts = slices.DeleteFunc(o.alerts, func(a Alert) bool { return acked[a.ID] })
+	return before - len(o.alerts)
 }
 
 // ---------------------------------------------------------------- harness
@@ -526,10 +836,11 @@ type orcRun struct {
 	tf   *testFSM
 	o    *oracle
 
-	log   [][]byte // every entry, entry i has Raft index i+1
-	trace []string // a readable line per entry
-	step  int
-	at    int64
+	log      [][]byte // every entry, entry i has Raft index i+1
+	appended []int64  // each entry's AppendedAt: the clock when it was proposed
+	trace    []string // a readable line per entry
+	step     int
+	at       int64 // the leader's clock (unix ns); it may step back (a new leader)
 
 	allocs  []*Allocate      // earlier requests, for retries
 	imports []*orcPastImport // earlier uploads, for retries
@@ -627,11 +938,13 @@ func orcBlock(rs []string) RecipientBlock {
 	return b
 }
 
-// entry appends one encoded entry to the log and applies it.
+// entry appends one encoded entry to the log and applies it, stamped with
+// the clock as the leader stamps AppendedAt.
 func (r *orcRun) entry(data []byte, what string) *Response {
 	r.t.Helper()
 	r.log = append(r.log, data)
-	resp := r.tf.f.ApplyCommand(uint64(len(r.log)), data)
+	r.appended = append(r.appended, r.at)
+	resp := r.tf.f.ApplyBatch(toRaftLogs([]*raftLog{{index: uint64(len(r.log)), data: data, appended: r.at}}))[0].(*Response)
 	outcome := orcOutcome(resp.Err)
 	r.trace = append(r.trace, fmt.Sprintf("%d: %s -> %s", len(r.log), what, outcome))
 	kind, _, _ := strings.Cut(strings.TrimPrefix(what, "*raftfsm."), "{")
@@ -648,7 +961,18 @@ func (r *orcRun) apply(c Command) *Response {
 	return r.entry(Encode(c), orcDescribe(c))
 }
 
+// nextAt moves the clock on: mostly by a microsecond, sometimes by hours
+// or days (so lists expire and usage spans days), and sometimes back (a new
+// leader whose clock is behind).
 func (r *orcRun) nextAt() int64 {
+	switch n := r.rng.Intn(100); {
+	case n < 2:
+		r.at -= r.rng.Int63n(2 * orcDay)
+	case n < 12:
+		r.at += r.rng.Int63n(2 * orcDay)
+	case n < 14:
+		r.at += r.rng.Int63n(12 * orcDay)
+	}
 	r.at += 1000
 	return r.at
 }
@@ -732,6 +1056,23 @@ func (r *orcRun) stepCreateList(tenant string, dedupe bool) {
 	if r.rng.Intn(4) == 0 {
 		c.Threshold = uint64(r.rng.Intn(20))
 	}
+	if r.rng.Intn(2) == 0 {
+		c.FallbackCode = fmt.Sprintf("FALLBACK-%d", r.nextLst)
+	}
+	switch r.rng.Intn(6) {
+	case 0, 1:
+		c.HasExpiry, c.ExpiresAt = true, r.at+r.rng.Int63n(20*orcDay)
+	case 2:
+		c.ExpiresAt = r.at // without HasExpiry: no expiry
+	}
+	if r.rng.Intn(3) == 0 {
+		c.SetWarnDays, c.WarnDays = true, uint32(r.rng.Intn(10))
+	}
+	r.createList(c)
+}
+
+func (r *orcRun) createList(c *CreateList) {
+	r.t.Helper()
 	resp := r.apply(c)
 	r.wantErr("CreateList", resp.Err, r.o.createList(c))
 }
@@ -814,7 +1155,7 @@ func (r *orcRun) stepWithdraw() {
 	}
 	c := &Withdraw{Tenant: tenant, List: list, Codes: block(codes...)}
 	resp := r.apply(c)
-	want, werr := r.o.withdraw(c, codes)
+	want, werr := r.o.withdraw(c, codes, r.at)
 	r.wantErr("Withdraw", resp.Err, werr)
 	if werr == nil && resp.Value.(WithdrawResult) != want {
 		r.fatalf("Withdraw: got %+v, want %+v", resp.Value, want)
@@ -824,14 +1165,19 @@ func (r *orcRun) stepWithdraw() {
 	}
 }
 
-func (r *orcRun) stepUpsertMessage(tenant, id string, eligible bool) {
+// stepUpsertMessage upserts a message, eligible or not (why: 0..2, or -1
+// for a random reason).
+func (r *orcRun) stepUpsertMessage(tenant, id string, eligible bool, why int) {
 	c := &UpsertMessage{Tenant: tenant, ID: id, Name: "Message " + id, Campaign: "camp", CampaignType: "standard",
 		Channel: "email", At: r.nextAt()}
 	if r.rng.Intn(2) == 0 {
 		c.CampaignType = "auto"
 	}
+	if why < 0 {
+		why = r.rng.Intn(3)
+	}
 	if !eligible {
-		switch r.rng.Intn(3) {
+		switch why {
 		case 0:
 			c.CampaignType = []string{"tracking", "network_tracking"}[r.rng.Intn(2)]
 		case 1:
@@ -894,13 +1240,13 @@ func (r *orcRun) checkSendValue(what string, got *Send, want *orcSend) {
 }
 
 func orcGotSend(s *Send) string {
-	return fmt.Sprintf("{%s/%s num=%d msg=%s list=%d closed=%v reserved=%d assigned=%d created=%d}",
-		s.Tenant, s.ID, s.Num, s.Message, s.List, s.Closed, s.Reserved, s.Assigned, s.CreatedAt)
+	return fmt.Sprintf("{%s/%s num=%d msg=%s list=%d closed=%v reserved=%d assigned=%d created=%d on_shortage=%s}",
+		s.Tenant, s.ID, s.Num, s.Message, s.List, s.Closed, s.Reserved, s.Assigned, s.CreatedAt, s.OnShortage)
 }
 
 func orcSendTuple(s *orcSend) string {
-	return fmt.Sprintf("{%s/%s num=%d msg=%s list=%d closed=%v reserved=%d assigned=%d created=%d}",
-		s.tenant, s.id, s.num, s.message, s.list, s.closed, s.reserved, s.assigned, s.createdAt)
+	return fmt.Sprintf("{%s/%s num=%d msg=%s list=%d closed=%v reserved=%d assigned=%d created=%d on_shortage=%s}",
+		s.tenant, s.id, s.num, s.message, s.list, s.closed, s.reserved, s.assigned, s.createdAt, s.onShortage)
 }
 
 func (r *orcRun) stepOpenSend() {
@@ -910,6 +1256,9 @@ func (r *orcRun) stepOpenSend() {
 		msg = orcMsgIDs[r.rng.Intn(4)]
 	}
 	c := &OpenSend{Tenant: tenant, Send: send, Message: msg, At: r.nextAt()}
+	if r.rng.Intn(3) == 0 {
+		c.SetOnShortage, c.OnShortage = true, r.shortage()
+	}
 	if r.rng.Intn(3) > 0 {
 		c.HasExpected = true
 		assigned := 0
@@ -942,10 +1291,19 @@ func (r *orcRun) recipients(k int) []string {
 	return rs
 }
 
+// shortage is a policy for a request: fallback about as often as reject.
+func (r *orcRun) shortage() Shortage {
+	if r.rng.Intn(2) == 0 {
+		return ShortageFallback
+	}
+	return ShortageReject
+}
+
 func (r *orcRun) newAllocate() *Allocate {
 	tenant := r.tenant()
 	send, msg := r.pickSend(tenant)
-	return &Allocate{Tenant: tenant, Send: send, Message: msg, Recipients: orcBlock(r.recipients(r.rng.Intn(12) + 1))}
+	return &Allocate{Tenant: tenant, Send: send, Message: msg, Recipients: orcBlock(r.recipients(r.rng.Intn(12) + 1)),
+		OnShortage: r.shortage()}
 }
 
 // checkAlloc compares an allocation's answer with the oracle's.
@@ -971,6 +1329,16 @@ func (r *orcRun) checkAlloc(c *Allocate, resp *Response) {
 		r.fatalf("Allocate: got codes %q new %d available %d, want %q new %d available %d",
 			gotCodes, got.New, got.Available, want.codes, want.fresh, want.available)
 	}
+	// Fallback marks the fallback codes, and is nil when there is none.
+	gotFB := got.Fallback
+	if gotFB == nil {
+		gotFB = make([]bool, len(recips))
+	} else if !slices.Contains(gotFB, true) {
+		r.fatalf("Allocate: Fallback %v without a fallback code, want nil", got.Fallback)
+	}
+	if !slices.Equal(gotFB, want.fallback) {
+		r.fatalf("Allocate: fallback %v, want %v", gotFB, want.fallback)
+	}
 	s := r.o.sends[scopedKey(c.Tenant, c.Send)]
 	for _, code := range want.codes {
 		r.touchCode(s.list, code)
@@ -995,12 +1363,14 @@ func (r *orcRun) stepAllocate() {
 func (r *orcRun) stepBatch() {
 	var cmds []Command
 	for k := r.rng.Intn(4) + 2; k > 0; k-- {
-		switch r.rng.Intn(4) {
+		switch r.rng.Intn(6) {
 		case 0:
 			tenant := r.tenant()
 			send, msg := r.pickSend(tenant)
 			cmds = append(cmds, &OpenSend{Tenant: tenant, Send: send, Message: msg, HasExpected: true,
-				Expected: uint64(r.rng.Intn(20)), At: r.nextAt()})
+				Expected: uint64(r.rng.Intn(20)), At: r.nextAt(), SetOnShortage: r.rng.Intn(2) == 0, OnShortage: r.shortage()})
+		case 1:
+			cmds = append(cmds, r.newRelease())
 		default:
 			c := r.newAllocate()
 			if len(r.allocs) > 0 && r.rng.Intn(3) == 0 {
@@ -1034,6 +1404,8 @@ func (r *orcRun) stepBatch() {
 		switch c := c.(type) {
 		case *Allocate:
 			r.checkAlloc(c, br.Responses[i])
+		case *Release:
+			r.checkRelease(c, br.Responses[i])
 		case *OpenSend:
 			s, created, werr := r.o.openSend(c)
 			r.wantErr("OpenSend in a batch", br.Responses[i].Err, werr)
@@ -1073,7 +1445,7 @@ func (r *orcRun) stepBigRequest() {
 		}
 	}
 	at := r.nextAt()
-	rc := &Reserve{Tenant: tenant, Send: send, Message: msg, Need: need, At: at}
+	rc := &Reserve{Tenant: tenant, Send: send, Message: msg, Need: need, At: at, OnShortage: r.shortage()}
 	resp := r.apply(rc)
 	r.wantErr("Reserve", resp.Err, r.o.reserve(rc))
 	if resp.Err != nil {
@@ -1081,7 +1453,7 @@ func (r *orcRun) stepBigRequest() {
 	}
 	for len(recips) > 0 {
 		k := min(len(recips), r.rng.Intn(8)+1)
-		c := &Allocate{Tenant: tenant, Send: send, Message: msg, Recipients: orcBlock(recips[:k]), At: at}
+		c := &Allocate{Tenant: tenant, Send: send, Message: msg, Recipients: orcBlock(recips[:k]), At: at, OnShortage: rc.OnShortage}
 		recips = recips[k:]
 		r.allocs = append(r.allocs, c)
 		r.checkAlloc(c, r.apply(c))
@@ -1091,7 +1463,7 @@ func (r *orcRun) stepBigRequest() {
 func (r *orcRun) stepReserve() {
 	tenant := r.tenant()
 	send, msg := r.pickSend(tenant)
-	c := &Reserve{Tenant: tenant, Send: send, Message: msg, Need: uint64(r.rng.Intn(12)), At: r.nextAt()}
+	c := &Reserve{Tenant: tenant, Send: send, Message: msg, Need: uint64(r.rng.Intn(12)), At: r.nextAt(), OnShortage: r.shortage()}
 	resp := r.apply(c)
 	r.wantErr("Reserve", resp.Err, r.o.reserve(c))
 }
@@ -1114,11 +1486,126 @@ func (r *orcRun) stepDeleteList() {
 	r.wantErr("DeleteList", resp.Err, r.o.deleteList(c))
 }
 
-func (r *orcRun) stepThreshold() {
+// stepUpdateList changes some of a list's settings: threshold, name,
+// fallback code (set or cleared), expiry (set, moved, kept or cleared) and
+// warning days.
+func (r *orcRun) stepUpdateList() {
 	tenant := r.tenant()
-	c := &UpdateList{Tenant: tenant, ID: r.pickList(tenant), SetThreshold: true, Threshold: uint64(r.rng.Intn(30))}
+	c := &UpdateList{Tenant: tenant, ID: r.pickList(tenant)}
+	if r.rng.Intn(2) == 0 {
+		c.SetThreshold, c.Threshold = true, uint64(r.rng.Intn(30))
+	}
+	if r.rng.Intn(5) == 0 {
+		c.SetName, c.Name = true, fmt.Sprintf("renamed %d", r.rng.Intn(100))
+	}
+	if r.rng.Intn(3) == 0 {
+		c.SetFallback = true
+		if r.rng.Intn(3) > 0 {
+			c.FallbackCode = fmt.Sprintf("FALLBACK-%d-%d", c.ID, r.rng.Intn(100))
+		}
+	}
+	if r.rng.Intn(3) == 0 {
+		c.SetExpiry = true
+		switch l := r.o.lists[c.ID]; {
+		case r.rng.Intn(4) == 0:
+			c.ExpiresAt = r.at // cleared: the time is ignored
+		case l != nil && l.hasExpiry && r.rng.Intn(3) == 0:
+			c.HasExpiry, c.ExpiresAt = true, l.expiresAt // the same expiry again: no re-arm
+		default:
+			c.HasExpiry, c.ExpiresAt = true, r.at-3*orcDay+r.rng.Int63n(30*orcDay)
+		}
+	}
+	if r.rng.Intn(4) == 0 {
+		c.SetWarnDays, c.WarnDays = true, uint32(r.rng.Intn(10))
+	}
 	resp := r.apply(c)
-	r.wantErr("UpdateList", resp.Err, r.o.updateList(c))
+	r.wantErr("UpdateList", resp.Err, r.o.updateList(c, r.at))
+}
+
+// newRelease picks recipients of a send to release: mostly ones it
+// assigned (live or released already), some it never did, some repeated.
+func (r *orcRun) newRelease() *Release {
+	tenant := r.tenant()
+	send := orcSendIDs[r.rng.Intn(r.sendSpace())]
+	s := r.o.sends[scopedKey(tenant, send)]
+	var recips []string
+	for k := r.rng.Intn(6) + 1; k > 0; k-- {
+		switch {
+		case len(recips) > 0 && r.rng.Intn(6) == 0:
+			recips = append(recips, recips[r.rng.Intn(len(recips))])
+		case s != nil && len(s.order) > 0 && r.rng.Intn(4) > 0:
+			recips = append(recips, s.order[r.rng.Intn(len(s.order))].recip)
+		default:
+			recips = append(recips, orcRecipient(r.rng.Intn(orcRecipients)))
+		}
+	}
+	return &Release{Tenant: tenant, Send: send, Recipients: orcBlock(recips), At: r.nextAt()}
+}
+
+// checkRelease compares a release's answer with the oracle's.
+func (r *orcRun) checkRelease(c *Release, resp *Response) ReleaseResult {
+	r.t.Helper()
+	var recips []string
+	c.Recipients.Each(func(b []byte) { recips = append(recips, string(b)) })
+	want, werr := r.o.release(c, recips)
+	r.wantErr("Release", resp.Err, werr)
+	if werr != nil {
+		return want
+	}
+	if got := resp.Value.(ReleaseResult); got != want {
+		r.fatalf("Release: got %+v, want %+v", got, want)
+	}
+	r.touchedSends[scopedKey(c.Tenant, c.Send)] = true
+	s := r.o.sends[scopedKey(c.Tenant, c.Send)]
+	for _, rc := range recips {
+		r.touchRecip(c.Tenant, rc)
+	}
+	for _, a := range s.order {
+		if a.releasedAt == c.At {
+			r.touchCode(s.list, a.code)
+		}
+	}
+	return want
+}
+
+// stepRelease releases recipients of a send (bounces); sometimes the
+// engine then sends to them again.
+func (r *orcRun) stepRelease() {
+	c := r.newRelease()
+	res := r.checkRelease(c, r.apply(c))
+	if res.Released > 0 && r.rng.Intn(3) == 0 {
+		a := &Allocate{Tenant: c.Tenant, Send: c.Send, Recipients: c.Recipients, At: r.nextAt()}
+		r.allocs = append(r.allocs, a)
+		r.checkAlloc(a, r.apply(a))
+	}
+}
+
+// stepTick is what the leader's loop proposes when TickDue says so (and,
+// here, also when it does not).
+func (r *orcRun) stepTick() {
+	c := &Tick{At: r.nextAt()}
+	if got, want := r.tf.f.TickDue(c.At), r.o.tickDue(c.At); got != want {
+		r.fatalf("TickDue(%d) = %v, want %v", c.At, got, want)
+	}
+	r.wantErr("Tick", r.apply(c).Err, nil)
+	r.o.tick(c)
+}
+
+// stepAck acknowledges some pending alerts, and an id that is not pending.
+func (r *orcRun) stepAck() {
+	var ids []uint64
+	for _, a := range r.o.alerts {
+		if r.rng.Intn(2) == 0 {
+			ids = append(ids, a.ID)
+		}
+	}
+	ids = append(ids, r.o.alertSeq+1+uint64(r.rng.Intn(3)))
+	c := &AckAlerts{IDs: ids}
+	resp := r.apply(c)
+	r.wantErr("AckAlerts", resp.Err, nil)
+	if got, want := resp.Value.(int), r.o.ack(ids); got != want {
+		r.fatalf("AckAlerts removed %d, want %d", got, want)
+	}
 }
 
 // setup: two tenants, lists with and without dedupe, messages (one not
@@ -1128,12 +1615,18 @@ func (r *orcRun) setup() {
 		c := &CreateTenant{ID: id, Name: id, At: r.nextAt()}
 		r.wantErr("CreateTenant", r.apply(c).Err, r.o.createTenant(id))
 	}
-	r.stepCreateList("t1", true)
-	r.stepCreateList("t1", false)
-	r.stepCreateList("t2", true)
+	// List 1 has a fallback code, list 3 an expiry about a month ahead;
+	// the lists made later get either at random.
+	r.nextLst = 3
+	r.createList(&CreateList{Tenant: "t1", ID: 1, Name: "list 1", Dedupe: true, At: r.nextAt(), FallbackCode: "FALLBACK-1"})
+	r.createList(&CreateList{Tenant: "t1", ID: 2, Name: "list 2", At: r.nextAt()})
+	r.createList(&CreateList{Tenant: "t2", ID: 3, Name: "list 3", Dedupe: true, At: r.nextAt(), HasExpiry: true,
+		ExpiresAt: r.at + 25*orcDay + r.rng.Int63n(10*orcDay)})
 	for _, tenant := range orcTenants {
 		for i, id := range orcMsgIDs[:5] {
-			r.stepUpsertMessage(tenant, id, i != 4)
+			// The fifth message is not eligible: of another channel in
+			// t1, double opt-in in t2.
+			r.stepUpsertMessage(tenant, id, i != 4, map[string]int{"t1": 2, "t2": 1}[tenant])
 		}
 	}
 	for _, a := range []*AssignList{
@@ -1164,33 +1657,44 @@ func (r *orcRun) randomStep() {
 		r.stepImport()
 	case n < 11:
 		r.stepRetryImport()
-	case n < 21:
+	case n < 19:
 		r.stepWithdraw()
-	case n < 25:
+	case n < 23:
 		tenant := r.tenant()
-		r.stepUpsertMessage(tenant, orcMsgIDs[r.rng.Intn(5)], r.rng.Intn(4) > 0)
-	case n < 30:
+		r.stepUpsertMessage(tenant, orcMsgIDs[r.rng.Intn(5)], r.rng.Intn(4) > 0, -1)
+	case n < 28:
 		r.stepAssignList()
-	case n < 40:
+	case n < 37:
 		r.stepOpenSend()
-	case n < 66:
+	case n < 61:
 		r.stepAllocate()
-	case n < 71:
+	case n < 66:
 		r.stepBatch()
-	case n < 76:
+	case n < 71:
 		r.stepBigRequest()
-	case n < 82:
+	case n < 76:
 		r.stepReserve()
-	case n < 85:
+	case n < 79:
 		r.stepClose()
-	case n < 88:
+	case n < 82:
 		r.stepDeleteList()
-	case n < 91:
+	case n < 86:
 		r.stepCreateList(r.tenant(), r.rng.Intn(3) > 0)
-	case n < 93:
-		r.stepThreshold()
+	case n < 90:
+		r.stepUpdateList()
+	case n < 96:
+		r.stepRelease()
+	case n < 98:
+		r.stepTick()
+	case n < 99:
+		r.stepAck()
 	default:
 		r.stepAllocate()
+	}
+	// The leader proposes a Tick when one is due (not always before the
+	// next command: its loop runs on its own).
+	if r.o.tickDue(r.at) && r.rng.Intn(3) == 0 {
+		r.stepTick()
 	}
 }
 
@@ -1217,7 +1721,7 @@ func (r *orcRun) check(full bool) {
 			if !ok {
 				continue
 			}
-			want := [5]uint64{uint64(len(l.pos)), l.avail(), l.reserved, l.count(pool.Assigned), l.count(pool.Withdrawn)}
+			want := [5]uint64{l.added(), l.avail(), l.reserved, l.used(), l.count(pool.Withdrawn)}
 			got := [5]uint64{v.Added, v.Available, v.Reserved, v.Used, v.Withdrawn}
 			if got != want {
 				r.fatalf("list %d counts [added available reserved used withdrawn] = %v, want %v", id, got, want)
@@ -1225,9 +1729,23 @@ func (r *orcRun) check(full bool) {
 			if v.Added != v.Available+v.Reserved+v.Used+v.Withdrawn {
 				r.fatalf("list %d: added != available+reserved+used+withdrawn: %v", id, got)
 			}
-			if v.Dedupe != l.dedupe || v.Threshold != l.threshold || v.LowStock() != (l.threshold > 0 && l.avail() < l.threshold) {
+			if v.Dedupe != l.dedupe || v.Threshold != l.threshold || v.LowStock() != l.lowStock() {
 				r.fatalf("list %d: dedupe %v threshold %d low %v", id, v.Dedupe, v.Threshold, v.LowStock())
 			}
+			gotMeta := fmt.Sprintf("name=%q fallback=%q expiry=%v/%d/expired=%v warn=%d/%v released=%d fallback_used=%d",
+				v.Name, v.FallbackCode, v.HasExpiry, v.ExpiresAt, v.Expired(r.at), v.WarnDays, v.Warned, v.Released, v.FallbackUsed)
+			wantMeta := fmt.Sprintf("name=%q fallback=%q expiry=%v/%d/expired=%v warn=%d/%v released=%d fallback_used=%d",
+				l.name, l.fallback, l.hasExpiry, l.expiresAt, l.expired(r.at), l.warnDays, l.warned, l.released, l.fallbackUsed)
+			if gotMeta != wantMeta {
+				r.fatalf("list %d: %s, want %s", id, gotMeta, wantMeta)
+			}
+			today := orcDayOf(r.at)
+			for _, d := range []int64{today - 40, today - 9, today - 1, today, today + 3, today + 30} {
+				if got, want := v.Usage.Last7(d), l.last7(d); got != want {
+					r.fatalf("list %d: used in the 7 days up to day %d (today %d): %d, want %d", id, d, today, got, want)
+				}
+			}
+			r.checkForecasts(l)
 		}
 		p := f.Pools().Get(id)
 		if l.deleted {
@@ -1311,17 +1829,103 @@ func (r *orcRun) check(full bool) {
 			r.checkHistory(tenant, rc)
 		}
 	}
+	if got, want := f.TickDue(r.at), o.tickDue(r.at); got != want {
+		r.fatalf("TickDue(%d) = %v, want %v", r.at, got, want)
+	}
+	expired := 0
+	for _, l := range o.lists {
+		if !l.deleted && l.expired(r.at) {
+			expired++
+		}
+	}
+	if got := f.ExpiredLists(r.at); got != expired {
+		r.fatalf("ExpiredLists(%d) = %d, want %d", r.at, got, expired)
+	}
+	var gotAlerts, wantAlerts []string
+	for _, a := range f.PendingAlerts() {
+		gotAlerts = append(gotAlerts, fmt.Sprintf("%+v", a))
+	}
+	for _, a := range o.alerts {
+		wantAlerts = append(wantAlerts, fmt.Sprintf("%+v", a))
+	}
+	if !slices.Equal(gotAlerts, wantAlerts) {
+		r.fatalf("pending alerts:\n%s\nwant\n%s", strings.Join(gotAlerts, "\n"), strings.Join(wantAlerts, "\n"))
+	}
+	if got := f.LastAlertID(); got != o.alertSeq {
+		r.fatalf("last alert id %d, want %d", got, o.alertSeq)
+	}
 	r.touchedCodes = map[uint64]map[string]bool{}
 	r.touchedRecips = map[string]map[string]bool{}
 	r.touchedSends = map[string]bool{}
 }
 
+// checkForecasts asks the forecast of a live list for 25 recipients at the
+// clock's time: alone, with each send of its tenant (another list's send
+// is not found) and with a send that does not exist.
+func (r *orcRun) checkForecasts(l *orcList) {
+	r.t.Helper()
+	const n = 25
+	now := r.at
+	want := func(s *orcSend) Forecast {
+		fc := Forecast{Recipients: n, Needed: n, Available: l.avail(), Reserved: l.reserved,
+			HasExpiry: l.hasExpiry, ExpiresAt: l.expiresAt, Expired: l.expired(now)}
+		if s != nil {
+			fc.Needed = n - min(n, s.reserved)
+		}
+		fc.Shortfall = max(fc.Needed, fc.Available) - fc.Available
+		fc.Enough = fc.Shortfall == 0 && !fc.Expired
+		fc.UsedLast7Days = l.last7(orcDayOf(now))
+		fc.UsedPerDay = float64(fc.UsedLast7Days) / 7
+		if fc.UsedLast7Days > 0 {
+			fc.RunsOutAt = now + int64(float64(fc.Available)*7/float64(fc.UsedLast7Days)*float64(orcDay))
+		}
+		return fc
+	}
+	compare := func(what string, got Forecast, err error, want Forecast) {
+		r.t.Helper()
+		if err != nil {
+			r.fatalf("Forecast(list %d%s): %v", l.id, what, err)
+		}
+		// The time of running out is an estimate: a rounding apart is the same.
+		if d := got.RunsOutAt - want.RunsOutAt; d > -1000 && d < 1000 {
+			got.RunsOutAt = want.RunsOutAt
+		}
+		if got != want {
+			r.fatalf("Forecast(list %d%s) = %+v, want %+v", l.id, what, got, want)
+		}
+	}
+	got, err := r.tf.f.Forecast(l.tenant, l.id, n, "", now)
+	compare("", got, err, want(nil))
+	for _, id := range orcSendIDs {
+		s := r.o.sends[scopedKey(l.tenant, id)]
+		got, err := r.tf.f.Forecast(l.tenant, l.id, n, id, now)
+		if s == nil || s.list != l.id {
+			if err != ErrNotFound {
+				r.fatalf("Forecast(list %d, send %s of list %v): %+v %v, want ErrNotFound", l.id, id, s != nil, got, err)
+			}
+			continue
+		}
+		compare(", send "+id, got, err, want(s))
+	}
+}
+
+// A fallback assignment's position means nothing: it is left out.
 func orcGotAssign(a *Assignment) string {
-	return fmt.Sprintf("{%q %q list=%d msg=%s send=%s at=%d pos=%d}", a.Recipient, a.Code, a.List, a.Message, a.Send, a.At, a.Position)
+	pos := fmt.Sprint(a.Position)
+	if a.Fallback {
+		pos = "-"
+	}
+	return fmt.Sprintf("{%q %q list=%d msg=%s send=%s at=%d pos=%s fallback=%v released=%d}", a.Recipient, a.Code, a.List,
+		a.Message, a.Send, a.At, pos, a.Fallback, a.ReleasedAt)
 }
 
 func orcAssignTuple(a *orcAssign) string {
-	return fmt.Sprintf("{%q %q list=%d msg=%s send=%s at=%d pos=%d}", a.recip, a.code, a.list, a.message, a.send, a.at, a.pos)
+	pos := fmt.Sprint(a.pos)
+	if a.fallback {
+		pos = "-"
+	}
+	return fmt.Sprintf("{%q %q list=%d msg=%s send=%s at=%d pos=%s fallback=%v released=%d}", a.recip, a.code, a.list,
+		a.message, a.send, a.at, pos, a.fallback, a.releasedAt)
 }
 
 func (r *orcRun) checkCode(l *orcList, code string) {
@@ -1374,15 +1978,14 @@ func (r *orcRun) checkEachAssignment(s *orcSend) {
 	}
 }
 
-// checkHistory compares a recipient's history as a set ordered by time
-// (TestRecipientHistoryIsOldestFirst checks the order the FSM answers in).
+// checkHistory compares a recipient's history, oldest first: in the order
+// the assignments were made (the clock may step back, so not by time).
 func (r *orcRun) checkHistory(tenant, rc string) {
 	r.t.Helper()
 	h, err := r.tf.f.RecipientHistory(tenant, []byte(rc))
 	if err != nil {
 		r.fatalf("RecipientHistory: %v", err)
 	}
-	sort.SliceStable(h, func(i, j int) bool { return h[i].At < h[j].At })
 	var got, want []string
 	for i := range h {
 		got = append(got, orcGotAssign(&h[i]))
@@ -1399,6 +2002,7 @@ func (r *orcRun) checkHistory(tenant, rc string) {
 
 func newOrcRun(t *testing.T, seed int64) *orcRun {
 	return &orcRun{t: t, seed: seed, rng: rand.New(rand.NewSource(seed)), tf: newTestFSM(t), o: newOracle(),
+		at:           time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC).UnixNano(),
 		touchedCodes: map[uint64]map[string]bool{}, touchedRecips: map[string]map[string]bool{}, touchedSends: map[string]bool{}, outcomes: map[string]int{}}
 }
 
@@ -1450,7 +2054,7 @@ func (r *orcRun) replicaDigests() {
 		n := min(1+r.rng.Intn(9), len(r.log)-i)
 		logs := make([]*raftLog, n)
 		for k := range logs {
-			logs[k] = &raftLog{index: uint64(i + k + 1), data: r.log[i+k]}
+			logs[k] = &raftLog{index: uint64(i + k + 1), data: r.log[i+k], appended: r.appended[i+k]}
 		}
 		b.f.ApplyBatch(toRaftLogs(logs))
 		i += n
@@ -1470,7 +2074,7 @@ func (r *orcRun) replicaDigests() {
 		r.fatalf("restored applied index %d, want %d", d.f.AppliedIndex(), r.snapAt)
 	}
 	for i := r.snapAt; i < len(r.log); i++ {
-		d.f.ApplyCommand(uint64(i+1), r.log[i])
+		d.f.ApplyBatch(toRaftLogs([]*raftLog{{index: uint64(i + 1), data: r.log[i], appended: r.appended[i]}}))
 	}
 	if d.f.Digest() != want {
 		r.fatalf("snapshot at entry %d + the rest of the log has another digest", r.snapAt)
@@ -1483,26 +2087,36 @@ func (r *orcRun) replicaDigests() {
 	// The restarted machine still answers every read as the oracle does.
 	r.check(true)
 	// And replayed entries (Raft re-applies after a restart) are skipped.
-	r.tf.f.ApplyCommand(uint64(len(r.log)), r.log[len(r.log)-1])
+	last := len(r.log) - 1
+	r.tf.f.ApplyBatch(toRaftLogs([]*raftLog{{index: uint64(last + 1), data: r.log[last], appended: r.appended[last]}}))
 	if r.tf.f.Digest() != want {
 		r.fatalf("a replayed entry changed the state")
 	}
 }
 
 func TestModel(t *testing.T) {
-	steps := 500
+	steps, seeds := 500, 6
 	if testing.Short() {
 		steps = 150
+	}
+	if n, err := strconv.Atoi(os.Getenv("MODEL_STEPS")); err == nil && n > 0 {
+		steps = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("MODEL_SEEDS")); err == nil && n > 0 {
+		seeds = n
 	}
 	var mu sync.Mutex
 	total := map[string]int{}
 	t.Run("seeds", func(t *testing.T) {
-		for seed := int64(1); seed <= 6; seed++ {
+		for seed := int64(1); seed <= int64(seeds); seed++ {
 			t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 				t.Parallel()
 				r := newOrcRun(t, seed)
 				r.run(steps)
 				r.replicaDigests()
+				for k, n := range r.o.counts {
+					r.outcomes["model: "+k] += n
+				}
 				var sends, assigned, closed, held int
 				for _, s := range r.o.sends {
 					sends++
@@ -1550,6 +2164,15 @@ func TestModel(t *testing.T) {
 		"DeleteList -> ok", "DeleteList -> " + ErrListInUse.Error(),
 		"Withdraw -> ok", "Withdraw -> " + ErrCodesReserved.Error(), "Withdraw -> " + ErrNotFound.Error(),
 		"ImportCommit -> ok", "ImportCommit -> " + ErrUploadIncomplete.Error(), "ImportCommit -> " + ErrUploadReused.Error(),
+		"Allocate -> " + ErrListExpired.Error(), "OpenSend -> " + ErrListExpired.Error(),
+		"Release -> ok", "Release -> " + ErrNotFound.Error(), "(batched) Release -> ok", "Tick -> ok", "AckAlerts -> ok",
+		"UpdateList -> ok", "UpdateList -> " + ErrNotFound.Error(),
+		"model: fallback given", "model: fallback given after drawn codes", "model: fallback given after expiry",
+		"model: released a code", "model: released a fallback", "model: release: already released",
+		"model: release: not assigned", "model: resend of a released recipient", "model: handed out a released code again",
+		"model: withdrew a released code", "model: alert low_stock", "model: alert expiry_soon",
+		"model: expiry warning re-armed", "model: fallback kept on a retry while codes are available",
+		"model: code answered again after expiry", "model: released from a closed send",
 	} {
 		if total[want] == 0 {
 			t.Errorf("no seed met %q", want)
