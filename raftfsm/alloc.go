@@ -343,8 +343,10 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 			return nil, ErrAssignmentsFull
 		}
 		draw := need // drawn from the list; the rest get the fallback code
-		if l, p := a.listForSend(s); a.fallsBack(s, l) {
-			draw = min(need, a.drawable(s, l, p, c.At))
+		if s.OnShortage == ShortageFallback { // a send under reject skips the list's lookup
+			if l, p := a.listForSend(s); a.fallsBack(s, l) {
+				draw = min(need, a.drawable(s, l, p, c.At))
+			}
 		}
 		nl, err := a.hold(s, draw, c.At)
 		if err != nil {
