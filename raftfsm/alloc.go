@@ -342,7 +342,7 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		if a.f.hist.nextSeq+need > MaxAssignments {
 			return nil, ErrAssignmentsFull
 		}
-		draw := need // drawn from the list; the rest get the fallback code
+		draw := need                          // drawn from the list; the rest get the fallback code
 		if s.OnShortage == ShortageFallback { // a send under reject skips the list's lookup
 			if l, p := a.listForSend(s); a.fallsBack(s, l) {
 				draw = min(need, a.drawable(s, l, p, c.At))
