@@ -2,6 +2,7 @@ package pool
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"sync/atomic"
 )
 
@@ -31,22 +32,63 @@ func (l *List) IsFirst(pos uint32) bool {
 
 // FindMany looks codes up and calls fn(i, first, ok) for each in order,
 // with the position of the code's first occurrence (ok=false: not in the
-// list). It probes in batches of FindBatch: the tag words of a whole batch
-// are loaded before any is compared, so their cache misses overlap instead
-// of following each other. Like Lookup, each answer is linearizable on its
-// own. Any goroutine.
+// list). Like Lookup, each answer is linearizable on its own. Any
+// goroutine.
+//
+// A probe that finds its code makes four dependent loads (tag word, slot,
+// offset, code bytes), each a cache miss in a big list. FindMany works in
+// batches of FindBatch so that the misses of a batch overlap: it loads the
+// tag words of every code first, then for each the first candidate slot,
+// its offset and its first code byte, and only then compares (probe, now
+// mostly from cache). The first two passes only load; what they find is
+// checked again by probe.
 func (l *List) FindMany(codes [][]byte, fn func(i int, first uint32, ok bool)) {
 	var hs [FindBatch]uint64
+	var sink uint64
 	for from := 0; from < len(codes); from += FindBatch {
 		batch := codes[from:min(from+FindBatch, len(codes))]
 		t := l.idx.Load()
 		n := l.Len()
 		for j, code := range batch {
 			hs[j] = maphash.Bytes(l.seed, code)
-			// Only the tag word: a slot may be read only after its tag
-			// was seen occupied (index.go, "Publication").
-			// (An atomic load is never optimised away.)
-			atomic.LoadUint64(&t.tags[(hs[j]&t.mask)>>3])
+			sink += atomic.LoadUint64(&t.tags[(hs[j]&t.mask)>>3])
+		}
+		// A slot may be read only after its tag was seen occupied, and
+		// the layout loaded after that tag covers the slot's position
+		// (index.go, "Publication"); the bounds checks only guard against
+		// a position of a tag loaded after lay.
+		lay := l.lay.Load()
+		// One pass per dependent load, so that within a pass the loads
+		// are independent and their misses overlap. ps[j] = 0: no
+		// candidate.
+		var ps [FindBatch]uint32
+		for j := range batch {
+			h := hs[j]
+			i := h & t.mask
+			w := atomic.LoadUint64(&t.tags[i>>3])
+			if m := zeroBytes(w^tagOf(h)*byteOne) & (hiBits << ((i & 7) * 8)); m != 0 {
+				ps[j] = uint32((i>>3)<<3|uint64(bits.TrailingZeros64(m)>>3)) + 1
+			}
+		}
+		for j := range batch {
+			if ps[j] != 0 {
+				ps[j] = t.slots[ps[j]-1] // position+1 now
+			}
+		}
+		var vs [FindBatch]uint64
+		for j := range batch {
+			p := ps[j] - 1
+			bi := int(p >> posShift)
+			if ps[j] == 0 || bi >= len(lay.blocks) || int(p&posMask) >= len(lay.blocks[bi].off) {
+				continue
+			}
+			b := lay.blocks[bi]
+			vs[j] = b.base + uint64(b.off[p&posMask]) + 1
+		}
+		for j := range batch {
+			if v := vs[j] - 1; vs[j] != 0 && int(v>>slabShift) < len(lay.slabs) {
+				sink += uint64(lay.slabs[v>>slabShift][v&slabMask])
+			}
 		}
 		for j, code := range batch {
 			if len(code) == 0 || len(code) > MaxCodeLen {
@@ -55,16 +97,17 @@ func (l *List) FindMany(codes [][]byte, fn func(i int, first uint32, ok bool)) {
 			}
 			_, head, found := l.probe(t, hs[j], code, nil)
 			if found && head >= n {
-				// Added after Len was loaded: absent at that moment. An
-				// index loaded before Len cannot hold such a position
-				// unless the writer published both since; either way the
-				// answer is the state at the Len load.
+				// Added after Len was loaded: absent at that moment.
 				found = false
 			}
 			fn(from+j, head, found)
 		}
 	}
+	findSink.Add(sink)
 }
+
+// findSink keeps FindMany's early loads from being optimised away.
+var findSink atomic.Uint64
 
 // EachFirst calls fn with the first occurrences among positions [from, to)
 // in position order, in batches of at most FindBatch (pos[i] holds
