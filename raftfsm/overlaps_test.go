@@ -222,3 +222,31 @@ func TestOverlapsMatchBruteForce(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadRecordInOtherLists: the count takes record version 3 only when
+// it is not zero, so every other record keeps its version 2 bytes, and a
+// version 3 record without a count (one encoding per value) is refused.
+func TestUploadRecordInOtherLists(t *testing.T) {
+	u := &uploadRecord{Tenant: "acme", Committed: true, List: 7,
+		Result: ImportResult{List: 7, Imported: 5, Duplicates: 1, Size: 9}, At: 5, Request: [32]byte{3}}
+	v2 := u.marshal()
+	if v2[0] != 2 {
+		t.Fatalf("a record without in_other_lists is version %d", v2[0])
+	}
+	u.Result.InOtherLists = 4
+	v3 := u.marshal()
+	if v3[0] != 3 || string(v3[1:len(v2)]) != string(v2[1:]) || len(v3) != len(v2)+1 {
+		t.Fatalf("version 3 is not version 2 plus the count: %x vs %x", v3, v2)
+	}
+	got, err := unmarshalUpload(v3)
+	if err != nil || !reflect.DeepEqual(got, u) {
+		t.Fatalf("round trip: %+v %v, want %+v", got, err, u)
+	}
+	zero := append(append([]byte{3}, v2[1:]...), 0)
+	if _, err := unmarshalUpload(zero); err == nil {
+		t.Fatal("a version 3 record with a zero count was read")
+	}
+	if _, err := unmarshalUpload(append([]byte{4}, v3[1:]...)); err == nil {
+		t.Fatal("a version 4 record was read")
+	}
+}
