@@ -96,7 +96,7 @@ func TestFindManyConcurrent(t *testing.T) {
 	}
 	lists := []*List{newList(true), newList(false)}
 	codeOf := func(i int) []byte { return code12(uint64(i % (n / 3))) } // every code thrice
-	var published [2]atomic.Int64                                        // codes 0..published-1 were added
+	var published [2]atomic.Int64                                       // codes 0..published-1 were added
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
