@@ -59,20 +59,20 @@ func (l *List) FindMany(codes [][]byte, fn func(i int, first uint32, ok bool)) {
 		// a position of a tag loaded after lay.
 		lay := l.lay.Load()
 		// One pass per dependent load, so that within a pass the loads
-		// are independent and their misses overlap. ps[j] = 0: no
-		// candidate.
-		var ps [FindBatch]uint32
+		// are independent and their misses overlap; 0 = no candidate.
+		var ss [FindBatch]uint64 // candidate slot + 1
 		for j := range batch {
 			h := hs[j]
 			i := h & t.mask
 			w := atomic.LoadUint64(&t.tags[i>>3])
 			if m := zeroBytes(w^tagOf(h)*byteOne) & (hiBits << ((i & 7) * 8)); m != 0 {
-				ps[j] = uint32((i>>3)<<3|uint64(bits.TrailingZeros64(m)>>3)) + 1
+				ss[j] = (i>>3)<<3 | uint64(bits.TrailingZeros64(m)>>3) + 1
 			}
 		}
+		var ps [FindBatch]uint32 // its position + 1
 		for j := range batch {
-			if ps[j] != 0 {
-				ps[j] = t.slots[ps[j]-1] // position+1 now
+			if ss[j] != 0 {
+				ps[j] = t.slots[ss[j]-1]
 			}
 		}
 		var vs [FindBatch]uint64
@@ -87,7 +87,9 @@ func (l *List) FindMany(codes [][]byte, fn func(i int, first uint32, ok bool)) {
 		}
 		for j := range batch {
 			if v := vs[j] - 1; vs[j] != 0 && int(v>>slabShift) < len(lay.slabs) {
-				sink += uint64(lay.slabs[v>>slabShift][v&slabMask])
+				if s := lay.slabs[v>>slabShift]; int(v&slabMask) < len(s) {
+					sink += uint64(s[v&slabMask])
+				}
 			}
 		}
 		for j, code := range batch {
