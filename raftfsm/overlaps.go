@@ -98,6 +98,11 @@ func (f *FSM) Overlaps(tenant string, list uint64) ([]Overlap, error) {
 		ex    []uint32 // the smallest positions of list found, ascending
 	}
 	results := make([]result, len(jobs))
+	// One report at a time: each uses every core already, so more at once
+	// would not finish sooner and would keep the apply goroutine from a
+	// core for longer.
+	overlapReports <- struct{}{}
+	defer func() { <-overlapReports }()
 	parallel(len(jobs), func(j int) {
 		jb := jobs[j]
 		p := pairs[jb.pair]
@@ -164,6 +169,9 @@ func (f *FSM) Overlaps(tenant string, list uint64) ([]Overlap, error) {
 	})
 	return out, nil
 }
+
+// overlapReports holds one token while a report runs.
+var overlapReports = make(chan struct{}, 1)
 
 // keepSmallest adds pos to ex, the up to MaxOverlapExamples smallest
 // positions seen, ascending (positions are distinct).
