@@ -46,6 +46,9 @@ type fakeReader struct {
 
 	onForecast func(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
 	forecasts  []fakeForecastCall
+
+	// overlaps answers Overlaps by tenant and list (unknown: ErrNotFound).
+	overlaps map[fakeOverlapKey][]raftfsm.Overlap
 }
 
 func newFakeReader() *fakeReader {
@@ -217,6 +220,22 @@ type fakeForecastCall struct {
 	recipients uint64
 	send       string
 	now        int64
+}
+
+// fakeOverlapKey names a tenant's list in fakeReader.overlaps.
+type fakeOverlapKey struct {
+	tenant string
+	list   uint64
+}
+
+func (r *fakeReader) Overlaps(tenant string, list uint64) ([]raftfsm.Overlap, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.overlaps[fakeOverlapKey{tenant, list}]
+	if !ok {
+		return nil, raftfsm.ErrNotFound
+	}
+	return o, nil
 }
 
 func (r *fakeReader) CodesAllocated() uint64     { return 0 }

@@ -79,7 +79,7 @@ func TestFakeLists(t *testing.T) {
 			body: body, headers: []string{"Idempotency-Key: k1"}})
 		var res importResult
 		decode(t, r, http.StatusOK, &res)
-		fieldsOf(t, r.body, "imported", "duplicates", "size")
+		fieldsOf(t, r.body, "imported", "duplicates", "size", "in_other_lists")
 		if res != (importResult{Imported: 3, Size: 13}) {
 			t.Fatalf("import answered %+v, want 3 imported, size 13", res)
 		}

@@ -359,6 +359,8 @@ type importResult struct {
 	Imported   uint64 `json:"imported"`
 	Duplicates uint64 `json:"duplicates"`
 	Size       uint64 `json:"size"`
+	// InOtherLists: imported codes another list of the tenant holds.
+	InOtherLists uint64 `json:"in_other_lists"`
 }
 
 var listFields = []string{"id", "name", "dedupe", "low_stock_threshold", "low_stock", "added", "available",

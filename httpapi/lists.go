@@ -142,10 +142,12 @@ type importJSON struct {
 	Imported   uint64 `json:"imported"`
 	Duplicates uint64 `json:"duplicates"`
 	Size       uint64 `json:"size"`
+	// InOtherLists: imported codes that another list of the tenant holds.
+	InOtherLists uint64 `json:"in_other_lists"`
 }
 
 func toImportJSON(r raftfsm.ImportResult) importJSON {
-	return importJSON{Imported: r.Imported, Duplicates: r.Duplicates, Size: r.Size}
+	return importJSON{Imported: r.Imported, Duplicates: r.Duplicates, Size: r.Size, InOtherLists: r.InOtherLists}
 }
 
 func validName(field, name string) *apiError {

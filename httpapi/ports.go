@@ -56,6 +56,7 @@ type Reader interface {
 	EachAssignment(tenant, send string, fn func(a *raftfsm.Assignment) error) error
 	RecipientHistory(tenant string, recipient []byte) ([]raftfsm.Assignment, error)
 	Forecast(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
+	Overlaps(tenant string, list uint64) ([]raftfsm.Overlap, error)
 
 	// For the node's metrics.
 	CodesAllocated() uint64

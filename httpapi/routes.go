@@ -39,6 +39,8 @@ var routeTable = [...]routeDef{
 	{"GET", "/v1/lists/{id}/codes/{code}", route{name: "lists.code", roles: adminOnly, handler: (*Server).getCode}},
 	// Senders plan sends: the forecast tells them counts, never codes.
 	{"GET", "/v1/lists/{id}/forecast", route{name: "lists.forecast", roles: adminOrSender, handler: (*Server).forecast}},
+	// Admins only: the examples are codes.
+	{"GET", "/v1/lists/{id}/overlaps", route{name: "lists.overlaps", roles: adminOnly, handler: (*Server).overlaps}},
 
 	{"PUT", "/v1/messages/{id}", route{name: "messages.put", roles: adminOrSender, handler: (*Server).putMessage}},
 	{"GET", "/v1/messages/{id}", route{name: "messages.get", roles: adminOrSender, handler: (*Server).getMessage}},

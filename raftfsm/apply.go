@@ -496,15 +496,20 @@ func (a *applier) importCommit(c *ImportCommit) (ImportResult, error) {
 	}
 
 	res := ImportResult{List: l.ID}
+	from := p.Len() // the first position this commit adds
 	if sp := a.takeStagedPool(c.Upload, chunks); sp != nil && p.Len() == 0 && p.Dedupe() {
 		// The same codes in the same order into an empty list: the pool
 		// the chunks built is what the adds below would build.
 		a.f.pools.Put(l.ID, sp.list)
 		p = sp.list
+		from = 0
 		res.Imported, res.Duplicates = sp.imported, sp.duplicates
 	} else {
 		a.addStaged(c.Upload, p, codes, &res)
 	}
+	// Counted here, in the apply, so the stored result (what a retried
+	// commit answers) is the same on every replica.
+	res.InOtherLists = a.inOtherLists(c.Tenant, l.ID, p, from)
 	a.f.stats.codesImported.Add(uint64(res.Imported))
 	if res.Imported >= bigImport {
 		// Growing the pool left its old arrays as garbage, as much as the

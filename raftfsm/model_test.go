@@ -345,6 +345,7 @@ func (o *oracle) importCommit(tenant string, up UploadID, staged [][]string, c *
 		return ImportResult{}, ErrNotFound
 	}
 	res := ImportResult{List: l.id}
+	start := len(l.pos)
 	for _, chunk := range staged {
 		for _, code := range chunk {
 			if l.dedupe && len(l.byCode[code]) > 0 {
@@ -354,6 +355,15 @@ func (o *oracle) importCommit(tenant string, up UploadID, staged [][]string, c *
 			l.byCode[code] = append(l.byCode[code], len(l.pos))
 			l.pos = append(l.pos, orcPos{code: code, state: pool.Available})
 			res.Imported++
+		}
+	}
+	// in_other_lists: added positions whose code another live list of the tenant holds.
+	for _, p := range l.pos[start:] {
+		for _, ol := range o.lists {
+			if ol != l && !ol.deleted && ol.tenant == tenant && len(ol.byCode[p.code]) > 0 {
+				res.InOtherLists++
+				break
+			}
 		}
 	}
 	res.Size = l.avail()

@@ -226,6 +226,9 @@ type ImportResult struct {
 	Imported   uint64
 	Duplicates uint64
 	Size       uint64 // available codes after the import
+	// InOtherLists counts the imported codes (added, not skipped) that
+	// another list of the tenant held when the upload committed.
+	InOtherLists uint64
 }
 
 // uploadRecord tracks one upload from its first chunk to its commit, so a
@@ -244,12 +247,17 @@ type uploadRecord struct {
 	Legacy bool
 }
 
-// uploadRecordVersion 2 appends the request digest; version 1 records of
-// older data folders are still read.
-const uploadRecordVersion = 2
+// uploadRecordVersion 2 appends the request digest, 3 the result's
+// InOtherLists, written only when it is not zero (a record without it is
+// byte for byte a version 2 one); older versions are still read.
+const uploadRecordVersion = 3
 
 func (u *uploadRecord) marshal() []byte {
-	b := []byte{uploadRecordVersion}
+	v := byte(2)
+	if u.Result.InOtherLists > 0 {
+		v = 3
+	}
+	b := []byte{v}
 	b = appendString(b, u.Tenant)
 	b = appendBool(b, u.Committed)
 	b = binary.AppendUvarint(b, u.List)
@@ -257,7 +265,11 @@ func (u *uploadRecord) marshal() []byte {
 	b = binary.AppendUvarint(b, u.Result.Duplicates)
 	b = binary.AppendUvarint(b, u.Result.Size)
 	b = appendVarint(b, u.At)
-	return append(b, u.Request[:]...)
+	b = append(b, u.Request[:]...)
+	if v >= 3 {
+		b = binary.AppendUvarint(b, u.Result.InOtherLists)
+	}
+	return b
 }
 
 // keyed reports whether the upload was made under an Idempotency-Key, as
@@ -277,6 +289,13 @@ func unmarshalUpload(v []byte) (*uploadRecord, error) {
 		copy(u.Request[:], d.fixed("Request", 32))
 	} else {
 		u.Legacy = true
+	}
+	if d.version >= 3 {
+		u.Result.InOtherLists = d.uvarint("InOtherLists")
+		if u.Result.InOtherLists == 0 {
+			// Version 2 writes this record: one encoding per value.
+			return nil, fmt.Errorf("upload record version 3 with no InOtherLists: %w", errCorrupt)
+		}
 	}
 	return u, d.done()
 }

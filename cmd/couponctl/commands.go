@@ -53,6 +53,7 @@ var commands = []command{
 	{group: "lists", name: "ls", summary: "list the tenant's lists with their counts", maxArgs: 0, run: listsLs},
 	{group: "lists", name: "update", args: "LIST", summary: "rename a list, set its low-stock threshold, fallback code or expiry", minArgs: 1, maxArgs: 1, setup: listsUpdate},
 	{group: "lists", name: "forecast", args: "LIST", summary: "will the list last for a send of N recipients, and when does it run out", minArgs: 1, maxArgs: 1, setup: listsForecast},
+	{group: "lists", name: "overlaps", args: "LIST", summary: "the other lists that hold codes of a list, with counts and examples", minArgs: 1, maxArgs: 1, run: listsOverlaps},
 	{group: "lists", name: "delete", args: "LIST", summary: "delete a list", minArgs: 1, maxArgs: 1, run: listsDelete},
 
 	{group: "messages", name: "put", args: "MESSAGE", summary: "create or replace a message", minArgs: 1, maxArgs: 1, setup: messagesPut},
@@ -250,8 +251,8 @@ func listsImport(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		return x.emit(res, func(w io.Writer) {
-			fmt.Fprintf(w, "list %s (%s): imported %d, duplicates %d, available %d\n",
-				res.List.ID, res.List.Name, res.Import.Imported, res.Import.Duplicates, res.Import.Size)
+			fmt.Fprintf(w, "list %s (%s): imported %d, duplicates %d, available %d, in other lists %d\n",
+				res.List.ID, res.List.Name, res.Import.Imported, res.Import.Duplicates, res.Import.Size, res.Import.InOtherLists)
 		})
 	}
 }
@@ -270,7 +271,8 @@ func listsTopUp(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		return x.emit(res, func(w io.Writer) {
-			fmt.Fprintf(w, "imported %d, duplicates %d, available %d\n", res.Imported, res.Duplicates, res.Size)
+			fmt.Fprintf(w, "imported %d, duplicates %d, available %d, in other lists %d\n", res.Imported, res.Duplicates,
+				res.Size, res.InOtherLists)
 		})
 	}
 }

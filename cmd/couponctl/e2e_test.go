@@ -160,6 +160,25 @@ func TestCouponctlEndToEnd(t *testing.T) {
 	if out, stderr := e.mustRun(exitOK, "lists", "top-up", list, smallPath); stderr != "" || !strings.Contains(out, "imported 1, duplicates 1") {
 		t.Fatalf("top-up without --progress: stdout %q, stderr %q", out, stderr)
 	}
+	// A second list sharing two codes: the import counts them, and the
+	// report on the million-code list finds them (walking the small list).
+	sharePath := filepath.Join(work, "share.csv")
+	if err := os.WriteFile(sharePath, []byte("CODE-0000006\nNEW-1\nCODE-0000005\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := e.mustRun(exitOK, "lists", "import", "autumn", sharePath); !strings.Contains(out, "in other lists 2") {
+		t.Fatalf("import of shared codes: %q", out)
+	}
+	var overlaps []struct {
+		Name     string   `json:"name"`
+		Codes    uint64   `json:"codes"`
+		Examples []string `json:"examples"`
+	}
+	e.mustJSON(&overlaps, "lists", "overlaps", list)
+	if len(overlaps) != 1 || overlaps[0].Name != "autumn" || overlaps[0].Codes != 2 ||
+		strings.Join(overlaps[0].Examples, " ") != "CODE-0000005 CODE-0000006" {
+		t.Fatalf("overlaps of the big list: %+v", overlaps)
+	}
 
 	e.mustRun(exitOK, "messages", "put", "welcome", "--name", "Welcome", "--campaign", "spring")
 	e.mustRun(exitOK, "messages", "assign", "welcome", list)

@@ -45,8 +45,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 		t.Fatalf("first output line %q", lines[0])
 	}
 	want := []string{
-		`{"imported":3,"duplicates":0,"size":3}`,
-		`{"imported":1,"duplicates":1,"size":4}`,
+		`{"imported":3,"duplicates":0,"size":3,"in_other_lists":0}`,
+		`{"imported":1,"duplicates":1,"size":4,"in_other_lists":0}`,
 		`{"already_used":0,"not_found":0,"withdrawn":1}`,
 	}
 	for i, w := range want {

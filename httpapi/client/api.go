@@ -119,6 +119,9 @@ type ImportResult struct {
 	Imported   uint64 `json:"imported"`
 	Duplicates uint64 `json:"duplicates"`
 	Size       uint64 `json:"size"` // available codes after the import
+	// InOtherLists counts the imported codes that already stood in another
+	// list of the tenant.
+	InOtherLists uint64 `json:"in_other_lists"`
 }
 
 // CreatedList is the answer of CreateAndImport.
