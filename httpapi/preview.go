@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 
 	"github.com/valyala/fasthttp"
@@ -52,7 +54,17 @@ func (s *Server) previewMessage(r *request) *apiError {
 	if err != nil {
 		return newError(fasthttp.StatusBadRequest, "invalid_html", err.Error())
 	}
-	writeJSON(r.ctx, fasthttp.StatusOK, map[string]string{"html": out, "code": code, "list_id": formatListID(list)})
+	// Not writeJSON: json.Marshal would write every < > & of the HTML as
+	// \u003c and the like, valid but unreadable in a terminal.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]string{"html": out, "code": code, "list_id": formatListID(list)}); err != nil {
+		panic("BUG: cannot encode response: " + err.Error())
+	}
+	r.ctx.SetStatusCode(fasthttp.StatusOK)
+	r.ctx.SetContentType("application/json")
+	r.ctx.SetBody(b.Bytes())
 	return nil
 }
 

@@ -84,6 +84,11 @@ func TestPreviewAPI(t *testing.T) {
 		if p != (previewAnswer{HTML: "<p>R2</p><!-- $code -->", Code: "R2", ListID: id}) {
 			t.Fatalf("recipient preview %+v", p)
 		}
+		// The HTML is written as it is, not as \u003c escapes.
+		raw := post(n.admin, "ref", map[string]string{"html": `<a href="https://x.example/?c=$code">$code</a>`, "send_id": "s-ref", "recipient": "b@x"})
+		if want := `{"code":"R2","html":"<a href=\"https://x.example/?c=R2\">R2</a>","list_id":"` + id + `"}` + "\n"; string(raw.body) != want {
+			t.Fatalf("answer %s, want %s", raw.body, want)
+		}
 		wantError(t, post(sender, "ref", map[string]string{"html": "x", "send_id": "s-ref", "recipient": "c@x"}), http.StatusNotFound, "not_found")
 		n.putMessage(t, n.admin, "ref-2", emailMsg("ref-2"))
 		n.assignList(t, n.admin, "ref-2", id)
