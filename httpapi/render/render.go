@@ -34,6 +34,7 @@
 package render
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,8 @@ import (
 
 // Placeholder is what a template writes where the code goes.
 const Placeholder = "$code"
+
+var placeholder = []byte(Placeholder)
 
 // ErrInvalidCode refuses a code that is empty or not UTF-8: it could not be
 // escaped faithfully.
@@ -148,7 +151,7 @@ var rawText = map[string]bool{
 // encoded gives it for context c.
 func replaceIn(out *strings.Builder, b []byte, c context, encoded func(context) string) {
 	for {
-		i := strings.Index(string(b), Placeholder)
+		i := bytes.Index(b, placeholder)
 		if i < 0 {
 			out.Write(b)
 			return
@@ -266,7 +269,7 @@ func scanTag(t []byte) []attrSpan {
 // attribute values replaced. attrs are the tokenizer's own attributes: the
 // scan must agree with them, or the tag is refused rather than guessed at.
 func writeTag(out *strings.Builder, t []byte, attrs [][2]string, encoded func(context) string) error {
-	if !strings.Contains(string(t), Placeholder) {
+	if !bytes.Contains(t, placeholder) {
 		out.Write(t)
 		return nil
 	}
@@ -287,7 +290,7 @@ func writeTag(out *strings.Builder, t []byte, attrs [][2]string, encoded func(co
 			k++
 		}
 		v := t[a.vs:a.ve]
-		if key == "" || !strings.Contains(string(v), Placeholder) {
+		if key == "" || !bytes.Contains(v, placeholder) {
 			continue
 		}
 		out.Write(t[last:a.vs])
