@@ -53,6 +53,7 @@ test-checks:
 	$(GO) test -count=1 ./pool ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZRUNS) ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20000x ./httpapi/recipjson
+	$(GO) test -run '^$$' -fuzz '^FuzzCode$$' -fuzztime 100000x ./httpapi/render
 
 test-race: test
 
@@ -67,6 +68,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 5m ./httpapi/codecsv
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 2m ./httpapi/recipjson
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 5m ./raftfsm
+	$(GO) test -run '^$$' -fuzz '^FuzzCode$$' -fuzztime 2m ./httpapi/render
 
 # gofmt, vet, then `promtool check metrics` on a live node's /metrics
 # (bench/check-metrics.sh; it installs Debian's prometheus package for

@@ -43,6 +43,7 @@ type fakeReader struct {
 	sends       map[fakeKey]*raftfsm.Send
 	assignments map[fakeKey][]raftfsm.Assignment // by tenant and send, in order
 	nodes       map[string]raftfsm.NodeInfo
+	nextCodes   map[uint64]string // NextCode's answer per list
 
 	onForecast func(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
 	forecasts  []fakeForecastCall
@@ -56,7 +57,7 @@ func newFakeReader() *fakeReader {
 		tokens: map[[32]byte]*raftfsm.Token{}, tenants: map[string]*raftfsm.Tenant{},
 		lists: map[uint64]*raftfsm.ListView{}, messages: map[fakeKey]*raftfsm.Message{},
 		sends: map[fakeKey]*raftfsm.Send{}, assignments: map[fakeKey][]raftfsm.Assignment{},
-		nodes: map[string]raftfsm.NodeInfo{},
+		nodes: map[string]raftfsm.NodeInfo{}, nextCodes: map[uint64]string{},
 	}
 }
 
@@ -211,6 +212,34 @@ func (r *fakeReader) Forecast(tenant string, list uint64, recipients uint64, sen
 		return raftfsm.Forecast{}, raftfsm.ErrNotFound
 	}
 	return r.onForecast(tenant, list, recipients, send, now)
+}
+
+// NextCode answers the list's entry in nextCodes ("" or none: nothing
+// available), ErrNotFound for a list the fake does not know.
+func (r *fakeReader) NextCode(tenant string, list uint64) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l, ok := r.lists[list]; !ok || l.Tenant != tenant {
+		return "", false, raftfsm.ErrNotFound
+	}
+	code := r.nextCodes[list]
+	return code, code != "", nil
+}
+
+// LiveAssignment answers the recipient's last unreleased assignment in
+// the send.
+func (r *fakeReader) LiveAssignment(tenant, send string, recipient []byte) (raftfsm.Assignment, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.sends[fakeKey{tenant, send}]; !ok {
+		return raftfsm.Assignment{}, false, raftfsm.ErrNotFound
+	}
+	for _, a := range r.assignments[fakeKey{tenant, send}] {
+		if a.Recipient == string(recipient) && a.ReleasedAt == 0 {
+			return a, true, nil
+		}
+	}
+	return raftfsm.Assignment{}, false, nil
 }
 
 // fakeForecastCall is one Forecast the handler asked for.

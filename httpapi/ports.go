@@ -57,6 +57,9 @@ type Reader interface {
 	RecipientHistory(tenant string, recipient []byte) ([]raftfsm.Assignment, error)
 	Forecast(tenant string, list uint64, recipients uint64, send string, now int64) (raftfsm.Forecast, error)
 	Overlaps(tenant string, list uint64) ([]raftfsm.Overlap, error)
+	// NextCode and LiveAssignment serve the preview of `$code`.
+	NextCode(tenant string, list uint64) (code string, ok bool, err error)
+	LiveAssignment(tenant, send string, recipient []byte) (a raftfsm.Assignment, ok bool, err error)
 
 	// For the node's metrics.
 	CodesAllocated() uint64

@@ -46,6 +46,7 @@ var routeTable = [...]routeDef{
 	{"GET", "/v1/messages/{id}", route{name: "messages.get", roles: adminOrSender, handler: (*Server).getMessage}},
 	{"PUT", "/v1/messages/{id}/coupon-list", route{name: "messages.assign", roles: adminOnly, handler: (*Server).assignList}},
 	{"DELETE", "/v1/messages/{id}/coupon-list", route{name: "messages.unassign", roles: adminOnly, handler: (*Server).unassignList}},
+	{"POST", "/v1/messages/{id}/preview", route{name: "messages.preview", roles: adminOrSender, handler: (*Server).previewMessage}},
 
 	{"PUT", "/v1/sends/{send_id}", route{name: "sends.open", roles: adminOrSender, handler: (*Server).openSend}},
 	{"GET", "/v1/sends/{send_id}", route{name: "sends.get", roles: adminOrSender, handler: (*Server).getSend}},

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"strconv"
 	"sync/atomic"
 )
@@ -247,6 +248,55 @@ func (l *List) Code(pos uint32) []byte {
 		return nil
 	}
 	return codeAt(l.lay.Load(), pos)
+}
+
+// Peek returns the position and code that the next Take would hand out
+// first: the first Available position at or after the cursor. ok=false
+// when nothing is Available. It takes nothing. The answer was exact at one
+// instant during the call. Any goroutine.
+func (l *List) Peek() (pos uint32, code []byte, ok bool) {
+	for {
+		if l.Available() == 0 {
+			return 0, nil, false
+		}
+		c := l.Cursor()
+		n := l.Len()
+		lay := l.lay.Load() // loaded after Len: it covers every position below n
+		p, found := firstClear(lay, c, n)
+		// Bits in [c, p) were set when scanned and stay set. If p is
+		// Available now, then at StateOf's cursor load (>= c) every
+		// position from that cursor up to p was withdrawn: p came first.
+		// Otherwise the writer took p or withdrew it meanwhile, or added
+		// positions past n: look again.
+		if found && l.StateOf(p) == Available {
+			return p, codeAt(lay, p), true
+		}
+	}
+}
+
+// firstClear returns the first position in [from, to) whose withdrawn bit
+// is clear, a bitmap word (64 positions) at a time.
+func firstClear(lay *layout, from, to uint32) (uint32, bool) {
+	for p := from; p < to; {
+		bi := p >> posShift
+		end := uint32(min(uint64(to), uint64(bi+1)<<posShift))
+		bb := lay.blocks[bi].bits.Load()
+		if bb == nil {
+			return p, true // no withdrawal in this block
+		}
+		for p < end {
+			free := ^bb[(p&posMask)>>6].Load() >> (p & 63)
+			span := min(64-(p&63), end-p)
+			if span < 64 {
+				free &= 1<<span - 1
+			}
+			if free != 0 {
+				return p + uint32(bits.TrailingZeros64(free)), true
+			}
+			p += span
+		}
+	}
+	return 0, false
 }
 
 // Lookup finds code. It returns the position of the code and its state;

@@ -60,6 +60,7 @@ var commands = []command{
 	{group: "messages", name: "show", args: "MESSAGE", summary: "show a message", minArgs: 1, maxArgs: 1, run: messagesShow},
 	{group: "messages", name: "assign", args: "MESSAGE LIST", summary: "give a message its coupon list", minArgs: 2, maxArgs: 2, run: messagesAssign},
 	{group: "messages", name: "unassign", args: "MESSAGE", summary: "take a message's coupon list away", minArgs: 1, maxArgs: 1, run: messagesUnassign},
+	{group: "messages", name: "preview", args: "MESSAGE FILE|-", summary: "render an HTML template with the message's next code (or --send S --recipient R: that recipient's)", minArgs: 2, maxArgs: 2, setup: messagesPreview},
 
 	{group: "sends", name: "open", args: "SEND", summary: "open a send of a message, optionally holding codes for it", minArgs: 1, maxArgs: 1, setup: sendsOpen},
 	{group: "sends", name: "allocate", args: "SEND [RECIPIENT...]", summary: "hand out one code per recipient (arguments, or --file one per line)", minArgs: 1, maxArgs: -1, setup: sendsAllocate},
