@@ -66,6 +66,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if a.answeredAhead != nil {
 		close(a.answeredAhead)
 	}
+	if a.erased {
+		f.notifyErasures() // now that the rewritten batches are in Pebble
+	}
 	return out
 }
 
@@ -114,6 +117,8 @@ type applier struct {
 	// answeredAhead is the FSM's channel of the same name when this apply
 	// answered commands early; closed once the batch is committed.
 	answeredAhead chan struct{}
+	// erased: a command of this batch erased an assignment (erase.go).
+	erased bool
 }
 
 func (a *applier) apply(data []byte) *Response {

@@ -57,7 +57,8 @@ func (f *FSM) Digest() string {
 	// Messages, sends and assignment batches are hashed as stored: their
 	// bytes are deterministic.
 	// So are the low-stock outbox and the last alert id.
-	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign, prefixAlert, prefixReleased} {
+	// The tenants' erasure keys decide what erased recipients become.
+	for _, p := range []byte{prefixMessage, prefixSend, prefixAssign, prefixAlert, prefixReleased, prefixErasure} {
 		f.scan([]byte{p}, func(k, v []byte) error {
 			h.Write(k)
 			h.Write(v)

@@ -70,6 +70,10 @@ type FSM struct {
 	alerts        []*Alert
 	alertSeq      uint64
 	alertsChanged chan struct{} // capacity 1: a coalesced wake-up for the delivery loop
+	// erasureKeys holds each tenant's erasure key once it erased someone
+	// (erase.go); a key never changes once set.
+	erasureKeys     map[string]*[ErasureKeyLen]byte
+	erasuresApplied chan struct{} // capacity 1: a coalesced wake-up for the daemon
 
 	hist *history // assignments by recipient; lock-free for readers
 	// released maps the seq of each released assignment to its time; it is
@@ -120,7 +124,7 @@ func New(db *pebble.DB) (*FSM, error) { return Open(db, Options{}) }
 
 // Open is New with options.
 func Open(db *pebble.DB, o Options) (*FSM, error) {
-	f := &FSM{db: db, opts: o, alertsChanged: make(chan struct{}, 1)}
+	f := &FSM{db: db, opts: o, alertsChanged: make(chan struct{}, 1), erasuresApplied: make(chan struct{}, 1)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}

@@ -169,6 +169,7 @@ func decodeSeeds() [][]byte {
 		Encode(&Reserve{Tenant: "t", Send: "s", Need: 7, OnShortage: ShortageFallback}),
 		Encode(&Release{Tenant: "t", Send: "s", Recipients: RecipientBlock(nil).AppendRecipient([]byte("r1")), At: 5}),
 		Encode(&Tick{At: 1 << 50}),
+		Encode(&EraseRecipient{Tenant: "t", Recipient: []byte("r1"), Key: [ErasureKeyLen]byte{3}, At: 6}),
 	}
 }
 

@@ -21,6 +21,7 @@ const (
 	prefixAlert    = 'o' // o + alert id (8 BE) -> Alert: the low-stock outbox (alerts.go)
 	prefixReleased = 'r' // r + assignment seq (8 BE) -> released at (release.go)
 	prefixCopies   = 'c' // c + list id (8) + batch number (4 BE) -> positions copied back by a release
+	prefixErasure  = 'h' // h + tenant -> the tenant's erasure key (erase.go)
 )
 
 // tenantScoped keys an object of a tenant; tenant ids hold no 0 byte.

@@ -26,6 +26,8 @@ type state struct {
 	alertSeq   uint64
 	released   map[uint64]int64
 	pools      *pool.Pools
+
+	erasureKeys map[string]*[ErasureKeyLen]byte
 }
 
 func newState(historyReserve int) *state {
@@ -34,6 +36,7 @@ func newState(historyReserve int) *state {
 		lists: map[uint64]*ListMeta{}, messages: map[string]*Message{}, sends: map[string]*Send{},
 		takeLog: map[uint64]*chunked[takeEntry]{}, hist: newHistory(historyReserve),
 		nodes: map[string]*NodeInfo{}, pools: pool.New(), released: map[uint64]int64{},
+		erasureKeys: map[string]*[ErasureKeyLen]byte{},
 	}
 }
 
@@ -57,6 +60,7 @@ var loaders = []struct {
 	{keyAlertSeq, (*state).loadAlertSeq},
 	{[]byte{prefixAlert}, (*state).loadAlert},
 	{[]byte{prefixReleased}, (*state).loadReleased},
+	{[]byte{prefixErasure}, (*state).loadErasureKey},
 }
 
 // load reads everything from Pebble into a fresh state, rebuilds the pools,
@@ -102,6 +106,7 @@ func (f *FSM) install(s *state) {
 	f.nodes, f.clusterKey = s.nodes, s.clusterKey
 	f.alerts, f.alertSeq = s.alerts, s.alertSeq
 	f.released = s.released
+	f.erasureKeys = s.erasureKeys
 	f.scratch = allocScratch{} // decoded batches of the old state must not answer for the new
 	f.staged = nil             // staged pools of uploads of the old state, too
 	f.mu.Unlock()

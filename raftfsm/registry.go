@@ -42,6 +42,9 @@ const (
 	CmdAckAlerts     CmdType = 21
 	CmdRelease       CmdType = 22
 	CmdTick          CmdType = 23
+
+	// Erasure of a recipient (erase.go).
+	CmdEraseRecipient CmdType = 24
 )
 
 // cmdInfo is a command type's row of the registry.
@@ -74,6 +77,8 @@ var registry = [...]cmdInfo{
 	CmdAckAlerts:     {func() Command { return new(AckAlerts) }, 1},
 	CmdRelease:       {func() Command { return new(Release) }, 1},
 	CmdTick:          {func() Command { return new(Tick) }, 1},
+
+	CmdEraseRecipient: {func() Command { return new(EraseRecipient) }, 1},
 }
 
 // bodyVersion is the version of every body written, but for a command

@@ -27,7 +27,7 @@ func TestRegistry(t *testing.T) {
 			t.Fatalf("%s: max version %d, versioned %v", cmdName(c), row.maxVersion, isVersioned)
 		}
 	}
-	if got := registry[len(registry)-1].new().Type(); got != CmdTick {
+	if got := registry[len(registry)-1].new().Type(); got != CmdEraseRecipient {
 		t.Fatalf("the last row is type %d", got)
 	}
 }

@@ -173,6 +173,13 @@ func (f *FSM) RestoreFrom(sr *SnapshotReader) error {
 		return err
 	}
 	f.restoring.Store(false)
+	f.mu.RLock()
+	erasing := len(f.erasureKeys) > 0
+	f.mu.RUnlock()
+	if erasing {
+		// The state replaced may have held a recipient erased since.
+		f.notifyErasures()
+	}
 	return nil
 }
 
