@@ -162,7 +162,7 @@ func (n *Node) start() error {
 	}
 	n.expiry = newExpiryTicker(func() bool { return n.raft.State() == raft.Leader }, n.fsm.TickDue, n.prop.Tick,
 		n.log.With().Str("component", "expiry").Logger())
-	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize, func() { n.expiry.run(n.done) })
+	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize, n.purgeLoop, func() { n.expiry.run(n.done) })
 	if joining {
 		n.background(func() { n.join(joinToken) })
 		return nil // ready once added and caught up; Start does not wait for that
