@@ -52,6 +52,7 @@ var routeTable = [...]routeDef{
 	{"POST", "/v1/sends/{send_id}/release", route{name: "sends.release", roles: adminOrSender, handler: (*Server).release}},
 	{"GET", "/v1/sends/{send_id}/assignments", route{name: "sends.assignments", roles: adminOrSender, handler: (*Server).sendAssignments}},
 	{"GET", "/v1/recipients/{recipient}/assignments", route{name: "recipients.history", roles: adminOnly, handler: (*Server).recipientHistory}},
+	{"DELETE", "/v1/recipients/{recipient}", route{name: "recipients.erase", roles: adminOnly, handler: (*Server).eraseRecipient}},
 
 	{"GET", "/v1/tenants", route{name: "tenants.list", roles: operatorOnly, handler: (*Server).listTenants}},
 	{"POST", "/v1/tenants", route{name: "tenants.create", roles: operatorOnly, handler: (*Server).createTenant}},

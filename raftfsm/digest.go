@@ -9,7 +9,8 @@ import (
 
 // Digest is a hash of the logical state: tenants, tokens, lists with their
 // metadata, every code of every list in position order with its state,
-// messages, sends, assignments, the cluster key and the low-stock outbox.
+// messages, sends, assignments, the cluster key, the low-stock outbox and
+// the tenants' erasure keys.
 // The node directory is left out: a node that restarts on another HTTP
 // port updates its entry, and the digest compares ledgers across restarts too.
 // Two replicas (or a node before and after a restart) with equal state have

@@ -18,10 +18,14 @@ import (
 // so every replica keys the tenant alike. The key leaves the state machine
 // only in snapshots: no answer, log line or metric holds it.
 //
-// The history index is left as it is: it holds a hash of the plain
-// recipient, and find verifies each candidate against the stored batch,
-// which no longer holds it. So the recipient's history is empty, a release
-// of it finds nothing, and its next allocation is a new recipient.
+// An erased entry is marked in its batch (assignBatch.Erased) and is history
+// only: no recipient lookup finds it, its erased form included, so the
+// recipient's history is empty, a release of it finds nothing, and its next
+// allocation is a new recipient. The index is left as it is on the node
+// that applies the erasure (its slot hashes the plain recipient, which
+// find no longer matches), and a rebuilt index leaves erased entries out;
+// without the mark a rebuild would index them under their erased form, and
+// a restarted node would find them where the others do not.
 
 // EraseRecipient erases a recipient from every assignment of a tenant.
 // Its answer is the number of assignments erased (int).
@@ -116,12 +120,15 @@ func (a *applier) eraseRecipient(c *EraseRecipient) (int, error) {
 		old, _ := a.cachedBatch(no)
 		b := *old
 		b.Recips = slices.Clone(old.Recips)
+		b.Erased = slices.Clone(old.Erased)
 		for i, r := range b.Recips {
-			if bytes.Equal(r, c.Recipient) {
+			if !old.erased(i) && bytes.Equal(r, c.Recipient) {
 				b.Recips[i] = erased
+				b.Erased = append(b.Erased, uint32(i))
 				n++
 			}
 		}
+		slices.Sort(b.Erased)
 		a.set(assignKey(no), b.marshal(nil))
 		// The decoded batch cached for allocations holds the plain
 		// recipient; the next read takes the rewritten one.

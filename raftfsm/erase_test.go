@@ -117,12 +117,16 @@ func TestEraseRecipient(t *testing.T) {
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Fatalf("%s: assignments\n%s\nwant\n%s", when, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
+		// The erased form is no recipient's name: it finds nothing either.
+		if h, err := f.RecipientHistory("acme", []byte(erased)); err != nil || len(h) != 0 {
+			t.Fatalf("%s: history of the erased form %+v %v, want none", when, h, err)
+		}
+		if has, _ := f.HasAssignment("acme", "s1", []byte(erased)); has {
+			t.Fatalf("%s: the erased form has an assignment in s1", when)
+		}
 		info, err := f.CodeState("acme", 7, []byte("K00000"))
 		if err != nil || info.Assignment == nil || info.Assignment.Recipient != erased || info.Assignment.Send != "s1" {
 			t.Fatalf("%s: code lookup %+v %v", when, info.Assignment, err)
-		}
-		if storeHolds(t, tf.db, []byte("acme\x00")) == false {
-			t.Fatalf("%s: the scan sees nothing", when) // the scan itself works
 		}
 	}
 	check("after the erasure")
@@ -135,10 +139,15 @@ func TestEraseRecipient(t *testing.T) {
 			t.Fatalf("send %s changed: %+v, was %+v", id, got, s)
 		}
 	}
+	tf = tf.reopen()
+	check("after a restart") // the rebuilt index leaves erased entries out
 	// Only the other tenant's batch still holds the plain recipient.
 	zb, _ := tf.f.readBatch(tf.db, 0)
 	if string(zb.Recips[0]) != r {
 		t.Fatalf("zeta's batch holds %q", zb.Recips[0])
+	}
+	if !storeHolds(t, tf.db, []byte(r)) {
+		t.Fatal("the scan does not see zeta's assignment")
 	}
 	tf.mustApply(&EraseRecipient{Tenant: "zeta", Recipient: []byte(r), Key: [ErasureKeyLen]byte{9}, At: 41})
 	if storeHolds(t, tf.db, []byte(r)) {
@@ -262,5 +271,50 @@ func TestEraseRecipientEncoding(t *testing.T) {
 	}
 	if _, err := Decode(data[:len(data)-2]); !errors.Is(err, errCorrupt) {
 		t.Errorf("truncated: %v", err)
+	}
+}
+
+// TestErasedBatchRecord: a batch with erased entries is stored as version
+// 3 (4 when fallback), with the erased indexes after its pairs; a batch
+// without keeps its bytes; the decoder refuses what the encoder never writes.
+func TestErasedBatchRecord(t *testing.T) {
+	b := &assignBatch{Send: 1, List: 7, At: 5, FirstSeq: 3, Runs: []posRun{{0, 3}},
+		Recips: [][]byte{[]byte("erased:00"), []byte("r2"), []byte("erased:11")}, Codes: [][]byte{{'A'}, {'B'}, {'C'}},
+		Erased: []uint32{0, 2}}
+	v := b.marshal(nil)
+	if v[0] != 3 {
+		t.Fatalf("version %d, want 3", v[0])
+	}
+	if !bytes.HasSuffix(v, []byte{2, 0, 1}) {
+		t.Fatalf("erased section of %x: want count 2, index 0, gap 1", v)
+	}
+	back, err := unmarshalBatch(v)
+	if err != nil || !reflect.DeepEqual(back, b) {
+		t.Fatalf("decoded %+v %v", back, err)
+	}
+	if !back.erased(0) || back.erased(1) || !back.erased(2) {
+		t.Fatal("erased() disagrees with Erased")
+	}
+	fb := &assignBatch{Send: 1, List: 7, Runs: []posRun{}, Recips: [][]byte{[]byte("e")}, Codes: [][]byte{{'F'}}, Fallback: true, Erased: []uint32{0}}
+	if v := fb.marshal(nil); v[0] != 4 {
+		t.Fatalf("fallback erased batch version %d, want 4", v[0])
+	} else if back, err := unmarshalBatch(v); err != nil || !reflect.DeepEqual(back, fb) {
+		t.Fatalf("decoded %+v %v", back, err)
+	}
+	plain := *b
+	plain.Erased = nil
+	if v := plain.marshal(nil); v[0] != 1 {
+		t.Fatalf("a batch without erasures is version %d", v[0])
+	}
+	base := plain.marshal(nil)
+	for name, bad := range map[string][]byte{
+		"no erased entries": append(append([]byte{3}, base[1:]...), 0),
+		"index past them":   append(append([]byte{3}, base[1:]...), 1, 3),
+		"gap past them":     append(append([]byte{3}, base[1:]...), 2, 1, 1),
+		"version 5":         append([]byte{5}, base[1:]...),
+	} {
+		if _, err := unmarshalBatch(bad); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: %v, want errCorrupt", name, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sort"
 	"sync/atomic"
 )
@@ -115,7 +116,7 @@ func (h *history) find(hash uint32, r []byte, keep func(batchMeta) bool,
 			return false
 		}
 		i, ok := b.entry(seq, meta.send)
-		if !ok || !bytes.Equal(b.Recips[i], r) {
+		if !ok || b.erased(i) || !bytes.Equal(b.Recips[i], r) {
 			return true
 		}
 		return fn(seq, b, i)
@@ -213,19 +214,32 @@ type assignBatch struct {
 	// Fallback: every entry got the list's fallback code, drawn from no
 	// position. Stored as record version 2, so other batches keep their bytes.
 	Fallback bool
+	// Erased: the entries, ascending, whose recipient was erased (erase.go):
+	// they are history only, never found by a recipient lookup, and a
+	// rebuilt index leaves them out. Stored as record version 3 (4 for a
+	// fallback batch), so batches without erasures keep their bytes.
+	Erased []uint32
 }
 
-const fallbackBatchVersion = 2
+const (
+	fallbackBatchVersion = 2
+	// erasedBatchVersion is added to a batch's version (1 or 2) when it
+	// has erased entries: their indexes follow its pairs.
+	erasedBatchVersion = 2
+)
 
 // posRun is n consecutive list positions from start.
 type posRun struct{ start, n uint32 }
 
 func (b *assignBatch) marshal(dst []byte) []byte {
+	v := byte(recordVersion)
 	if b.Fallback {
-		dst = append(dst, fallbackBatchVersion)
-	} else {
-		dst = append(dst, recordVersion)
+		v = fallbackBatchVersion
 	}
+	if len(b.Erased) > 0 {
+		v += erasedBatchVersion
+	}
+	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(b.Send))
 	dst = binary.AppendUvarint(dst, b.List)
 	dst = binary.AppendVarint(dst, b.At)
@@ -241,15 +255,28 @@ func (b *assignBatch) marshal(dst []byte) []byte {
 		dst = append(dst, byte(len(b.Codes[i])))
 		dst = append(dst, b.Codes[i]...)
 	}
+	if len(b.Erased) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(b.Erased)))
+		prev := uint32(0)
+		for k, i := range b.Erased {
+			if k > 0 {
+				i -= prev + 1 // strictly ascending: gaps, one encoding per set
+			}
+			dst = binary.AppendUvarint(dst, uint64(i))
+			prev = b.Erased[k]
+		}
+	}
 	return dst
 }
 
 func unmarshalBatch(v []byte) (*assignBatch, error) {
-	if len(v) == 0 || v[0] < recordVersion || v[0] > fallbackBatchVersion {
+	if len(v) == 0 || v[0] < recordVersion || v[0] > fallbackBatchVersion+erasedBatchVersion {
 		return nil, fmt.Errorf("assignment batch of unknown version: %w", errCorrupt)
 	}
 	d := &decoder{b: v[1:], version: v[0]}
-	b := &assignBatch{Fallback: v[0] == fallbackBatchVersion, Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
+	erased := v[0] > fallbackBatchVersion
+	fallback := v[0] == fallbackBatchVersion || v[0] == fallbackBatchVersion+erasedBatchVersion
+	b := &assignBatch{Fallback: fallback, Send: d.uint32("Send"), List: d.uvarint("List"), At: d.varint("At"), FirstSeq: d.uvarint("FirstSeq")}
 	n := d.uvarint("Recips")
 	runs := d.uvarint("Runs")
 	if d.err == nil && (n > uint64(len(v)) || runs > uint64(len(v))) {
@@ -271,7 +298,32 @@ func unmarshalBatch(v []byte) (*assignBatch, error) {
 		b.Recips[i] = d.bytes("Recips")
 		b.Codes[i] = d.fixed("Codes", int(d.byte("Codes")))
 	}
+	if erased {
+		k := d.count("Erased", n)
+		if d.err == nil && k == 0 {
+			d.fail("Erased", "none in an erased batch")
+		}
+		next := uint64(0) // the least index the next one may be
+		for range k {
+			i := next + d.uvarint("Erased")
+			if d.err != nil {
+				break
+			}
+			if i >= n {
+				d.fail("Erased", "index past the entries")
+				break
+			}
+			b.Erased = append(b.Erased, uint32(i))
+			next = i + 1
+		}
+	}
 	return b, d.done()
+}
+
+// erased reports whether entry i's recipient was erased.
+func (b *assignBatch) erased(i int) bool {
+	_, found := slices.BinarySearch(b.Erased, uint32(i))
+	return found
 }
 
 // positionOf returns the list position of entry i.

@@ -190,7 +190,15 @@ func (s *state) loadBatch(k, v []byte) error {
 	if no != binary.BigEndian.Uint64(k[1:]) || first != b.FirstSeq {
 		return fmt.Errorf("batch %d out of sequence: %w", no, errCorrupt)
 	}
+	erased := b.Erased
 	for i, r := range b.Recips {
+		if len(erased) > 0 && erased[0] == uint32(i) {
+			// An erased entry is found by no recipient, its erased form
+			// included: a node that applied the erasure indexes it
+			// under the plain recipient, which it no longer matches.
+			erased = erased[1:]
+			continue
+		}
 		s.hist.add(s.hist.hash32(sd.Tenant, r), first+uint64(i))
 	}
 	if len(b.Runs) > 0 {

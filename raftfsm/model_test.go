@@ -199,6 +199,10 @@ type oracle struct {
 	uploads  map[UploadID]*orcUpload // committed uploads
 	alerts   []Alert                 // the outbox, oldest first
 	alertSeq uint64
+	// erasure: each tenant's erasure key once it erased someone, and the
+	// recipients erased (scopedKey(tenant, recipient)).
+	erasureKeys map[string][ErasureKeyLen]byte
+	erased      map[string]bool
 
 	counts map[string]int // what the commands did, for the run's coverage
 }
@@ -206,7 +210,7 @@ type oracle struct {
 func newOracle() *oracle {
 	return &oracle{tenants: map[string]bool{}, lists: map[uint64]*orcList{}, msgs: map[string]*orcMsg{},
 		sends: map[string]*orcSend{}, hist: map[string][]*orcAssign{}, uploads: map[UploadID]*orcUpload{},
-		counts: map[string]int{}}
+		counts: map[string]int{}, erasureKeys: map[string][ErasureKeyLen]byte{}, erased: map[string]bool{}}
 }
 
 func (o *oracle) record(al Alert) {
@@ -650,6 +654,9 @@ func (o *oracle) allocate(c *Allocate, recips []string) (orcAllocResult, error) 
 			if s.released[r] {
 				o.counts["resend of a released recipient"]++
 			}
+			if o.erased[scopedKey(s.tenant, r)] {
+				o.counts["allocation to an erased recipient"]++
+			}
 			continue
 		}
 		if l := o.sendList(s); l != nil {
@@ -790,6 +797,46 @@ func (o *oracle) release(c *Release, recips []string) (ReleaseResult, error) {
 		o.counts["release: not assigned"]++
 	}
 	return res, nil
+}
+
+// erase gives every assignment of the recipient in the tenant the erased
+// form (SPEC §4, computed here from the spec's words: the first 16 bytes of
+// HMAC-SHA256 under the tenant's first key): its history is empty, and it
+// is new to every send (neither live nor released there).
+func (o *oracle) erase(c *EraseRecipient) (int, error) {
+	if !o.tenants[c.Tenant] {
+		return 0, ErrNotFound
+	}
+	key, ok := o.erasureKeys[c.Tenant]
+	if !ok {
+		key = c.Key
+		o.erasureKeys[c.Tenant] = key
+	}
+	r := string(c.Recipient)
+	k := scopedKey(c.Tenant, r)
+	as := o.hist[k]
+	for _, a := range as {
+		a.recip = wantErased(key, r)
+		if a.releasedAt != 0 {
+			o.counts["erased a released assignment"]++
+		}
+		if a.fallback {
+			o.counts["erased a fallback assignment"]++
+		}
+	}
+	delete(o.hist, k)
+	for _, s := range o.sends {
+		if s.tenant == c.Tenant {
+			delete(s.codes, r)
+			delete(s.released, r)
+		}
+	}
+	if len(as) == 0 {
+		o.counts["erasure of nothing"]++
+	} else {
+		o.erased[k] = true
+	}
+	return len(as), nil
 }
 
 // tick records an expiry_soon alert for each list whose warning is due, in
@@ -1363,7 +1410,7 @@ func (r *orcRun) stepAllocate() {
 func (r *orcRun) stepBatch() {
 	var cmds []Command
 	for k := r.rng.Intn(4) + 2; k > 0; k-- {
-		switch r.rng.Intn(6) {
+		switch r.rng.Intn(7) {
 		case 0:
 			tenant := r.tenant()
 			send, msg := r.pickSend(tenant)
@@ -1371,6 +1418,8 @@ func (r *orcRun) stepBatch() {
 				Expected: uint64(r.rng.Intn(20)), At: r.nextAt(), SetOnShortage: r.rng.Intn(2) == 0, OnShortage: r.shortage()})
 		case 1:
 			cmds = append(cmds, r.newRelease())
+		case 2:
+			cmds = append(cmds, r.newErase())
 		default:
 			c := r.newAllocate()
 			if len(r.allocs) > 0 && r.rng.Intn(3) == 0 {
@@ -1406,6 +1455,8 @@ func (r *orcRun) stepBatch() {
 			r.checkAlloc(c, br.Responses[i])
 		case *Release:
 			r.checkRelease(c, br.Responses[i])
+		case *EraseRecipient:
+			r.checkErase(c, br.Responses[i])
 		case *OpenSend:
 			s, created, werr := r.o.openSend(c)
 			r.wantErr("OpenSend in a batch", br.Responses[i].Err, werr)
@@ -1580,6 +1631,62 @@ func (r *orcRun) stepRelease() {
 	}
 }
 
+// newErase erases a recipient: mostly one with assignments, sometimes one
+// erased already or never assigned, rarely of a tenant that does not exist.
+func (r *orcRun) newErase() *EraseRecipient {
+	tenant := r.tenant()
+	if r.rng.Intn(30) == 0 {
+		tenant = "t9"
+	}
+	var with []string
+	for i := 0; i < orcRecipients; i++ {
+		if len(r.o.hist[scopedKey(tenant, orcRecipient(i))]) > 0 {
+			with = append(with, orcRecipient(i))
+		}
+	}
+	rc := orcRecipient(r.rng.Intn(orcRecipients))
+	if len(with) > 0 && r.rng.Intn(4) > 0 {
+		rc = with[r.rng.Intn(len(with))]
+	}
+	c := &EraseRecipient{Tenant: tenant, Recipient: []byte(rc), At: r.nextAt()}
+	r.rng.Read(c.Key[:])
+	return c
+}
+
+// checkErase compares an erasure's answer with the oracle's, and has the
+// next check look at everything it touched.
+func (r *orcRun) checkErase(c *EraseRecipient, resp *Response) {
+	r.t.Helper()
+	var touched []*orcAssign
+	if r.o.tenants[c.Tenant] {
+		touched = slices.Clone(r.o.hist[scopedKey(c.Tenant, string(c.Recipient))])
+	}
+	want, werr := r.o.erase(c)
+	r.wantErr("EraseRecipient", resp.Err, werr)
+	if werr != nil {
+		return
+	}
+	if got := resp.Value.(int); got != want {
+		r.fatalf("EraseRecipient: erased %d, want %d", got, want)
+	}
+	wantForm := wantErased(r.o.erasureKeys[c.Tenant], string(c.Recipient))
+	if got, ok := r.tf.f.ErasedForm(c.Tenant, c.Recipient); !ok || got != wantForm {
+		r.fatalf("ErasedForm: %q %v, want %q", got, ok, wantForm)
+	}
+	r.touchRecip(c.Tenant, string(c.Recipient))
+	for _, a := range touched {
+		r.touchedSends[scopedKey(c.Tenant, a.send)] = true
+		if !a.fallback {
+			r.touchCode(a.list, a.code)
+		}
+	}
+}
+
+func (r *orcRun) stepErase() {
+	c := r.newErase()
+	r.checkErase(c, r.apply(c))
+}
+
 // stepTick is what the leader's loop proposes when TickDue says so (and,
 // here, also when it does not).
 func (r *orcRun) stepTick() {
@@ -1682,8 +1789,10 @@ func (r *orcRun) randomStep() {
 		r.stepCreateList(r.tenant(), r.rng.Intn(3) > 0)
 	case n < 90:
 		r.stepUpdateList()
-	case n < 96:
+	case n < 95:
 		r.stepRelease()
+	case n < 96:
+		r.stepErase()
 	case n < 98:
 		r.stepTick()
 	case n < 99:
@@ -2173,6 +2282,9 @@ func TestModel(t *testing.T) {
 		"model: withdrew a released code", "model: alert low_stock", "model: alert expiry_soon",
 		"model: expiry warning re-armed", "model: fallback kept on a retry while codes are available",
 		"model: code answered again after expiry", "model: released from a closed send",
+		"EraseRecipient -> ok", "EraseRecipient -> " + ErrNotFound.Error(), "(batched) EraseRecipient -> ok",
+		"model: erased a released assignment", "model: erased a fallback assignment", "model: erasure of nothing",
+		"model: allocation to an erased recipient",
 	} {
 		if total[want] == 0 {
 			t.Errorf("no seed met %q", want)
