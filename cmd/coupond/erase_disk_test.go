@@ -92,7 +92,7 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 		rand.Read(b[:])
 		recips[i] = hex.EncodeToString(b[:]) // 32 hex chars: found on disk only as itself
 	}
-	var list listJSON
+	var list, list2 listJSON
 	c.must(L, 201, &list, "POST", "/v1/lists", admin, ctJSON, []byte(`{"name":"erasure"}`))
 	c.must(L, 200, nil, "POST", "/v1/lists/"+list.ID+"/codes", admin, ctCSV, codesCSV("E", 0, nRecip*nSends))
 	c.must(L, 201, nil, "PUT", "/v1/messages/m1", admin, ctJSON,
@@ -143,6 +143,37 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 		t.Logf("%s before the erasure: %s is in %v", n.id, erased[0], found[erased[0]])
 	}
 
+	// A steady load on another list from here until the disk is clean:
+	// the purge runs, and raft.db is rewritten, while allocations go on.
+	c.must(L, 201, &list2, "POST", "/v1/lists", admin, ctJSON, []byte(`{"name":"load"}`))
+	c.must(L, 200, nil, "POST", "/v1/lists/"+list2.ID+"/codes", admin, ctCSV, codesCSV("L", 0, 50000))
+	c.must(L, 201, nil, "PUT", "/v1/messages/m2", admin, ctJSON,
+		[]byte(`{"name":"m2","campaign":"c","campaign_type":"standard","channel":"email","doi":false}`))
+	c.must(L, 200, nil, "PUT", "/v1/messages/m2/coupon-list", admin, ctJSON, []byte(`{"list_id":"`+list2.ID+`"}`))
+	stopLoad, loadDone := make(chan struct{}), make(chan struct{})
+	var loaded int
+	var loadErr error
+	go func() {
+		defer close(loadDone)
+		F := c.others(leaderID)[0]
+		for i := 0; ; i++ {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			st, b, err := c.call(F, "POST", "/v1/sends/load/codes", admin, ctJSON,
+				ctAllocBody("m2", []string{fmt.Sprintf("load-%06d@example.com", i)}))
+			switch {
+			case err == nil && st == 200:
+				loaded++
+			case err == nil && st == 503 && (ctErrCode(b) == "no_leader" || ctErrCode(b) == "not_ready"):
+			default:
+				loadErr = fmt.Errorf("allocation %d under the purge: %d %v %.200s", i, st, err, b)
+				return
+			}
+		}
+	}()
 	erasedAt := time.Now()
 	for i, r := range erased {
 		var out struct {
@@ -163,7 +194,6 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 	}
 	t.Logf("%d erasures answered in %s", nErase, answered.Sub(erasedAt).Round(time.Millisecond))
 
-	c.sameDigest(c.nodes...)
 	checkErased := func(n *ctNode) {
 		t.Helper()
 		for _, r := range erased {
@@ -262,10 +292,21 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("no data folder holds an erased recipient %s after the last answer", time.Since(answered).Round(100*time.Millisecond))
+	close(stopLoad)
+	<-loadDone
+	if loadErr != nil {
+		t.Fatal(loadErr)
+	}
+	t.Logf("%d allocations of the steady load went on meanwhile", loaded)
+	c.sameDigest(c.nodes...)
 	for _, n := range c.nodes {
-		if !strings.Contains(n.Logs.String(), "purged the disk after an erasure") {
+		logs := n.Logs.String()
+		i := strings.Index(logs, "purged the disk after an erasure")
+		if i < 0 {
 			t.Fatalf("%s does not log its purge", n.id)
 		}
+		line := logs[strings.LastIndex(logs[:i], "\n")+1:]
+		t.Logf("%s: %s", n.id, line[:strings.IndexByte(line, '\n')+1])
 		for _, r := range erased {
 			if strings.Contains(n.Logs.String(), r) {
 				t.Fatalf("%s logs erased %s", n.id, r)
