@@ -59,6 +59,7 @@ type Node struct {
 	logStore  *raftboltdb.BoltStore // raft.db before Raft starts; then raftDB holds it
 	raftDB    *raftDB               // raft.db as Raft uses it, swappable by a purge (purge.go)
 	snaps     *stampedSnapshots
+	purgeReq  chan struct{} // a purge asked for other than by an erasure (purge.go)
 	transport *raft.NetworkTransport
 	peerTLS   *tls.Config
 	raft      *raft.Raft
@@ -84,7 +85,8 @@ func Start(cfg Config, log zerolog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{}), metrics: httpapi.NewMetrics()}
+	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{}), metrics: httpapi.NewMetrics(),
+		purgeReq: make(chan struct{}, 1)}
 	if err := n.start(); err != nil {
 		n.abort()
 		return nil, err
@@ -294,7 +296,7 @@ func (n *Node) startRaft() (bool, error) {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, checked.logs, n.raftDB, checked.snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log, n.purgeAfterRestore}, checked.logs, n.raftDB, checked.snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+
+	"github.com/coupond/coupond/raftfsm"
 )
 
 // An erasure (SPEC "Erasure of a recipient") rewrites the state, but the
@@ -30,20 +32,34 @@ const (
 	// raftDBCopySuffix names the rewritten copy of raft.db until it is
 	// renamed into place; a start removes one a crash left behind.
 	raftDBCopySuffix = ".purge"
+	// purgeMarker, in the data folder, says a purge is due: written
+	// (synced) as soon as an erasure is seen, removed once a purge
+	// succeeded, so a crash in between (or during the purge, after the
+	// log lost the erase entry) still leads to a purge at the next start.
+	purgeMarker = "purge.pending"
 )
 
 // purgeLoop runs one purge after each burst of erasures applied on this
 // node, leader or follower, for the node's whole life.
 func (n *Node) purgeLoop() {
+	marker := filepath.Join(n.cfg.DataDir, purgeMarker)
+	if _, err := os.Stat(marker); err == nil {
+		n.log.Info().Msg("a purge after an erasure did not finish before the node stopped: purging again")
+		n.requestPurge()
+	}
 	var retry <-chan time.Time
 	for {
 		select {
 		case <-n.done:
 			return
 		case <-n.fsm.ErasuresApplied():
+		case <-n.purgeReq:
 		case <-retry:
 		}
 		retry = nil
+		if err := writeFileSynced(marker, nil); err != nil {
+			n.log.Error().Err(err).Msg("cannot mark a purge as due; a crash before it ends would leave it undone")
+		}
 		select {
 		case <-n.done:
 			return
@@ -55,6 +71,10 @@ func (n *Node) purgeLoop() {
 		case <-n.fsm.ErasuresApplied():
 		default:
 		}
+		select {
+		case <-n.purgeReq:
+		default:
+		}
 		if err := n.purge(); err != nil {
 			if errors.Is(err, raft.ErrRaftShutdown) {
 				return
@@ -62,6 +82,64 @@ func (n *Node) purgeLoop() {
 			n.log.Error().Err(err).Dur("retry_in", purgeRetry).
 				Msg("an erased recipient may still be on this node's disk: cannot purge it")
 			retry = time.After(purgeRetry)
+			continue
+		}
+		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+			n.log.Warn().Err(err).Msg("cannot remove the purge marker: the next start purges again")
+		}
+	}
+}
+
+// requestPurge asks purgeLoop for a purge without waiting.
+func (n *Node) requestPurge() {
+	select {
+	case n.purgeReq <- struct{}{}:
+	default:
+	}
+}
+
+// notePendingErasure sees every log entry at start (scanLog): an erase
+// entry still in the log may have been applied, and its Pebble write
+// flushed, just before a crash that came before the purge; replaying the
+// log then skips it and no erasure would be signalled.
+func (n *Node) notePendingErasure(l *raft.Log) {
+	if l.Type == raft.LogCommand && holdsErasure(l.Data) {
+		n.requestPurge()
+	}
+}
+
+// holdsErasure reports whether a log entry is an erase command or a batch
+// holding one. Only the type byte is read of other entries.
+func holdsErasure(data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	switch raftfsm.CmdType(data[0]) {
+	case raftfsm.CmdEraseRecipient:
+		return true
+	case raftfsm.CmdBatch:
+		c, err := raftfsm.Decode(data)
+		if err != nil {
+			return false // the apply refuses it, and so erases nothing
+		}
+		for _, sub := range c.(*raftfsm.Batch).Commands {
+			if holdsErasure(sub) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// purgeAfterRestore runs after this node installed a snapshot: its state,
+// log and older snapshots held the recipients as they were, and the
+// snapshot may come from after an erasure this node never applied as an
+// entry. A state whose tenants never erased anyone needs no purge.
+func (n *Node) purgeAfterRestore() {
+	for _, t := range n.fsm.Tenants() {
+		if _, ok := n.fsm.ErasedForm(t.ID, []byte{0}); ok { // ok: the tenant has an erasure key
+			n.requestPurge()
+			return
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/coupond/coupond/raftfsm"
 )
 
 // secretEntry is a log entry holding a distinctive recipient, as an
@@ -299,5 +301,25 @@ func BenchmarkFreedBytesLinger(b *testing.B) {
 		}
 		s.bolt.Close()
 		b.ReportMetric(float64(gone), "entries-until-gone")
+	}
+}
+
+func TestHoldsErasure(t *testing.T) {
+	erase := raftfsm.Encode(&raftfsm.EraseRecipient{Tenant: "t", Recipient: []byte("ann@example.com")})
+	other := raftfsm.Encode(&raftfsm.CreateTenant{ID: "t", Name: "T"})
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"an erase", erase, true},
+		{"another command", other, false},
+		{"a batch with an erase", raftfsm.Encode(&raftfsm.Batch{Commands: [][]byte{other, erase}}), true},
+		{"a batch without", raftfsm.Encode(&raftfsm.Batch{Commands: [][]byte{other, other}}), false},
+		{"empty", nil, false},
+	} {
+		if got := holdsErasure(tc.data); got != tc.want {
+			t.Errorf("%s: holdsErasure = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -325,3 +325,86 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 		t.Fatalf("%s after its restart: erased recipients on disk: %v", F.id, found)
 	}
 }
+
+// TestErasurePurgedAfterCrash: a node killed (SIGKILL) right after it
+// answered erasures, before or while it purged, purges at its next start:
+// the erase entry still in its log, or the mark a purge leaves until it
+// ends, tells it to. Each round kills at another moment.
+func TestErasurePurgedAfterCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts a process")
+	}
+	p := newProcOf(t, fastBinary(t))
+	p.Start()
+	admin := p.Token("admin.token")
+	mustDo := func(want int, method, path, ct string, body []byte) []byte {
+		t.Helper()
+		st, b := p.do(method, path, admin, ct, bytes.NewReader(body))
+		if st != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, st, b, want)
+		}
+		return b
+	}
+	var list listJSON
+	json.Unmarshal(mustDo(201, "POST", "/v1/lists", "application/json", []byte(`{"name":"crash"}`)), &list)
+	mustDo(200, "POST", "/v1/lists/"+list.ID+"/codes", "text/csv", codesCSV("C", 0, 1000))
+	mustDo(201, "PUT", "/v1/messages/m1", "application/json",
+		[]byte(`{"name":"m1","campaign":"c","campaign_type":"standard","channel":"email","doi":false}`))
+	mustDo(200, "PUT", "/v1/messages/m1/coupon-list", "application/json", []byte(`{"list_id":"`+list.ID+`"}`))
+	recips := make([]string, 300)
+	for i := range recips {
+		var b [16]byte
+		rand.Read(b[:])
+		recips[i] = hex.EncodeToString(b[:])
+	}
+	mustDo(200, "POST", "/v1/sends/s1/codes", "application/json", ctAllocBody("m1", recips))
+	kept := recips[len(recips)-1]
+	// 0: before the purge starts; 1100 ms: the purge (1 s after the
+	// erasure) is under way or just done. The last round also removes the
+	// purge mark, as if the kill came before the node wrote it: the erase
+	// entries in the log must do.
+	delays := []time.Duration{0, 1100 * time.Millisecond, 1030 * time.Millisecond, 0}
+	for round, delay := range delays {
+		erased := recips[round*3 : round*3+3]
+		for _, r := range erased {
+			mustDo(200, "DELETE", "/v1/recipients/"+url.PathEscape(r), "", nil)
+		}
+		time.Sleep(delay)
+		p.Kill9()
+		marker := false
+		if _, err := os.Stat(filepath.Join(p.Data, "purge.pending")); err == nil {
+			marker = true
+		}
+		if round == len(delays)-1 {
+			os.Remove(filepath.Join(p.Data, "purge.pending"))
+			marker = false
+		}
+		p.restart()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			found := dataFilesHolding(t, p.Data, append([]string{kept}, erased...))
+			if len(found[kept]) == 0 {
+				t.Fatalf("round %d: no file holds %s, which was not erased: the search proves nothing", round, kept)
+			}
+			delete(found, kept)
+			if len(found) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d (killed %s after the erasures, purge marked: %v): 60 s after the restart erased recipients are on disk: %v",
+					round, delay, marker, found)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		for _, r := range erased {
+			var h struct {
+				Assignments []json.RawMessage `json:"assignments"`
+			}
+			json.Unmarshal(mustDo(200, "GET", "/v1/recipients/"+url.PathEscape(r)+"/assignments", "", nil), &h)
+			if len(h.Assignments) != 0 {
+				t.Fatalf("round %d: erased %s has a history after the restart", round, r)
+			}
+		}
+		t.Logf("round %d: killed %s after the erasures (purge marked: %v); the disk was clean after the restart", round, delay, marker)
+	}
+}
