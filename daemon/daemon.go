@@ -296,7 +296,7 @@ func (n *Node) startRaft() (bool, error) {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log, n.purgeAfterRestore}, checked.logs, n.raftDB, checked.snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, checked.logs, n.raftDB, checked.snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}

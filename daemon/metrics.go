@@ -21,9 +21,6 @@ type timedFSM struct {
 	*raftfsm.FSM
 	metrics *httpapi.Metrics
 	log     zerolog.Logger
-	// restored runs after a restore succeeded (purge.go: the replaced
-	// state may have held recipients the snapshot has erased).
-	restored func()
 }
 
 // Interfaces Raft looks for: with BatchApplyCh it hands whole batches to
@@ -44,9 +41,6 @@ func (t timedFSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	t.log.Info().Dur("took", time.Since(start)).Uint64("applied_index", t.FSM.AppliedIndex()).Msg("snapshot restored")
-	if t.restored != nil {
-		t.restored()
-	}
 	return nil
 }
 

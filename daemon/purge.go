@@ -131,19 +131,6 @@ func holdsErasure(data []byte) bool {
 	return false
 }
 
-// purgeAfterRestore runs after this node installed a snapshot: its state,
-// log and older snapshots held the recipients as they were, and the
-// snapshot may come from after an erasure this node never applied as an
-// entry. A state whose tenants never erased anyone needs no purge.
-func (n *Node) purgeAfterRestore() {
-	for _, t := range n.fsm.Tenants() {
-		if _, ok := n.fsm.ErasedForm(t.ID, []byte{0}); ok { // ok: the tenant has an erasure key
-			n.requestPurge()
-			return
-		}
-	}
-}
-
 // purge removes from this node's disk every byte the state no longer
 // holds as of the index applied when it starts: a snapshot of that state
 // with no log kept behind it, the older snapshots deleted, Pebble

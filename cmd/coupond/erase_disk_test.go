@@ -408,3 +408,73 @@ func TestErasurePurgedAfterCrash(t *testing.T) {
 		t.Logf("round %d: killed %s after the erasures (purge marked: %v); the disk was clean after the restart", round, delay, marker)
 	}
 }
+
+// TestErasureReachesANodeThatWasDown: a follower stopped before an
+// erasure comes back after the leader's purge dropped the log holding it;
+// it installs the leader's snapshot (whose restore signals an erasure when
+// the state has erased anyone), and its own disk (old log, old snapshots,
+// old tables) is purged too.
+func TestErasureReachesANodeThatWasDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three processes")
+	}
+	c := startCtClusterOf(t, fastBinary(t), "--raft-snapshot-entries", "8")
+	leaderID := c.waitMembers(c.nodes...)
+	L, F := c.node(leaderID), c.others(leaderID)[0]
+	admin := c.admin
+	recips := make([]string, 200)
+	for i := range recips {
+		var b [16]byte
+		rand.Read(b[:])
+		recips[i] = hex.EncodeToString(b[:])
+	}
+	var list listJSON
+	c.must(L, 201, &list, "POST", "/v1/lists", admin, ctJSON, []byte(`{"name":"down"}`))
+	// A big import first: its log entries take the low pages of raft.db,
+	// which bolt reuses first, so the allocation's pages outlast the few
+	// writes of this test unless the purge rewrites the file.
+	c.must(L, 200, nil, "POST", "/v1/lists/"+list.ID+"/codes", admin, ctCSV, codesCSV("D", 0, 100000))
+	c.must(L, 201, nil, "PUT", "/v1/messages/m1", admin, ctJSON,
+		[]byte(`{"name":"m1","campaign":"c","campaign_type":"standard","channel":"email","doi":false}`))
+	c.must(L, 200, nil, "PUT", "/v1/messages/m1/coupon-list", admin, ctJSON, []byte(`{"list_id":"`+list.ID+`"}`))
+	c.must(L, 200, nil, "POST", "/v1/sends/s1/codes", admin, ctJSON, ctAllocBody("m1", recips))
+	c.sameDigest(c.nodes...)
+	erased, kept := recips[:5], recips[len(recips)-1]
+	if found := dataFilesHolding(t, F.Data, erased[:1]); len(found) == 0 {
+		t.Fatalf("%s holds no recipient before the erasure: the search proves nothing", F.id)
+	}
+	F.Stop()
+	for _, r := range erased {
+		c.must(L, 200, nil, "DELETE", "/v1/recipients/"+url.PathEscape(r), admin, nil, nil)
+	}
+	// The leader's purge drops the log through the erasures: F can only
+	// catch up from a snapshot.
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(L.Logs.String(), "purged the disk after an erasure") {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader did not purge within 60 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	F.Launch()
+	c.waitMembers(c.nodes...)
+	c.sameDigest(c.nodes...)
+	if !strings.Contains(F.Logs.String(), "restoring a snapshot from the leader") {
+		t.Fatalf("%s caught up without installing a snapshot: the test does not test it", F.id)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		found := dataFilesHolding(t, F.Data, append([]string{kept}, erased...))
+		if len(found[kept]) == 0 {
+			t.Fatalf("no file of %s holds %s, which was not erased: the search proves nothing", F.id, kept)
+		}
+		delete(found, kept)
+		if len(found) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("60 s after %s came back, erased recipients are on its disk: %v", F.id, found)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
