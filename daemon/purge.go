@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -146,7 +147,21 @@ func (n *Node) purge() error {
 	if err != nil {
 		return err
 	}
-	if err := n.fsm.CompactAll(); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done: // Close need not wait for a compaction of the whole state
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := n.fsm.CompactAll(ctx); err != nil {
+		select {
+		case <-n.done:
+			return raft.ErrRaftShutdown
+		default:
+		}
 		return err
 	}
 	select {

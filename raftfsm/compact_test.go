@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -75,7 +76,7 @@ func TestCompactAllLeavesNoOverwrittenValue(t *testing.T) {
 	if got := filesHolding(t, tf.dir, secret); len(got) == 0 {
 		t.Fatal("the overwritten value is in no file before CompactAll: the search proves nothing")
 	}
-	if err := tf.f.CompactAll(); err != nil {
+	if err := tf.f.CompactAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Pebble deletes the replaced tables in the background.
