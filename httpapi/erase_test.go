@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"reflect"
 	"regexp"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -114,5 +117,49 @@ func TestEraseRecipient(t *testing.T) {
 	eb := n.sendAssignments(t, adminB, "s-erase-1")
 	if len(eb) != 1 || !erasedForm.MatchString(eb[0].Recipient) || eb[0].Recipient == erased {
 		t.Fatalf("other tenant's export %v (acme's form %s)", eb, erased)
+	}
+}
+
+// TestEraseThenReadNeverShowsThePlainRecipient: the answer of an erasure
+// may be given before its entry is committed to the state (early answers);
+// a read right after it must still not find the recipient. Other clients
+// keep the batcher busy, so erasures share entries with allocations.
+func TestEraseThenReadNeverShowsThePlainRecipient(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOpts{})
+	f := n.newFixture(t, n.admin, 2000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// doRaw: no Fatal off the test's goroutine.
+				body := fmt.Sprintf(`{"message_id":%q,"recipients":["busy-%d-%d"]}`, f.msg, w, i)
+				r := n.doRaw(req{method: "POST", path: "/v1/sends/s-busy/codes", token: n.admin,
+					body: strings.NewReader(body), ctype: "application/json"})
+				if r.err != nil || r.status != http.StatusOK {
+					t.Errorf("busy allocation: %s", r)
+					return
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 150 {
+		rc := fmt.Sprintf("gone-%d@example.com", i)
+		n.alloc(t, n.admin, "s-gone", f.msg, rc)
+		if got := n.erase(t, n.admin, rc); got != 1 {
+			t.Fatalf("erased %d", got)
+		}
+		if h := n.history(t, n.admin, rc); len(h) != 0 {
+			t.Fatalf("round %d: history right after the erasure: %+v", i, h)
+		}
 	}
 }

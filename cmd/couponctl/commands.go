@@ -69,6 +69,7 @@ var commands = []command{
 
 	{group: "history", name: "recipient", args: "RECIPIENT", summary: "every code a recipient got", minArgs: 1, maxArgs: 1, run: historyRecipient},
 	{group: "history", name: "code", args: "LIST CODE", summary: "a code's state and who got it", minArgs: 2, maxArgs: 2, run: historyCode},
+	{group: "history", name: "erase", args: "RECIPIENT", summary: "erase a recipient from every assignment (codes stay; exports show an erased form)", minArgs: 1, maxArgs: 1, run: historyErase},
 
 	{group: "tenants", name: "ls", summary: "list the tenants", maxArgs: 0, operator: true, run: tenantsLs},
 	{group: "tenants", name: "create", args: "ID NAME", summary: "create a tenant", minArgs: 2, maxArgs: 2, operator: true, run: tenantsCreate},

@@ -326,6 +326,18 @@ func TestCouponctlLifecycleEndToEnd(t *testing.T) {
 	if out, _ := e.mustRun(exitOK, "history", "recipient", "a"); !strings.Contains(out, "released ") {
 		t.Fatalf("history of a released recipient:\n%s", out)
 	}
+	// Erasure: a's one (released) assignment shows an erased form.
+	var erased map[string]int
+	e.mustJSON(&erased, "history", "erase", "a")
+	if len(erased) != 1 || erased["erased"] != 1 {
+		t.Fatalf("erase: %v", erased)
+	}
+	if out, _ := e.mustRun(exitOK, "history", "recipient", "a"); !strings.Contains(out, "a got no code") {
+		t.Fatalf("history of an erased recipient:\n%s", out)
+	}
+	if out, _ := e.mustRun(exitOK, "history", "erase", "a"); !strings.Contains(out, "erased 0 assignments of a") {
+		t.Fatalf("second erasure: %s", out)
+	}
 
 	var f map[string]any
 	e.mustJSON(&f, "lists", "forecast", l.ID, "--recipients", "4")
