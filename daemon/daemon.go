@@ -56,7 +56,10 @@ type Node struct {
 	log       zerolog.Logger
 	db        *pebble.DB
 	fsm       *raftfsm.FSM
-	logStore  *raftboltdb.BoltStore
+	logStore  *raftboltdb.BoltStore // raft.db before Raft starts; then raftDB holds it
+	raftDB    *raftDB               // raft.db as Raft uses it, swappable by a purge (purge.go)
+	snaps     *stampedSnapshots
+	purgeReq  chan struct{} // a purge asked for other than by an erasure (purge.go)
 	transport *raft.NetworkTransport
 	peerTLS   *tls.Config
 	raft      *raft.Raft
@@ -82,7 +85,8 @@ func Start(cfg Config, log zerolog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{}), metrics: httpapi.NewMetrics()}
+	n := &Node{cfg: cfg, log: log, served: make(chan error, 1), done: make(chan struct{}), metrics: httpapi.NewMetrics(),
+		purgeReq: make(chan struct{}, 1)}
 	if err := n.start(); err != nil {
 		n.abort()
 		return nil, err
@@ -160,7 +164,7 @@ func (n *Node) start() error {
 	}
 	n.expiry = newExpiryTicker(func() bool { return n.raft.State() == raft.Leader }, n.fsm.TickDue, n.prop.Tick,
 		n.log.With().Str("component", "expiry").Logger())
-	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize, func() { n.expiry.run(n.done) })
+	n.background(n.onLeadership, n.watchCaughtUp, n.snapshotBySize, n.purgeLoop, func() { n.expiry.run(n.done) })
 	if joining {
 		n.background(func() { n.join(joinToken) })
 		return nil // ready once added and caught up; Start does not wait for that
@@ -216,6 +220,10 @@ func (n *Node) openState() error {
 // folder; it reports whether it bootstrapped a new cluster.
 func (n *Node) startRaft() (bool, error) {
 	cfg := n.cfg
+	// A purge's rewrite of raft.db that a crash cut off left a partial copy.
+	if err := removeRaftDBCopy(filepath.Join(cfg.DataDir, raftLogFile)); err != nil {
+		return false, err
+	}
 	logStore, err := openRaftLog(filepath.Join(cfg.DataDir, raftLogFile))
 	if err != nil {
 		return false, err
@@ -233,6 +241,7 @@ func (n *Node) startRaft() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	n.raftDB, n.snaps = checked.logs.bolt, checked.snaps
 	if err := n.catchUpWithSnapshot(snaps); err != nil {
 		return false, err
 	}
@@ -282,12 +291,12 @@ func (n *Node) startRaft() (bool, error) {
 	// again of jitter); the check is cheap, the snapshot is not.
 	rc.SnapshotInterval = 5 * time.Second
 
-	fresh, err := raft.HasExistingState(checked.logs, logStore, checked.snaps)
+	fresh, err := raft.HasExistingState(checked.logs, n.raftDB, checked.snaps)
 	if err != nil {
 		return false, fmt.Errorf("cannot read Raft state: %w", err)
 	}
 	fresh = !fresh
-	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, checked.logs, logStore, checked.snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, n.metrics, n.log}, checked.logs, n.raftDB, checked.snaps, trans)
 	if err != nil {
 		return false, fmt.Errorf("cannot start Raft: %w", err)
 	}
@@ -522,6 +531,13 @@ func (n *Node) closeStores() error {
 			errs = append(errs, fmt.Errorf("cannot close state: %w", err))
 		}
 		n.db = nil
+	}
+	if n.raftDB != nil {
+		// The store it holds may be a purge's rewritten copy, not logStore.
+		if err := n.raftDB.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot close Raft log: %w", err))
+		}
+		n.raftDB, n.logStore = nil, nil
 	}
 	if n.logStore != nil {
 		if err := n.logStore.Close(); err != nil {

@@ -329,7 +329,7 @@ func (n *Node) checkIntegrity(bolt *raftboltdb.BoltStore, snaps *raft.FileSnapsh
 	if err := checkNewestSnapshot(snaps, snapsPath, metas, logs, first, last); err != nil {
 		return nil, err
 	}
-	if err := scanLog(logs, first, last, snapIndex); err != nil {
+	if err := scanLog(logs, first, last, snapIndex, n.notePendingErasure); err != nil {
 		return nil, fmt.Errorf("%w; %s", err, integrityAdvice)
 	}
 
@@ -434,7 +434,7 @@ func checkNewestSnapshot(snaps *raft.FileSnapshotStore, dir string, metas []*raf
 // scanLog reads every entry of the log through its checksums. Entries may
 // be missing only below the newest snapshot: a follower that installed one
 // keeps its older entries with a hole up to it.
-func scanLog(logs *checkedLogStore, first, last, snapIndex uint64) (err error) {
+func scanLog(logs *checkedLogStore, first, last, snapIndex uint64, seen func(*raft.Log)) (err error) {
 	if last == 0 {
 		return nil
 	}
@@ -458,6 +458,9 @@ func scanLog(logs *checkedLogStore, first, last, snapIndex uint64) (err error) {
 		}
 		if err != nil {
 			return err
+		}
+		if seen != nil {
+			seen(&l)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -36,7 +37,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // read, so Raft, the state machine and the followers see the entry as it
 // was given.
 type checkedLogStore struct {
-	bolt *raftboltdb.BoltStore
+	bolt *raftDB
 	path string // raft.db, named in every error
 	from uint64 // see keyChecksumsFrom; 0 until known (set before Raft runs)
 }
@@ -45,7 +46,7 @@ type checkedLogStore struct {
 // store and stays 0 (every entry without a trailer accepted) when absent,
 // until markChecksums records it.
 func newCheckedLogStore(bolt *raftboltdb.BoltStore, path string) (*checkedLogStore, error) {
-	s := &checkedLogStore{bolt: bolt, path: path}
+	s := &checkedLogStore{bolt: &raftDB{bolt: bolt, path: path}, path: path}
 	from, err := bolt.GetUint64(keyChecksumsFrom)
 	switch {
 	case err == nil:
@@ -150,3 +151,79 @@ func (s *checkedLogStore) GetLog(idx uint64, l *raft.Log) error {
 }
 
 func (s *checkedLogStore) DeleteRange(min, max uint64) error { return s.bolt.DeleteRange(min, max) }
+
+// raftDB is raft.db's store behind a lock, so that a purge after an
+// erasure can replace the file with a rewritten copy while Raft runs
+// (purge.go): Raft uses it as its stable store, checkedLogStore as its log.
+// Every call holds the read lock; the swap holds the write lock, so Raft
+// waits for it rather than write to a closed file.
+type raftDB struct {
+	mu   sync.RWMutex
+	bolt *raftboltdb.BoltStore // nil once closed, or after a swap that failed to reopen
+	path string
+}
+
+// errRaftDBClosed answers calls after Close, or after a swap that could
+// not reopen the file (the node then stops with that error in its log).
+var errRaftDBClosed = errors.New("raft.db is closed")
+
+func (d *raftDB) with(fn func(b *raftboltdb.BoltStore) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.bolt == nil {
+		return fmt.Errorf("%s: %w", d.path, errRaftDBClosed)
+	}
+	return fn(d.bolt)
+}
+
+func (d *raftDB) FirstIndex() (i uint64, err error) {
+	err = d.with(func(b *raftboltdb.BoltStore) (err error) { i, err = b.FirstIndex(); return })
+	return i, err
+}
+
+func (d *raftDB) LastIndex() (i uint64, err error) {
+	err = d.with(func(b *raftboltdb.BoltStore) (err error) { i, err = b.LastIndex(); return })
+	return i, err
+}
+
+func (d *raftDB) GetLog(idx uint64, l *raft.Log) error {
+	return d.with(func(b *raftboltdb.BoltStore) error { return b.GetLog(idx, l) })
+}
+
+func (d *raftDB) StoreLogs(logs []*raft.Log) error {
+	return d.with(func(b *raftboltdb.BoltStore) error { return b.StoreLogs(logs) })
+}
+
+func (d *raftDB) DeleteRange(min, max uint64) error {
+	return d.with(func(b *raftboltdb.BoltStore) error { return b.DeleteRange(min, max) })
+}
+
+func (d *raftDB) Set(k, v []byte) error {
+	return d.with(func(b *raftboltdb.BoltStore) error { return b.Set(k, v) })
+}
+
+func (d *raftDB) Get(k []byte) (v []byte, err error) {
+	err = d.with(func(b *raftboltdb.BoltStore) (err error) { v, err = b.Get(k); return })
+	return v, err
+}
+
+func (d *raftDB) SetUint64(k []byte, v uint64) error {
+	return d.with(func(b *raftboltdb.BoltStore) error { return b.SetUint64(k, v) })
+}
+
+func (d *raftDB) GetUint64(k []byte) (v uint64, err error) {
+	err = d.with(func(b *raftboltdb.BoltStore) (err error) { v, err = b.GetUint64(k); return })
+	return v, err
+}
+
+// Close closes the file; later calls answer errRaftDBClosed.
+func (d *raftDB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bolt == nil {
+		return nil
+	}
+	err := d.bolt.Close()
+	d.bolt = nil
+	return err
+}
