@@ -295,14 +295,19 @@ func (f *FSM) RecipientHistory(tenant string, recipient []byte) ([]Assignment, e
 		s = f.sendByNum(m.send)
 		return s != nil && s.Tenant == tenant
 	}, f.readStoredBatch, func(seq uint64, b *assignBatch, i int) bool {
-		rel, _ := f.releasedAt(seq)
 		out = append(out, Assignment{Recipient: string(recipient), Code: string(b.Codes[i]), List: b.List,
-			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i), Fallback: b.Fallback, ReleasedAt: rel})
+			Message: s.Message, Send: s.ID, At: b.At, Position: b.positionOf(i), Fallback: b.Fallback})
 		seqs = append(seqs, seq)
 		return true
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read history: %w", err)
+	}
+	// Released marks are read after every assignment was found: a resend
+	// found late in the probe implies its release was applied before it, so
+	// the earlier assignment shows released, never two live ones in a send.
+	for i, seq := range seqs {
+		out[i].ReleasedAt, _ = f.releasedAt(seq)
 	}
 	// The index's probe order is not the order of the assignments.
 	sort.Sort(bySeq{out, seqs})
