@@ -53,7 +53,8 @@ type encoded struct {
 	encoding            string // "" sends no Content-Encoding
 	accept              string
 	body                io.Reader
-	size                int64 // -1: chunked
+	size                int64        // -1: chunked
+	client              *http.Client // nil: the node's (a 60 s timeout)
 }
 
 // sendEncoded sends q with the admin token and answers the checked answer.
@@ -75,7 +76,11 @@ func (n *testNode) sendEncoded(t testing.TB, q encoded) response {
 		hr.Header.Set("Accept", q.accept)
 	}
 	hr.Header.Set("Authorization", "Bearer "+n.admin)
-	resp, err := n.client.Do(hr)
+	c := q.client
+	if c == nil {
+		c = n.client
+	}
+	resp, err := c.Do(hr)
 	if err != nil {
 		t.Fatalf("%s %s: %v", q.method, q.path, err)
 	}
@@ -156,11 +161,13 @@ type createdList struct {
 // sample of lookups of codes past those.
 func importSame(t *testing.T, n *testNode, codes, checkOrder int) {
 	prefix := fmt.Sprintf("Z%d-", codes)
+	// 10,000,000 codes under -race take minutes: no client timeout.
+	slow := &http.Client{Transport: n.client.Transport}
 	var plain, packed createdList
 	decode(t, n.sendEncoded(t, encoded{method: "POST", path: "/v1/lists?name=plain", ctype: "text/csv",
-		body: codeStream(prefix, codes, false), size: int64(codes * (len(prefix) + 10))}), http.StatusCreated, &plain)
+		body: codeStream(prefix, codes, false), size: int64(codes * (len(prefix) + 10)), client: slow}), http.StatusCreated, &plain)
 	decode(t, n.sendEncoded(t, encoded{method: "POST", path: "/v1/lists?name=packed", ctype: "text/csv", encoding: "gzip",
-		body: codeStream(prefix, codes, true), size: -1}), http.StatusCreated, &packed)
+		body: codeStream(prefix, codes, true), size: -1, client: slow}), http.StatusCreated, &packed)
 	want := importResult{Imported: uint64(codes), Size: uint64(codes)}
 	if plain.Import != want || packed.Import != want {
 		t.Fatalf("imports: plain %+v, gzip %+v, want %+v", plain.Import, packed.Import, want)
