@@ -88,7 +88,28 @@ func (s *Server) uploadBody(ctx *fasthttp.RequestCtx, limit int64) (io.Reader, b
 	if !gz {
 		return sent, false, nil
 	}
-	return &limitedBody{r: &gunzipBody{src: &srcReader{r: sent}}, n: limit}, true, nil
+	decoded := &limitedBody{r: &gunzipBody{src: &srcReader{r: sent}}, n: limit}
+	return &decodedBody{limitedBody: decoded, sent: sent, limit: limit}, true, nil
+}
+
+// decodedBody is a gzip body as uploadBody returns it: the decoded bytes,
+// and the counts an estimate of their length needs.
+type decodedBody struct {
+	*limitedBody              // decoded
+	sent         *limitedBody // as sent
+	limit        int64
+}
+
+// estimatedLen scales the length as sent (declared, -1 when unknown) by
+// the ratio read so far: a new list's index is then sized about once, as
+// for a plain body (propose.SizedBody). The decoder's read-ahead makes it
+// a little low; it changes no outcome.
+func (d *decodedBody) estimatedLen(declared int) int {
+	in, out := d.limit-d.sent.n, d.limit-d.limitedBody.n
+	if declared <= 0 || in <= 0 || out <= 0 {
+		return -1
+	}
+	return int(min(float64(declared)*float64(out)/float64(in), float64(d.limit)))
 }
 
 // gzipError is a body that is not a whole gzip stream: a bad header, a

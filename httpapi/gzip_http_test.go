@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/coupond/coupond/raftfsm/propose"
 )
 
 // gzipBytes compresses each part as one gzip member and joins them: a
@@ -456,5 +458,34 @@ func TestUnsupportedContentEncodingIs415(t *testing.T) {
 	}
 	if after := n.stateDigest(t); after != before {
 		t.Fatal("a refused encoding changed the state")
+	}
+}
+
+// A compressed import is handed to the proposer with no length
+// (BodyLen -1) and an estimate of its decoded length from the ratio read
+// so far, which sizes a new list's index; a plain one has its length.
+func TestFakeGzipImportEstimatesItsLength(t *testing.T) {
+	n := newFakeNode(t)
+	id := n.addList("acme", 0x1234, 0)
+	var plain bytes.Buffer
+	for i := 0; i < 100_000; i++ {
+		fmt.Fprintf(&plain, "EST-%08d\n", i)
+	}
+	r := n.do(fakeReq{method: "POST", path: "/v1/lists/" + id + "/codes", token: n.admin, ctype: "text/csv",
+		body: string(gzipBytes(t, plain.Bytes())), headers: []string{"Content-Encoding: gzip"}})
+	wantStatus(t, r, http.StatusOK)
+	c := n.takeWrite("Import")
+	if imp := c.arg.(propose.Import); imp.BodyLen != -1 || len(c.codes) != 100_000 {
+		t.Fatalf("gzip import: BodyLen %d, %d codes", imp.BodyLen, len(c.codes))
+	}
+	if c.estimated != plain.Len() {
+		t.Fatalf("decoded length estimated %d once read whole, want %d", c.estimated, plain.Len())
+	}
+
+	wantStatus(t, n.do(fakeReq{method: "POST", path: "/v1/lists/" + id + "/codes", token: n.admin, ctype: "text/csv",
+		body: plain.String()}), http.StatusOK)
+	c = n.takeWrite("Import")
+	if imp := c.arg.(propose.Import); imp.BodyLen != plain.Len() || c.estimated != -1 {
+		t.Fatalf("plain import: BodyLen %d, estimate %d", imp.BodyLen, c.estimated)
 	}
 }

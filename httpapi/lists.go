@@ -435,6 +435,17 @@ type importBody struct {
 	rd     *codecsv.Reader
 	body   io.Reader
 	digest hash.Hash // nil: no Idempotency-Key
+	// gz is the body when it came compressed, declared its length as sent.
+	gz       *decodedBody
+	declared int
+}
+
+// EstimatedLen estimates a compressed body's decoded length (propose.SizedBody).
+func (b *importBody) EstimatedLen() int {
+	if b.gz == nil {
+		return -1
+	}
+	return b.gz.estimatedLen(b.declared)
 }
 
 func (b *importBody) Next() ([]byte, error) { return b.rd.Next() }
@@ -467,6 +478,9 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 		return raftfsm.ImportResult{}, badRequest(fmt.Sprintf("Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 	}
 	in := &importBody{body: body}
+	if gz {
+		in.gz, in.declared = body.(*decodedBody), ctx.Request.Header.ContentLength()
+	}
 	var src io.Reader = body
 	if len(key) > 0 {
 		in.digest = requestDigest(target, header)
