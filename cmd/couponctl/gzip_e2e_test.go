@@ -9,7 +9,9 @@ import (
 // couponctl --gzip against a coupond process: the compressed import, top-up
 // and withdrawal answer what the plain ones do.
 func TestCouponctlGzipUploads(t *testing.T) {
-	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs coupond")
+	}
 	e := startE2E(t)
 	work := t.TempDir()
 	codesPath := filepath.Join(work, "codes.csv")
