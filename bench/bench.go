@@ -32,6 +32,7 @@ type Config struct {
 	CodesSet bool  // Codes was given (else the send scenarios pick their own)
 	CodeLen  int   // length of generated codes
 	Restart  bool  // import: restart the spawned node afterwards and time it
+	Gzip     bool  // CSV uploads go gzip-compressed (Content-Encoding: gzip)
 
 	// Send scenarios.
 	Recipients int64         // big-send: recipients in all; mixed: per big send
@@ -390,6 +391,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	for _, a := range addrs {
 		c := NewClient(a, token, max(cfg.Conc, cfg.Parallel)+4)
 		c.NetHTTP = cfg.NetHTTP
+		c.Gzip = cfg.Gzip
 		c.Strong = true // the checks must see the run's own writes, on a follower too
 		defer c.CloseIdle()
 		env.Clients = append(env.Clients, c)

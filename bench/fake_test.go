@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +40,8 @@ type fakeAPI struct {
 	errs    []string
 	uploads int
 	state   string // file to persist lists to (fake node), "" for none
+
+	gzipUploads int // uploads sent with Content-Encoding: gzip
 
 	fakeSendState // messages, sends and the codes of each list (fake_sends_test.go)
 }
@@ -124,13 +128,30 @@ func (f *fakeAPI) importCSV(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "text/csv" {
 		f.problem("Content-Type %q, want text/csv", ct)
 	}
-	if r.ContentLength < 0 {
-		f.problem("no Content-Length (chunked upload)")
+	var body io.Reader = r.Body
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "":
+		if r.ContentLength < 0 {
+			f.problem("no Content-Length (chunked upload)")
+		}
+	case "gzip":
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			f.problem("gzip upload: %v", err)
+			writeErr(w, http.StatusBadRequest, "invalid_gzip", err.Error())
+			return
+		}
+		body = zr
+		f.mu.Lock()
+		f.gzipUploads++
+		f.mu.Unlock()
+	default:
+		f.problem("Content-Encoding %q", enc)
 	}
 	seen := map[string]struct{}{}
 	var order []string
 	var lines, bytesRead int64
-	sc := bufio.NewScanner(r.Body)
+	sc := bufio.NewScanner(body)
 	for sc.Scan() {
 		line := sc.Text()
 		bytesRead += int64(len(line)) + 1
@@ -151,7 +172,7 @@ func (f *fakeAPI) importCSV(w http.ResponseWriter, r *http.Request) {
 	if err := sc.Err(); err != nil {
 		f.problem("reading the body: %v", err)
 	}
-	if r.ContentLength >= 0 && bytesRead != r.ContentLength {
+	if r.ContentLength >= 0 && body == io.Reader(r.Body) && bytesRead != r.ContentLength {
 		f.problem("read %d bytes, Content-Length said %d", bytesRead, r.ContentLength)
 	}
 	if f.failStatus != 0 {

@@ -268,3 +268,22 @@ func TestSpawnMissingBinary(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// --gzip sends the import compressed (chunked: the compressed length is
+// known at the end only); the fake decodes it and checks every code.
+func TestImportGzipAgainstFake(t *testing.T) {
+	api := newFakeAPI("s3cret", 12)
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cfg, _, errOut := testConfig(t, srv.URL, writeToken(t, "s3cret"))
+	cfg.Gzip = true
+	if err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("Run: %v\nstderr: %s", err, errOut)
+	}
+	if p := api.problems(); len(p) > 0 {
+		t.Fatalf("the fake saw problems:\n%s", strings.Join(p, "\n"))
+	}
+	if api.uploads != 1 || api.gzipUploads != 1 {
+		t.Fatalf("%d uploads, %d of them gzip", api.uploads, api.gzipUploads)
+	}
+}

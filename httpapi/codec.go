@@ -92,9 +92,18 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	return i.r.Read(p)
 }
 
-// readBody reads a whole body of at most limit bytes (413 past it) into
-// one buffer, sized by Content-Length when the client sent one.
+// readBody reads a whole uncompressed body of at most limit bytes (413
+// past it) into one buffer; a Content-Encoding is refused (415).
 func readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, *apiError) {
+	if e := identityOnly(ctx); e != nil {
+		return nil, e
+	}
+	return readPlainBody(ctx, limit)
+}
+
+// readPlainBody is readBody after the encoding check: one buffer, sized by
+// Content-Length when the client sent one.
+func readPlainBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, *apiError) {
 	if cl := ctx.Request.Header.ContentLength(); cl >= 0 {
 		if int64(cl) > limit {
 			return nil, errTooLarge

@@ -309,6 +309,9 @@ type fakeCall struct {
 	// the request digest of a keyed upload.
 	codes  []string
 	digest [sha256.Size]byte
+	// estimated is a propose.SizedBody's EstimatedLen once read, or -2
+	// when the body is no SizedBody.
+	estimated int
 }
 
 // fakeWriter records every write it gets and answers it with the on*
@@ -569,6 +572,10 @@ func (w *fakeWriter) Import(imp propose.Import, body propose.ImportBody) (raftfs
 	}
 	if readErr == nil && imp.Keyed {
 		c.digest, readErr = body.Digest()
+	}
+	c.estimated = -2
+	if sb, ok := body.(propose.SizedBody); ok {
+		c.estimated = sb.EstimatedLen()
 	}
 	w.record(c)
 	if readErr != nil {

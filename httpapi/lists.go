@@ -361,12 +361,11 @@ func (s *Server) topUp(r *request) *apiError {
 	return nil
 }
 
-// csvBody checks the declared size and returns the body, cut at the limit.
-func (s *Server) csvBody(ctx *fasthttp.RequestCtx) (*limitedBody, *apiError) {
-	if cl := ctx.Request.Header.ContentLength(); cl > 0 && int64(cl) > s.cfg.MaxBody {
-		return nil, errTooLarge
-	}
-	return &limitedBody{r: bodyStream(ctx), n: s.cfg.MaxBody}, nil
+// csvBody checks the encoding and the declared size and returns the body,
+// decoded when it came gzip-compressed and cut at the limit (gzip.go); gz
+// tells whether it came compressed.
+func (s *Server) csvBody(ctx *fasthttp.RequestCtx) (body io.Reader, gz bool, e *apiError) {
+	return s.uploadBody(ctx, s.cfg.MaxBody)
 }
 
 // csvError maps a reader error to the API's answer.
@@ -376,10 +375,8 @@ func csvError(err error) *apiError {
 	case errors.As(err, &ce):
 		return newError(fasthttp.StatusBadRequest, "invalid_csv", fmt.Sprintf("line %d: %s", ce.Line, ce.Reason)).
 			with("line", ce.Line).with("reason", ce.Reason)
-	case errors.Is(err, errBodyTooLarge):
-		return errTooLarge
 	}
-	return badRequest("cannot read the request body")
+	return bodyReadError(err)
 }
 
 // uploadID names an import. With an Idempotency-Key header a retried
@@ -440,6 +437,17 @@ type importBody struct {
 	rd     *codecsv.Reader
 	body   io.Reader
 	digest hash.Hash // nil: no Idempotency-Key
+	// gz is the body when it came compressed, declared its length as sent.
+	gz       *decodedBody
+	declared int
+}
+
+// EstimatedLen estimates a compressed body's decoded length (propose.SizedBody).
+func (b *importBody) EstimatedLen() int {
+	if b.gz == nil {
+		return -1
+	}
+	return b.gz.estimatedLen(b.declared)
 }
 
 func (b *importBody) Next() ([]byte, error) { return b.rd.Next() }
@@ -459,15 +467,22 @@ func (b *importBody) Digest() ([sha256.Size]byte, error) {
 // importCSV streams a CSV body through the proposer's import (staged
 // chunks, then one commit). Any failure leaves nothing of it visible.
 func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool, list uint64, create *raftfsm.CreateList, target importTarget) (raftfsm.ImportResult, *apiError) {
-	body, e := s.csvBody(ctx)
+	body, gz, e := s.csvBody(ctx)
 	if e != nil {
 		return raftfsm.ImportResult{}, e
+	}
+	bodyLen := ctx.Request.Header.ContentLength()
+	if gz {
+		bodyLen = -1 // the decoded length is unknown until the end
 	}
 	key := ctx.Request.Header.Peek("Idempotency-Key")
 	if len(key) > maxIdempotencyKey {
 		return raftfsm.ImportResult{}, badRequest(fmt.Sprintf("Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 	}
 	in := &importBody{body: body}
+	if gz {
+		in.gz, in.declared = body.(*decodedBody), ctx.Request.Header.ContentLength()
+	}
 	var src io.Reader = body
 	if len(key) > 0 {
 		in.digest = requestDigest(target, header)
@@ -475,7 +490,7 @@ func (s *Server) importCSV(ctx *fasthttp.RequestCtx, tenant string, header bool,
 	}
 	in.rd = codecsv.NewReader(src, header)
 	imp := propose.Import{Tenant: tenant, Upload: uploadID(ctx, tenant), Keyed: len(key) > 0, List: list, Create: create,
-		BodyLen: ctx.Request.Header.ContentLength(), At: s.now().UnixNano()}
+		BodyLen: bodyLen, At: s.now().UnixNano()}
 	res, err := s.prop.Import(imp, in)
 	if err != nil {
 		return raftfsm.ImportResult{}, fromApply(err)
@@ -564,7 +579,7 @@ func (s *Server) withdraw(r *request) *apiError {
 	if e != nil {
 		return e
 	}
-	body, e := s.csvBody(r.ctx)
+	body, _, e := s.csvBody(r.ctx)
 	if e != nil {
 		return e
 	}

@@ -127,7 +127,7 @@ func (s *Server) readAllocation(ctx *fasthttp.RequestCtx) (recipientsBody, *apiE
 // readRecipients parses a body of recipients, JSON or text/plain, with the
 // optional fields of optional (none for a release).
 func (s *Server) readRecipients(ctx *fasthttp.RequestCtx, optional recipjson.Fields) (out recipientsBody, e *apiError) {
-	body, e := readBody(ctx, min(int64(maxAllocBody), s.cfg.MaxBody))
+	body, e := s.readUpload(ctx, min(int64(maxAllocBody), s.cfg.MaxBody))
 	if e != nil {
 		return out, e
 	}

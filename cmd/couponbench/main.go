@@ -59,6 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(bench.CountFlag{V: &cfg.Codes}, "codes", "import: `N` codes to upload. Send scenarios: codes imported before the run (unless given: big-send --recipients, small-sends 3M, mixed 2M). Accepts 10M, 1e7, 10_000_000")
 	fs.IntVar(&cfg.CodeLen, "code-len", cfg.CodeLen, "length of the generated codes, [0-9A-Z]")
 	fs.BoolVar(&cfg.Restart, "restart", false, "import with --spawn: restart the node afterwards and time it until the list reads back")
+	fs.BoolVar(&cfg.Gzip, "gzip", false, "send CSV uploads (import, and the codes of the send scenarios) gzip-compressed")
 	fs.Var(bench.CountFlag{V: &cfg.Recipients}, "recipients", "big-send: `N` recipients in all (shared by the --parallel sends); mixed: recipients of each big send")
 	fs.IntVar(&cfg.Chunk, "chunk", cfg.Chunk, "big-send, mixed: recipients per allocation request (failover: 1 unless given)")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "big-send: sends at once, each on its connection, --recipients split between them")

@@ -236,6 +236,7 @@ func listsImport(fs *flag.FlagSet) runFunc {
 	header := fs.Bool("header", false, "skip the first line")
 	noDedupe := fs.Bool("no-dedupe", false, "keep repeated codes")
 	key := fs.String("key", "", "Idempotency-Key: a repeat with the same `key` answers the first result")
+	gz := fs.Bool("gzip", false, "compress the upload with gzip as it is sent")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
 		var dedupe *bool
 		if *noDedupe {
@@ -244,7 +245,7 @@ func listsImport(fs *flag.FlagSet) runFunc {
 		}
 		var res *client.CreatedList
 		err := x.upload(a[1], "import", func(up client.Upload) (err error) {
-			up.Header, up.IdempotencyKey = *header, *key
+			up.Header, up.IdempotencyKey, up.Gzip = *header, *key, *gz
 			res, err = x.c.CreateAndImport(ctx, a[0], dedupe, up)
 			return err
 		})
@@ -261,10 +262,11 @@ func listsImport(fs *flag.FlagSet) runFunc {
 func listsTopUp(fs *flag.FlagSet) runFunc {
 	header := fs.Bool("header", false, "skip the first line")
 	key := fs.String("key", "", "Idempotency-Key: a repeat with the same `key` answers the first result")
+	gz := fs.Bool("gzip", false, "compress the upload with gzip as it is sent")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
 		var res *client.ImportResult
 		err := x.upload(a[1], "top-up", func(up client.Upload) (err error) {
-			up.Header, up.IdempotencyKey = *header, *key
+			up.Header, up.IdempotencyKey, up.Gzip = *header, *key, *gz
 			res, err = x.c.TopUp(ctx, a[0], up)
 			return err
 		})
@@ -280,10 +282,11 @@ func listsTopUp(fs *flag.FlagSet) runFunc {
 
 func listsWithdraw(fs *flag.FlagSet) runFunc {
 	header := fs.Bool("header", false, "skip the first line")
+	gz := fs.Bool("gzip", false, "compress the upload with gzip as it is sent")
 	return func(ctx context.Context, x *cmdCtx, a []string) error {
 		var res *client.WithdrawResult
 		err := x.upload(a[1], "withdraw", func(up client.Upload) (err error) {
-			up.Header = *header
+			up.Header, up.Gzip = *header, *gz
 			res, err = x.c.Withdraw(ctx, a[0], up)
 			return err
 		})

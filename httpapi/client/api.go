@@ -1,6 +1,7 @@
 package client
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -152,6 +153,11 @@ type Upload struct {
 	// one for a rewindable Body, so that its own retries cannot import
 	// twice; a non-rewindable Body without a key is sent once.
 	IdempotencyKey string
+	// Gzip compresses Body as it is sent (Content-Encoding: gzip): a
+	// CSV of codes shrinks several times over the wire. Size is then not
+	// sent (the compressed length is not known in advance); the server's
+	// body limit still holds for the uncompressed bytes.
+	Gzip bool
 }
 
 // CodeInfo is the state of one code of a list.
@@ -635,7 +641,7 @@ func uploadCall(path string, q url.Values, up Upload, retry retryable) *call {
 		}
 		c.query.Set("header", "true")
 	}
-	if up.Size > 0 {
+	if up.Size > 0 && !up.Gzip {
 		c.size = up.Size
 	}
 	seeker, rewind := up.Body.(io.Seeker)
@@ -662,6 +668,9 @@ func uploadCall(path string, q url.Values, up Upload, retry retryable) *call {
 			}
 		}
 		prev = &tryBody{r: body, closed: make(chan struct{})}
+		if up.Gzip {
+			prev.r, prev.stop = gzipStream(body)
+		}
 		return prev, nil
 	}
 	key := up.IdempotencyKey
@@ -671,11 +680,41 @@ func uploadCall(path string, q url.Values, up Upload, retry retryable) *call {
 			key = randomKey()
 		}
 	}
+	c.header = http.Header{}
 	if key != "" {
-		c.header = http.Header{"Idempotency-Key": {key}}
+		c.header.Set("Idempotency-Key", key)
+	}
+	if up.Gzip {
+		c.header.Set("Content-Encoding", "gzip")
 	}
 	return c
 }
+
+// gzipStream compresses src as it is read, on a goroutine of its own;
+// stop ends that goroutine and waits for it, so that the caller may
+// rewind src afterwards.
+func gzipStream(src io.Reader) (r io.Reader, stop func()) {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// BestSpeed: codes compress well at any level, and the upload
+		// should not wait on the client's CPU.
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		_, err := io.Copy(zw, src)
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err) // nil: the reader sees the end
+	}()
+	return pr, func() {
+		pr.CloseWithError(errTryOver)
+		<-done
+	}
+}
+
+// errTryOver is what the compressing goroutine of a finished try sees.
+var errTryOver = errors.New("the try is over")
 
 // tryBody is one try's view of an upload body. The transport may go on
 // reading it after the answer came, until it calls Close (the contract of
@@ -684,6 +723,7 @@ func uploadCall(path string, q url.Values, up Upload, retry retryable) *call {
 // needs it.
 type tryBody struct {
 	r      io.Reader
+	stop   func() // ends the compression of a gzip upload; nil for a plain one
 	once   sync.Once
 	closed chan struct{}
 }
@@ -691,7 +731,12 @@ type tryBody struct {
 func (b *tryBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 func (b *tryBody) Close() error {
-	b.once.Do(func() { close(b.closed) })
+	b.once.Do(func() {
+		if b.stop != nil {
+			b.stop()
+		}
+		close(b.closed)
+	})
 	return nil
 }
 

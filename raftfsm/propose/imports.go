@@ -47,6 +47,15 @@ type ImportBody interface {
 	Digest() ([sha256.Size]byte, error)
 }
 
+// SizedBody is an ImportBody whose length is known only once some of it
+// was read (a compressed body: its length as sent times the ratio so far).
+// EstimatedLen, asked when the first chunk goes out, answers the estimate
+// in bytes, or -1 for none; Import.BodyLen is used then.
+type SizedBody interface {
+	ImportBody
+	EstimatedLen() int
+}
+
 // Streaming reports whether this node is streaming the upload right now.
 func (p *Proposer) Streaming(id raftfsm.UploadID) bool {
 	_, ok := p.uploads.Load(id)
@@ -110,7 +119,13 @@ func (p *Proposer) stage(imp Import, body ImportBody) (uint32, error) {
 		if imp.Create != nil && imp.Create.Dedupe {
 			c.NewList = true
 			if chunks == 0 {
-				c.Expect = expectedCodes(imp.BodyLen, block)
+				n := imp.BodyLen
+				if sb, ok := body.(SizedBody); ok {
+					if e := sb.EstimatedLen(); e > 0 {
+						n = e
+					}
+				}
+				c.Expect = expectedCodes(n, block)
 			}
 		}
 		cmd := raftfsm.Encode(c)
