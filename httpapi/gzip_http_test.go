@@ -178,7 +178,8 @@ func importSame(t *testing.T, n *testNode, codes, checkOrder int) {
 	decode(t, n.sendEncoded(t, encoded{method: "POST", path: "/v1/lists?name=packed", ctype: "text/csv", encoding: "gzip",
 		body: bytes.NewReader(packedBody.Bytes()), size: int64(packedBody.Len()), client: slow}), http.StatusCreated, &packed)
 	want := importResult{Imported: uint64(codes), Size: uint64(codes)}
-	if plain.Import != want || packed.Import != want {
+	// The second list's codes all stand in the first one already.
+	if wantPacked := (importResult{Imported: uint64(codes), Size: uint64(codes), InOtherLists: uint64(codes)}); plain.Import != want || packed.Import != wantPacked {
 		t.Fatalf("imports: plain %+v, gzip %+v, want %+v", plain.Import, packed.Import, want)
 	}
 	if p, g := n.getList(t, n.admin, plain.List.ID).counts(), n.getList(t, n.admin, packed.List.ID).counts(); p != g {
