@@ -173,6 +173,7 @@ func (n *Node) purge() error {
 	if err != nil {
 		return err
 	}
+	n.metrics.ObservePurge(time.Since(start))
 	n.log.Info().Uint64("applied_index", target).Str("snapshot", snap.ID).Uint64("snapshot_index", snap.Index).
 		Int("older_snapshots_removed", removed).Int64("raft_db_bytes_before", before).Int64("raft_db_bytes_after", after).
 		Dur("took", time.Since(start)).Msg("purged the disk after an erasure: log truncated, state compacted, raft.db rewritten")

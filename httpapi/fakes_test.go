@@ -271,6 +271,7 @@ func (r *fakeReader) CodesAllocated() uint64     { return 0 }
 func (r *fakeReader) CodesImported() uint64      { return 0 }
 func (r *fakeReader) FallbacksGiven() uint64     { return 0 }
 func (r *fakeReader) CodesReleased() uint64      { return 0 }
+func (r *fakeReader) AssignmentsErased() uint64  { return 0 }
 func (r *fakeReader) ExpiredLists(now int64) int { return 0 }
 func (r *fakeReader) ListsSummary(limit int) ([]raftfsm.ListAvailability, int, uint64) {
 	return nil, 0, 0

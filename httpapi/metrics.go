@@ -35,6 +35,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	apply    prometheus.Histogram
+	purges   prometheus.Histogram
 
 	// children caches the label children of requests and latency by route
 	// and status, so a request costs one map lookup and a few atomic adds.
@@ -74,16 +75,25 @@ func NewMetrics() *Metrics {
 			Help:    "Time the state machine took to apply one batch of Raft log entries (one Pebble batch).",
 			Buckets: latencyBuckets,
 		}),
+		purges: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "coupond_erasure_purge_duration_seconds",
+			Help:    "Time this node took to purge its disk after an erasure (snapshot without log, older snapshots removed, state compacted, raft.db rewritten); the count is the purges done.",
+			Buckets: latencyBuckets,
+		}),
 	}
 	m.children.Store(&map[requestKey]requestChildren{})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency, m.apply)
+		m.requests, m.latency, m.apply, m.purges)
 	return m
 }
 
 // ObserveApply records how long the state machine took to apply one batch
 // of log entries. It is safe to call from any goroutine.
 func (m *Metrics) ObserveApply(d time.Duration) { m.apply.Observe(d.Seconds()) }
+
+// ObservePurge records one finished purge of the disk after an erasure.
+// It is safe to call from any goroutine.
+func (m *Metrics) ObservePurge(d time.Duration) { m.purges.Observe(d.Seconds()) }
 
 // observeRequest counts one answered request. route is a name from match,
 // so the label sets stay bounded.
@@ -141,6 +151,10 @@ func (m *Metrics) registerNode(r Writer, fsm Reader) {
 			Name: "coupond_fallback_codes_given_total",
 			Help: "Fallback codes this node's state machine gave to recipients (sends with on_shortage fallback that could not draw a code) since the process started.",
 		}, func() float64 { return float64(fsm.FallbacksGiven()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coupond_assignments_erased_total",
+			Help: "Assignments this node's state machine rewrote to an erased recipient since the process started.",
+		}, func() float64 { return float64(fsm.AssignmentsErased()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "coupond_codes_released_total",
 			Help: "Codes this node's state machine returned to their lists by releases of undelivered codes since the process started.",

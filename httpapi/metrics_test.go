@@ -249,3 +249,26 @@ func TestMetricsLifecycle(t *testing.T) {
 		t.Fatalf("the counters moved with no command: %v given, %v released", s.value(given), s.value(released))
 	}
 }
+
+// TestMetricsErasure: coupond_assignments_erased_total counts the
+// assignments an erasure rewrote (none for a second erasure).
+func TestMetricsErasure(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	const erased = "coupond_assignments_erased_total"
+	if s := n.scrapeMetrics(t); s.find(erased) == nil || s.value(erased) != 0 {
+		t.Fatalf("a fresh node: %s is %v (present: %v), want 0", erased, s.value(erased), s.find(erased) != nil)
+	}
+	f := n.newFixture(t, n.admin, 4)
+	n.openSend(t, n.admin, "s-1", map[string]any{"message_id": f.msg}, http.StatusCreated)
+	n.openSend(t, n.admin, "s-2", map[string]any{"message_id": f.msg}, http.StatusCreated)
+	n.alloc(t, n.admin, "s-1", "", "ann", "bob")
+	n.alloc(t, n.admin, "s-2", "", "ann")
+	for _, want := range []float64{2, 2} { // the second erasure finds nothing
+		if r := n.do(t, "DELETE", "/v1/recipients/ann", n.admin, nil); r.status != http.StatusOK {
+			t.Fatalf("erase: %s", r)
+		}
+		if got := n.scrapeMetrics(t).value(erased); got != want {
+			t.Fatalf("%s = %v, want %v", erased, got, want)
+		}
+	}
+}

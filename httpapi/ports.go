@@ -66,6 +66,7 @@ type Reader interface {
 	CodesImported() uint64
 	FallbacksGiven() uint64
 	CodesReleased() uint64
+	AssignmentsErased() uint64
 	ExpiredLists(now int64) int
 	ListsSummary(limit int) (oldest []raftfsm.ListAvailability, lists int, available uint64)
 	StoreMetrics() *pebble.Metrics

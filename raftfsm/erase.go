@@ -136,6 +136,7 @@ func (a *applier) eraseRecipient(c *EraseRecipient) (int, error) {
 	}
 	if n > 0 {
 		a.erased = true
+		a.f.stats.assignmentsErased.Add(uint64(n))
 	}
 	return n, nil
 }

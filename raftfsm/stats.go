@@ -15,7 +15,13 @@ type applyStats struct {
 	codesImported  atomic.Uint64
 	fallbacksGiven atomic.Uint64
 	codesReleased  atomic.Uint64
+	// assignmentsErased counts assignments whose recipient was erased.
+	assignmentsErased atomic.Uint64
 }
+
+// AssignmentsErased is the number of assignments this process's state
+// machine rewrote to an erased recipient since the process started.
+func (f *FSM) AssignmentsErased() uint64 { return f.stats.assignmentsErased.Load() }
 
 // FallbacksGiven is the number of fallback codes this process's state
 // machine has given to recipients since the process started.

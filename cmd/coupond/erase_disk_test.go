@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -307,6 +309,11 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 		}
 		line := logs[strings.LastIndex(logs[:i], "\n")+1:]
 		t.Logf("%s: %s", n.id, line[:strings.IndexByte(line, '\n')+1])
+		if m := scrape(t, n.URL("/metrics")); !strings.Contains(m, fmt.Sprintf("\ncoupond_assignments_erased_total %d\n", len(erased)*nSends)) ||
+			strings.Contains(m, "\ncoupond_erasure_purge_duration_seconds_count 0\n") ||
+			!strings.Contains(m, "\ncoupond_erasure_purge_duration_seconds_count ") {
+			t.Fatalf("%s: the metrics do not show %d assignments erased and a purge done", n.id, len(erased)*nSends)
+		}
 		for _, r := range erased {
 			if strings.Contains(n.Logs.String(), r) {
 				t.Fatalf("%s logs erased %s", n.id, r)
@@ -477,4 +484,19 @@ func TestErasureReachesANodeThatWasDown(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// scrape reads a node's /metrics.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	return string(b)
 }
