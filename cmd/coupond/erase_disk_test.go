@@ -76,6 +76,7 @@ var erasedForm = regexp.MustCompile(`^erased:[0-9a-f]{32}$`)
 // there (so the search can fail). A node restarted from its disk still
 // shows them erased.
 func TestErasureLeavesTheDisk(t *testing.T) {
+	t.Parallel() // its own processes and folders
 	if testing.Short() {
 		t.Skip("three processes, 5,000 assignments")
 	}
@@ -338,6 +339,7 @@ func TestErasureLeavesTheDisk(t *testing.T) {
 // the erase entry still in its log, or the mark a purge leaves until it
 // ends, tells it to. Each round kills at another moment.
 func TestErasurePurgedAfterCrash(t *testing.T) {
+	t.Parallel() // its own processes and folders
 	if testing.Short() {
 		t.Skip("kills and restarts a process")
 	}
@@ -422,6 +424,7 @@ func TestErasurePurgedAfterCrash(t *testing.T) {
 // the state has erased anyone), and its own disk (old log, old snapshots,
 // old tables) is purged too.
 func TestErasureReachesANodeThatWasDown(t *testing.T) {
+	t.Parallel() // its own processes and folders
 	if testing.Short() {
 		t.Skip("three processes")
 	}
