@@ -144,15 +144,26 @@ func TestRaftDBRewriteSurvivesKill(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		lines := make(chan string, 1024)
+		lines := make(chan string, 1<<16)
+		storedOnce := make(chan struct{})
 		go func() {
 			sc := bufio.NewScanner(out)
+			first := true
 			for sc.Scan() {
+				if first && strings.HasPrefix(sc.Text(), "stored ") {
+					first = false
+					close(storedOnce)
+				}
 				lines <- sc.Text()
 			}
 			close(lines)
 		}()
-		// Let it run a few loops first, then kill it anywhere in one.
+		// Once it stored something (a loaded machine may take long to start
+		// the child), let it run a few loops, then kill it anywhere in one.
+		select {
+		case <-storedOnce:
+		case <-time.After(60 * time.Second):
+		}
 		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
 		cmd.Process.Kill()
 		var stored, rewritten uint64

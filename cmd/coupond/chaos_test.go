@@ -773,6 +773,7 @@ func (nm *chaosNemesis) running() []string {
 
 // TestChaos is the fault test: see the top of this file.
 func TestChaos(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	cfg := chaosConfigFromEnv(t)
 	t.Logf("seed %d (COUPOND_CHAOS_SEED), load %s, at least %d leader kills, %d clients", cfg.seed, cfg.duration, cfg.minKills, cfg.clients)
 	start := time.Now()

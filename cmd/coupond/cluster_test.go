@@ -895,6 +895,7 @@ func (s *snapLoad) run(w int) error {
 // longer than this test runs, so the byte trigger (checked every second)
 // is what takes the snapshots here.
 func TestSnapshotInstallAfterCompaction(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	start := time.Now()
 	c := startCtCluster(t, "--raft-snapshot-entries", "64", "--raft-trailing-entries", "32", "--raft-snapshot-bytes", "1MiB")
 	L := c.node(c.waitMembers(c.nodes...))

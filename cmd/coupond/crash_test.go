@@ -635,8 +635,10 @@ func TestKill9MidTopUp(t *testing.T) {
 // TestKill9MidCreateImport: a create+import killed in flight leaves the list
 // whole or absent.
 func TestKill9MidCreateImport(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	start := time.Now()
-	p := newProc(t)
+	// The subject is the disk across a kill: the plain binary.
+	p := newProcOf(t, fastBinary(t))
 	p.Start()
 	admin := p.Token("admin.token")
 	// Early, late, and a moment after the whole body was sent: often while

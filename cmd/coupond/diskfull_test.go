@@ -110,6 +110,7 @@ type ackedWrite struct {
 // flush. "log": the leader cannot write raft.db and steps down, and must
 // lead again by itself once space is back.
 func TestDiskFull(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	t.Run("state", func(t *testing.T) { testDiskFull(t, true) })
 	t.Run("log", func(t *testing.T) { testDiskFull(t, false) })
 }

@@ -46,6 +46,7 @@ func (p *proc) keyed(path, token, key string, body []byte) (int, string, []byte)
 // create-and-import whose list was deleted (then kill -9) is 404 and
 // creates nothing.
 func TestIdempotencyKeyBindingSurvivesKill9(t *testing.T) {
+	t.Parallel() // its own processes and folders; runs beside the other long ones
 	p := newProc(t)
 	p.Start()
 	admin := p.Token("admin.token")
