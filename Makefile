@@ -38,6 +38,8 @@ cluster: build
 # coverage-guided run is in make fuzz, because a fuzz build instruments
 # every package it links (Pebble and Raft: minutes from an empty cache).
 # The process tests' binaries are built first, once (cmd/internal/proctest).
+# -parallel 3: the parallel tests are mostly process tests that wait on
+# their nodes (fsync, kills, elections), so a third one fits in 2 cores.
 test: deps
 	mkdir -p $(BIN)/test
 	$(GO) build -o $(BIN)/test/ ./cmd/coupond ./cmd/couponctl
@@ -46,7 +48,7 @@ test: deps
 
 .PHONY: test-suite test-checks
 test-suite:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -parallel 3 -timeout 15m ./...
 
 test-checks:
 	$(GO) vet ./...
