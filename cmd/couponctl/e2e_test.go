@@ -47,7 +47,8 @@ func startE2E(t *testing.T) *e2e {
 	node := proctest.New(t, coupondBin.Path(t), "--log-level", "warn")
 	e := &e2e{t: t, dir: node.Dir, ctl: ctlBin.Path(t), addr: node.HTTPAddr}
 	node.Launch()
-	e.mustRun(exitOK, "cluster", "ready", "--wait", "30s")
+	// A fresh-cache make test compiles beside this test: the node may be slow to start.
+	e.mustRun(exitOK, "cluster", "ready", "--wait", "120s")
 	return e
 }
 
