@@ -117,37 +117,24 @@ var findSink atomic.Uint64
 // Code); pos and codes are reused after fn returns. fn returns false to
 // stop. Any goroutine.
 func (l *List) EachFirst(from, to uint32, fn func(pos []uint32, codes [][]byte) bool) {
+	l.eachBatch(from, to, true, fn)
+}
+
+// EachCode is EachFirst for every position, first occurrences or not.
+func (l *List) EachCode(from, to uint32, fn func(pos []uint32, codes [][]byte) bool) {
+	l.eachBatch(from, to, false, fn)
+}
+
+func (l *List) eachBatch(from, to uint32, firstOnly bool, fn func(pos []uint32, codes [][]byte) bool) {
 	to = min(to, l.Len())
 	var ps [FindBatch]uint32
 	var cs [FindBatch][]byte
 	lay := l.lay.Load() // publishes every position below the Len loaded above
 	k := 0
 	for p := from; p < to; p++ {
-		if !l.IsFirst(p) {
+		if firstOnly && !l.IsFirst(p) {
 			continue
 		}
-		ps[k], cs[k] = p, codeAt(lay, p)
-		k++
-		if k == FindBatch {
-			if !fn(ps[:k], cs[:k]) {
-				return
-			}
-			k = 0
-		}
-	}
-	if k > 0 {
-		fn(ps[:k], cs[:k])
-	}
-}
-
-// EachCode is EachFirst for every position, first occurrences or not.
-func (l *List) EachCode(from, to uint32, fn func(pos []uint32, codes [][]byte) bool) {
-	to = min(to, l.Len())
-	var ps [FindBatch]uint32
-	var cs [FindBatch][]byte
-	lay := l.lay.Load()
-	k := 0
-	for p := from; p < to; p++ {
 		ps[k], cs[k] = p, codeAt(lay, p)
 		k++
 		if k == FindBatch {
