@@ -237,12 +237,9 @@ func (a *applier) reserve(c *Reserve) error {
 	if created {
 		s.CreatedAt = c.At
 	}
-	need := c.Need
-	if l, p := a.listForSend(s); a.fallsBack(s, l) {
-		// The chunks give the fallback code to whom the hold cannot cover.
-		need = min(need, a.drawable(s, l, p, c.At))
-	}
-	nl, err := a.hold(s, need, c.At)
+	// Under fallback the chunks give the fallback code to whom the hold
+	// cannot cover.
+	nl, err := a.hold(s, a.toDraw(s, c.Need, c.At), c.At)
 	if err != nil {
 		return err
 	}
@@ -342,12 +339,7 @@ func (a *applier) allocate(c *Allocate) (*AllocResult, error) {
 		if a.f.hist.nextSeq+need > MaxAssignments {
 			return nil, ErrAssignmentsFull
 		}
-		draw := need                          // drawn from the list; the rest get the fallback code
-		if s.OnShortage == ShortageFallback { // a send under reject skips the list's lookup
-			if l, p := a.listForSend(s); a.fallsBack(s, l) {
-				draw = min(need, a.drawable(s, l, p, c.At))
-			}
-		}
+		draw := a.toDraw(s, need, c.At) // drawn from the list; the rest get the fallback code
 		nl, err := a.hold(s, draw, c.At)
 		if err != nil {
 			if indexed {
@@ -404,6 +396,18 @@ func (a *applier) drawable(s *Send, l *ListMeta, p *pool.List, at int64) uint64 
 		return 0
 	}
 	return s.Reserved + listAvailable(l, p)
+}
+
+// toDraw is how many of need new codes send s draws from its list at time
+// at: all of them, unless the send falls back, then what it can draw.
+func (a *applier) toDraw(s *Send, need uint64, at int64) uint64 {
+	if s.OnShortage != ShortageFallback {
+		return need // a send under reject skips the list's lookup
+	}
+	if l, p := a.listForSend(s); a.fallsBack(s, l) {
+		return min(need, a.drawable(s, l, p, at))
+	}
+	return need
 }
 
 // fallsBack reports whether send s gives list l's fallback code when it
