@@ -558,10 +558,5 @@ func writeFileSynced(path string, b []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncPath(filepath.Dir(path))
 }

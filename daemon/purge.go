@@ -281,7 +281,7 @@ func (d *raftDB) rewrite() (before, after int64, err error) {
 		copyErr = os.Rename(tmp, d.path)
 	}
 	if copyErr == nil {
-		copyErr = syncDir(filepath.Dir(d.path))
+		copyErr = syncPath(filepath.Dir(d.path))
 	}
 	if copyErr != nil {
 		os.Remove(tmp)
@@ -333,7 +333,7 @@ func copyBoltFile(src, dst string) error {
 	if err == nil {
 		// bolt syncs its pages with fdatasync; the new file's size and
 		// inode need a full sync before the rename makes it raft.db.
-		err = syncFile(dst)
+		err = syncPath(dst)
 	}
 	return err
 }
@@ -354,25 +354,15 @@ func copyBucket(from, to *bbolt.Bucket) error {
 	})
 }
 
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// syncPath fsyncs a file or a folder (a read-only descriptor is enough
+// for fsync on Linux).
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	err = f.Sync()
 	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	return err
