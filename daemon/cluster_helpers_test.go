@@ -522,3 +522,33 @@ type fullList struct {
 func (l fullList) addsUp() bool {
 	return l.Added == l.Available+l.Reserved+l.Used+l.Withdrawn
 }
+
+// joinedCluster starts len(cfgs) nodes, the first bootstrapping and the
+// others joining it, waits until they agree, and answers the operator and
+// admin tokens and the leader. cfgs[i] needs no Join or TokenFile.
+func joinedCluster(t *testing.T, cfgs []daemon.Config) (nodes []*clusterNode, op, admin string, leader *clusterNode) {
+	t.Helper()
+	nodes = make([]*clusterNode, len(cfgs))
+	for i, cfg := range cfgs {
+		if i > 0 {
+			cfg.Join = nodes[0].n.HTTPAddr()
+			cfg.TokenFile = filepath.Join(nodes[0].cfg.DataDir, "operator.token")
+		}
+		nodes[i] = startClusterNode(t, cfg, nil)
+		if i > 0 {
+			waitJoined(t, nodes[0], nodes[i])
+		}
+	}
+	op, admin = nodes[0].readToken("operator.token"), nodes[0].readToken("admin.token")
+	waitConverged(t, op, nodes...)
+	if leader = leaderAmong(nodes...); leader == nil {
+		t.Fatal("no single leader")
+	}
+	return nodes, op, admin, leader
+}
+
+// plainConfig is a node's config on loopback with a free Raft address.
+func plainConfig(t *testing.T, id string) daemon.Config {
+	return daemon.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
+		NodeID: id, LogFormat: "json", LogLevel: "warn"}
+}

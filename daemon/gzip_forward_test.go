@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"testing"
 
 	"github.com/coupond/coupond/daemon"
@@ -18,25 +16,11 @@ import (
 // (the codes arrive whole) and refuses a bomb or a corrupt stream itself.
 func TestGzipUploadThroughFollower(t *testing.T) {
 	t.Parallel()
-	nodes := make([]*clusterNode, 2)
-	for i := range nodes {
-		cfg := daemon.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-			NodeID: fmt.Sprintf("n%d", i+1), LogFormat: "json", LogLevel: "warn", MaxBody: 2 << 20}
-		if i > 0 {
-			cfg.Join = nodes[0].n.HTTPAddr()
-			cfg.TokenFile = filepath.Join(nodes[0].cfg.DataDir, "operator.token")
-		}
-		nodes[i] = startClusterNode(t, cfg, nil)
-		if i > 0 {
-			waitJoined(t, nodes[0], nodes[i])
-		}
+	cfgs := []daemon.Config{plainConfig(t, "n1"), plainConfig(t, "n2")}
+	for i := range cfgs {
+		cfgs[i].MaxBody = 2 << 20
 	}
-	op, admin := nodes[0].readToken("operator.token"), nodes[0].readToken("admin.token")
-	waitConverged(t, op, nodes...)
-	leader := leaderAmong(nodes...)
-	if leader == nil {
-		t.Fatal("no single leader")
-	}
+	nodes, op, admin, leader := joinedCluster(t, cfgs)
 	follower := nodes[0]
 	if follower == leader {
 		follower = nodes[1]

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -39,27 +38,14 @@ func keyedImport(cn *clusterNode, path, token, key string, body []byte) (int, []
 // answer; and the overlap report of a follower matches the leader's.
 func TestInOtherListsSurvivesLeaderChange(t *testing.T) {
 	fn := newFaultNet(t)
-	nodes := make([]*clusterNode, 3)
-	for i := range nodes {
+	cfgs := make([]daemon.Config, 3)
+	for i := range cfgs {
 		id := fmt.Sprintf("n%d", i+1)
 		layer := fn.layer(t, id)
-		cfg := daemon.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", RaftAddr: layer.Addr().String(),
+		cfgs[i] = daemon.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", RaftAddr: layer.Addr().String(),
 			NodeID: id, LogFormat: "json", LogLevel: "warn", RaftLayer: layer}
-		if i > 0 {
-			cfg.Join = nodes[0].n.HTTPAddr()
-			cfg.TokenFile = filepath.Join(nodes[0].cfg.DataDir, "operator.token")
-		}
-		nodes[i] = startClusterNode(t, cfg, nil)
-		if i > 0 {
-			waitJoined(t, nodes[0], nodes[i])
-		}
 	}
-	op, admin := nodes[0].readToken("operator.token"), nodes[0].readToken("admin.token")
-	waitConverged(t, op, nodes...)
-	leader := leaderAmong(nodes...)
-	if leader == nil {
-		t.Fatal("no single leader")
-	}
+	nodes, op, admin, leader := joinedCluster(t, cfgs)
 	var follower *clusterNode
 	for _, cn := range nodes {
 		if cn != leader {

@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/coupond/coupond/daemon"
@@ -13,25 +12,7 @@ import (
 // the POST), right after an allocation made through another node. A
 // preview changes no state: the digests stay what they were.
 func TestPreviewOnEveryNode(t *testing.T) {
-	nodes := make([]*clusterNode, 3)
-	for i := range nodes {
-		cfg := daemon.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", RaftAddr: freeAddr(t),
-			NodeID: fmt.Sprintf("n%d", i+1), LogFormat: "json", LogLevel: "warn"}
-		if i > 0 {
-			cfg.Join = nodes[0].n.HTTPAddr()
-			cfg.TokenFile = filepath.Join(nodes[0].cfg.DataDir, "operator.token")
-		}
-		nodes[i] = startClusterNode(t, cfg, nil)
-		if i > 0 {
-			waitJoined(t, nodes[0], nodes[i])
-		}
-	}
-	op, admin := nodes[0].readToken("operator.token"), nodes[0].readToken("admin.token")
-	waitConverged(t, op, nodes...)
-	leader := leaderAmong(nodes...)
-	if leader == nil {
-		t.Fatal("no single leader")
-	}
+	nodes, op, admin, leader := joinedCluster(t, []daemon.Config{plainConfig(t, "n1"), plainConfig(t, "n2"), plainConfig(t, "n3")})
 	var followers []*clusterNode
 	for _, cn := range nodes {
 		if cn != leader {
